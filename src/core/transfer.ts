@@ -1,0 +1,57 @@
+/**
+ * The seam between sources (who know URLs and hashes), the transfer engine (who moves and verifies
+ * bytes) and the store (who publishes verified blobs). Pure types: no I/O here.
+ */
+
+/** Where a blob's bytes come from at the origin. */
+export interface Origin {
+  /**
+   * The hub URL to GET (HF `resolve/{commit}/{path}`, ModelScope `repo?FilePath=`). It may answer
+   * 302 to a CDN host with a signed URL that expires; re-requesting this URL re-signs it.
+   */
+  url: string;
+  /**
+   * Headers sent only to the host of `url` (typically `authorization`, ModelScope's cookie).
+   * The engine must drop them on every other host: CDNs, proxies' targets, peers.
+   */
+  hubHeaders: Record<string, string>;
+}
+
+/** One blob to fetch and verify. */
+export interface BlobRequest {
+  /** Stable identity across runs, used for resume state and dedup: `sha256:<hex>` or `git:<sha1>`. */
+  key: string;
+  /** Human label for progress and errors (the repo path). */
+  label: string;
+  size: number;
+  /** Expected SHA-256 (hex) when the hub gives one. */
+  sha256?: string;
+  /** Expected git blob SHA-1 (hex), used when no SHA-256 is known. */
+  gitOid?: string;
+  origin: Origin;
+}
+
+/** A blob whose bytes are on disk in the store's partial area and verified. */
+export interface FetchedBlob {
+  key: string;
+  /** Absolute path of the verified file (inside the store's internal folder, same filesystem). */
+  path: string;
+  /** SHA-256 computed over the bytes (always computed, so the store can content-address it). */
+  sha256: string;
+  size: number;
+}
+
+export type ByteSource = 'origin' | 'peer';
+
+export type TransferEvent =
+  | { type: 'blob-start'; key: string; label: string; size: number; resumedBytes: number }
+  | { type: 'progress'; key: string; bytes: number; source: ByteSource }
+  | { type: 'retry'; key: string; label: string; attempt: number; delayMs: number; reason: string }
+  | { type: 'hash-mismatch'; key: string; label: string; expected: string; found: string }
+  | { type: 'blob-verified'; key: string; label: string; size: number };
+
+export function blobKey(f: { sha256?: string; gitOid?: string }): string {
+  if (f.sha256) return `sha256:${f.sha256}`;
+  if (f.gitOid) return `git:${f.gitOid}`;
+  throw new Error('blob has neither sha256 nor git oid');
+}

@@ -1,0 +1,72 @@
+import type { Command } from 'commander';
+import { UsageError } from '../../core/errors.js';
+import { formatRef, parseRef } from '../../core/ref.js';
+import { parseRate, parseSize } from '../../core/units.js';
+import { pullModel } from '../../pull/index.js';
+import { RateLimiter } from '../../transfer/limiter.js';
+import { emitJson, globals, logger } from '../context.js';
+import { reporter } from '../progress.js';
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function intOption(name: string, min: number, max: number) {
+  return (v: string): number => {
+    if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+      throw new UsageError(`invalid ${name} ${JSON.stringify(v)}: expected an integer from ${min} to ${max}`);
+    }
+    return Number(v);
+  };
+}
+
+export function register(program: Command): void {
+  program
+    .command('pull')
+    .description('download, verify and publish models into the store')
+    .argument('<ref...>', 'hf://ORG/NAME[@REV], ms://ORG/NAME[@REV] or ORG/NAME (ModelScope unless USE_HF=1)')
+    .option('--connections <n>', 'parallel connections across all files', intOption('--connections', 1, 256))
+    .option('--chunk-size <size>', 'chunk size, e.g. 16MiB', (v) => parseSize(v, '--chunk-size'))
+    .option('--max-rate <rate>', 'bandwidth limit, e.g. 50MB/s, 50MiB/s, 400Mbit/s', (v) => parseRate(v, '--max-rate'))
+    .option('--include <glob>', 'only files matching (repeatable)', collect)
+    .option('--exclude <glob>', 'skip files matching (repeatable)', collect)
+    .action(async (refs: string[], o: { connections?: number; chunkSize?: number; maxRate?: number; include?: string[]; exclude?: string[] }, cmd: Command) => {
+      const g = globals(cmd);
+      const parsed = refs.map((r) => parseRef(r));
+      const log = logger(g.logLevel);
+      // NDJSON events when asked, or when stdout is a pipe (unless --quiet: then only the path).
+      const events = g.json || (!process.stdout.isTTY && !g.quiet);
+      const rep = reporter({ json: events, quiet: g.quiet });
+      const limiter = new RateLimiter(o.maxRate ?? 0);
+      const abort = new AbortController();
+      const onSignal = () => abort.abort(new Error('interrupted'));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        for (const ref of parsed) {
+          const label = formatRef(ref);
+          const res = await pullModel(ref, {
+            store: g.store,
+            stateDir: g.stateDir,
+            include: o.include,
+            exclude: o.exclude,
+            connections: o.connections,
+            chunkSize: o.chunkSize,
+            limiter,
+            signal: abort.signal,
+            logger: log,
+            onEvent: (e) => rep.report(label, e),
+          });
+          if (events) {
+            emitJson({ type: 'done', ref: label, commit: res.commit, path: res.path, bytesDownloaded: res.bytesDownloaded, alreadyComplete: res.alreadyComplete });
+          } else {
+            process.stdout.write(`${res.path}\n`);
+          }
+        }
+      } finally {
+        rep.stop();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+}

@@ -1,0 +1,25 @@
+import { pino, type Logger } from 'pino';
+
+/**
+ * Paths pino must never print. Tokens travel in headers and options; every object we log that
+ * could hold one is covered here, so a careless `log.info({ headers })` cannot leak a secret.
+ */
+export const REDACT_PATHS = [
+  'authorization', 'cookie', 'token', 'hubHeaders', 'peerToken',
+  '*.authorization', '*.cookie', '*.token', '*.hubHeaders', '*.peerToken',
+  'headers.authorization', 'headers.cookie', '*.headers.authorization', '*.headers.cookie',
+  'origin.hubHeaders', '*.origin.hubHeaders',
+];
+
+/** The root logger: JSON lines on stderr (fd 2), secrets redacted. Children per module: `log.child({ module })`. */
+export function createLogger(level: string = 'info', destination: number = 2): Logger {
+  return pino(
+    {
+      level,
+      base: { pid: process.pid },
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    pino.destination({ dest: destination, sync: true }),
+  );
+}

@@ -1,0 +1,230 @@
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { NetworkError } from '../core/errors.js';
+import type { FileEntry, Manifest } from '../core/manifest.js';
+import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
+import { selectFiles } from '../core/select.js';
+import { blobKey, type BlobRequest, type ByteSource, type TransferEvent } from '../core/transfer.js';
+import { dispatcherFor, sourceFor } from '../sources/index.js';
+import { sleep } from '../sources/http.js';
+import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
+import { Store, type PublishRecord } from '../store/store.js';
+import { simpleFetch } from './simple-fetch.js';
+
+export interface RateLimiterLike {
+  readonly rate: number;
+  setRate(bps: number): void;
+}
+
+export interface PullOptions {
+  store: string;
+  stateDir: string;
+  include?: string[];
+  exclude?: string[];
+  connections?: number;
+  chunkSize?: number;
+  limiter?: RateLimiterLike;
+  signal?: AbortSignal;
+  env?: NodeJS.ProcessEnv;
+  onEvent?: (e: PullEvent) => void;
+  logger?: Logger;
+  /** Lease holder id; defaults to host:pid. */
+  holder?: string;
+  leaseTtlMs?: number;
+  /** How often a waiter looks for the holder's publish. */
+  pollMs?: number;
+}
+
+export type PullEvent =
+  | { type: 'resolved'; ref: string; commit: string; files: number; bytesTotal: number }
+  | { type: 'waiting'; holder: string }
+  | { type: 'progress'; bytesDone: number; bytesTotal: number; source: ByteSource }
+  | { type: 'retry'; file: string; attempt: number; delayMs: number; reason: string }
+  | { type: 'file-verified'; file: string; size: number }
+  | { type: 'verifying' }
+  | { type: 'published'; path: string; commit: string };
+
+export interface PullResult {
+  ref: ModelRef;
+  commit: string;
+  /** The plain view directory (what `swift-fetch path` prints). */
+  path: string;
+  record: PublishRecord;
+  bytesDownloaded: number;
+  alreadyComplete: boolean;
+}
+
+/** Files of `record` cover every selected file of the manifest, with the same content. */
+function covers(record: PublishRecord | undefined, files: readonly FileEntry[]): boolean {
+  if (!record) return false;
+  const have = new Map(record.files.map((f) => [f.path, f]));
+  return files.every((f) => {
+    const h = have.get(f.path);
+    return h !== undefined && h.size === f.size && (!f.sha256 || f.sha256 === h.sha256) && (!f.gitOid || !h.gitOid || f.gitOid === h.gitOid);
+  });
+}
+
+/**
+ * Resolve a ref to a commit, fetch what the store lacks, verify it, publish all views.
+ * Several processes (on several nodes) pulling the same revision into one store coordinate through
+ * a lease file: one downloads, the others wait for its publish record and then return.
+ */
+export async function pullModel(refOrString: ModelRef | string, opts: PullOptions): Promise<PullResult> {
+  const env = opts.env ?? process.env;
+  const ref = typeof refOrString === 'string' ? parseRef(refOrString, env) : refOrString;
+  const log = opts.logger?.child({ module: 'pull', ref: formatRef(ref) });
+  const store = new Store(opts.store);
+  await store.init();
+  const dispatcher = dispatcherFor(env);
+  try {
+    const source = sourceFor(ref.hub, env, dispatcher);
+    let manifest: Manifest;
+    try {
+      manifest = await source.resolve(ref, opts.signal);
+    } catch (e) {
+      // Offline with the model already here: serve what the store has for this revision.
+      if (e instanceof NetworkError && e.code === 'ESF_NETWORK') {
+        const commit = await store.localCommit(ref, ref.revision);
+        const rec = commit ? await store.readRecord(ref, commit) : undefined;
+        if (rec) {
+          log?.warn({ err: e.message }, 'hub unreachable; using the revision already in the store');
+          return done(ref, rec, 0, true, opts);
+        }
+      }
+      throw e;
+    }
+    const files = selectFiles(manifest.files, opts.include, opts.exclude);
+    const complete = files.length === manifest.files.length;
+    const bytesTotal = files.reduce((n, f) => n + f.size, 0);
+    opts.onEvent?.({ type: 'resolved', ref: formatRef(ref), commit: manifest.commit, files: files.length, bytesTotal });
+    log?.info({ commit: manifest.commit, files: files.length, bytes: bytesTotal }, 'resolved');
+
+    const existing = await store.readRecord(ref, manifest.commit);
+    if (covers(existing, files)) {
+      // Record the revision name too (a new branch may point at a commit we already have).
+      const rec = await publishFrom(store, manifest, files, existing!, complete);
+      return done(ref, rec, 0, true, opts);
+    }
+
+    const leaseName = `${repoKey(ref)}@${manifest.commit}`;
+    const holder = opts.holder ?? `${hostname()}:${process.pid}`;
+    let lease: Lease | undefined;
+    for (;;) {
+      opts.signal?.throwIfAborted();
+      const rec = await store.readRecord(ref, manifest.commit);
+      if (covers(rec, files)) {
+        const published = await publishFrom(store, manifest, files, rec!, complete);
+        return done(ref, published, 0, true, opts);
+      }
+      lease = await tryAcquireLease(store.leaseDir, leaseName, {
+        holder,
+        ttlMs: opts.leaseTtlMs,
+        onLost: () => log?.warn('lease lost while downloading; another process may take over'),
+      });
+      if (lease) break;
+      const info = await readLease(store.leaseDir, leaseName);
+      opts.onEvent?.({ type: 'waiting', holder: info?.holder ?? 'unknown' });
+      await sleep(opts.pollMs ?? 500, opts.signal);
+    }
+
+    try {
+      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, opts, bytesTotal);
+      opts.onEvent?.({ type: 'verifying' });
+      const rec = await store.publish({
+        key: ref,
+        commit: manifest.commit,
+        revision: ref.revision,
+        files: files.map((f) => ({ ...f, sha256: shas.get(f.path)!, verified: Boolean(f.sha256 || f.gitOid) })),
+        complete,
+      });
+      const unverified = rec.files.filter((f) => !f.verified).map((f) => f.path);
+      if (unverified.length > 0) log?.warn({ files: unverified }, 'the hub gave no hash for these files: stored unverified');
+      return done(ref, rec, downloaded, false, opts);
+    } finally {
+      await lease.release();
+    }
+  } finally {
+    await dispatcher.close().catch(() => undefined);
+  }
+}
+
+async function publishFrom(store: Store, manifest: Manifest, files: FileEntry[], rec: PublishRecord, complete: boolean): Promise<PublishRecord> {
+  const byPath = new Map(rec.files.map((f) => [f.path, f]));
+  return store.publish({
+    key: manifest.ref,
+    commit: manifest.commit,
+    revision: manifest.ref.revision,
+    files: files.map((f) => ({ ...f, sha256: byPath.get(f.path)!.sha256, verified: byPath.get(f.path)!.verified })),
+    complete,
+  });
+}
+
+function done(ref: ModelRef, rec: PublishRecord, bytesDownloaded: number, alreadyComplete: boolean, opts: PullOptions): PullResult {
+  opts.onEvent?.({ type: 'published', path: rec.paths.plain, commit: rec.commit });
+  return { ref, commit: rec.commit, path: rec.paths.plain, record: rec, bytesDownloaded, alreadyComplete };
+}
+
+/** Fetch every selected file whose content the blob store lacks; returns path -> sha256 for all. */
+async function fetchMissing(
+  store: Store,
+  source: ReturnType<typeof sourceFor>,
+  manifest: Manifest,
+  files: FileEntry[],
+  opts: PullOptions,
+  bytesTotal: number,
+): Promise<{ shas: Map<string, string>; downloaded: number }> {
+  const shas = new Map<string, string>();
+  const requests = new Map<string, BlobRequest>();
+  const pathsByKey = new Map<string, string[]>();
+  let present = 0;
+  for (const f of files) {
+    const known = f.sha256 && (await store.hasBlob(f.sha256)) ? f.sha256 : f.gitOid && !f.sha256 ? await store.shaForGitOid(f.gitOid) : undefined;
+    if (known) {
+      shas.set(f.path, known);
+      present += f.size;
+      continue;
+    }
+    // A file the hub gives no hash for is keyed by its place in the commit: fetched, never deduplicated.
+    const key = f.sha256 || f.gitOid ? blobKey(f) : `path:${manifest.commit}:${f.path}`;
+    (pathsByKey.get(key) ?? pathsByKey.set(key, []).get(key)!).push(f.path);
+    if (requests.has(key)) continue;
+    const req: BlobRequest = { key, label: f.path, size: f.size, origin: source.origin(manifest, f) };
+    if (f.sha256) req.sha256 = f.sha256;
+    if (f.gitOid) req.gitOid = f.gitOid;
+    requests.set(key, req);
+  }
+
+  let done = present;
+  let downloaded = 0;
+  let lastEmit = 0;
+  const gitOids = new Map([...requests.values()].map((r) => [r.key, r.gitOid]));
+  const onTransfer = (e: TransferEvent) => {
+    if (e.type === 'progress') {
+      done += e.bytes;
+      downloaded += e.bytes;
+      const now = Date.now();
+      if (now - lastEmit >= 250 || done === bytesTotal) {
+        lastEmit = now;
+        opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: e.source });
+      }
+    } else if (e.type === 'retry') {
+      opts.onEvent?.({ type: 'retry', file: e.label, attempt: e.attempt, delayMs: e.delayMs, reason: e.reason });
+    } else if (e.type === 'blob-verified') {
+      opts.onEvent?.({ type: 'file-verified', file: e.label, size: e.size });
+    }
+  };
+  opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });
+  if (requests.size > 0) {
+    const dispatcher = dispatcherFor(opts.env ?? process.env);
+    try {
+      const fetched = await simpleFetch([...requests.values()], { partialDir: store.partialDir, dispatcher, onEvent: onTransfer, signal: opts.signal });
+      for (const b of fetched) {
+        await store.commitBlob(b.path, b.sha256, gitOids.get(b.key));
+        for (const p of pathsByKey.get(b.key) ?? []) shas.set(p, b.sha256);
+      }
+    } finally {
+      await dispatcher.close().catch(() => undefined);
+    }
+  }
+  return { shas, downloaded };
+}

@@ -1,0 +1,17 @@
+import type { Dispatcher } from 'undici';
+import type { Hub } from '../core/ref.js';
+import { HuggingFaceSource, hfSettings } from './huggingface.js';
+import { ModelScopeSource, msSettings } from './modelscope.js';
+import type { Source } from './source.js';
+
+export type { Source } from './source.js';
+export { hfSettings } from './huggingface.js';
+export { msSettings } from './modelscope.js';
+export { dispatcherFor } from './http.js';
+
+/** The adapter for a hub, configured from that hub's own environment variables. */
+export function sourceFor(hub: Hub, env: NodeJS.ProcessEnv = process.env, dispatcher?: Dispatcher): Source {
+  return hub === 'hf'
+    ? new HuggingFaceSource(hfSettings(env), dispatcher, env)
+    : new ModelScopeSource(msSettings(env), dispatcher, env);
+}

@@ -1,0 +1,356 @@
+/**
+ * Leases on a shared volume (NFS, CephFS, local disk alike): one file per lease, created with
+ * O_EXCL, renewed by a heartbeat that replaces its content, judged expired by the time it was last
+ * renewed. No flock and no SQLite: both are unreliable on network filesystems.
+ *
+ * Expiry is deliberately conservative. A lease counts as expired when either
+ *  - its `renewedAt + ttlMs` AND its file mtime + ttlMs are both older than now minus a safety
+ *    margin (two independent clocks must agree: the holder's, written in the file, and the file
+ *    server's, stamped on the mtime), or
+ *  - this process has watched the file's content stay unchanged for longer than ttl + margin on its
+ *    own monotonic clock (immune to clock skew; needs repeated calls, which waiters make anyway).
+ *
+ * Takeover of an expired lease is race-free between any number of contenders: the stale file is
+ * first renamed to a unique tombstone (only one rename of a given directory entry can win), the
+ * winner checks that the tombstone still holds exactly the bytes it judged stale (otherwise it has
+ * grabbed a lease someone renewed or re-created in between, and puts it back), then competes with
+ * everyone else through the ordinary create-exclusive path.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { StorageError, UsageError } from '../core/errors.js';
+
+export interface LeaseInfo {
+  holder: string;
+  host: string;
+  pid: number;
+  acquiredAt: number;
+  renewedAt: number;
+  ttlMs: number;
+}
+
+export interface Lease {
+  readonly name: string;
+  readonly holder: string;
+  /** True once the heartbeat found the lease gone, taken over, or could not renew it in time. */
+  readonly lost: boolean;
+  /** Stop the heartbeat and remove the lease file if it is still ours. Idempotent. */
+  release(): Promise<void>;
+}
+
+export interface AcquireOptions {
+  holder: string;
+  /** How long a lease lives without a renewal. Default 30 s. */
+  ttlMs?: number;
+  /** How often the holder renews. Default ttlMs / 3. */
+  heartbeatMs?: number;
+  /** Called once if the lease is lost while held (the holder should stop writing). */
+  onLost?: () => void;
+}
+
+export interface LeaseEntry {
+  name: string;
+  info: LeaseInfo;
+  expired: boolean;
+}
+
+export const DEFAULT_LEASE_TTL_MS = 30_000;
+const SUFFIX = '.lease';
+const NAME_RE = /^(?!\.)[A-Za-z0-9._@+=-]{1,200}$/;
+
+interface StoredLease extends LeaseInfo {
+  /** Unique per acquisition: tells our lease apart from a later one by the same holder. */
+  nonce: string;
+}
+
+/** The lease directory's files: the lease itself, plus transient `.tmp` and `.stale` files. */
+function leasePath(dir: string, name: string): string {
+  if (!NAME_RE.test(name) || name.includes('..')) {
+    throw new UsageError(`invalid lease name ${JSON.stringify(name)}: expected letters, digits and . _ @ + = - only (no slashes)`, 'ESF_BAD_LEASE_NAME');
+  }
+  return join(dir, name + SUFFIX);
+}
+
+/** Margin added to the ttl before another process may take a lease over (clock skew, slow I/O). */
+function safetyMargin(ttlMs: number): number {
+  return Math.min(10_000, Math.max(250, Math.floor(ttlMs / 2)));
+}
+
+function nonce(): string {
+  return randomBytes(9).toString('base64url');
+}
+
+// Per-process memory of what each lease file looked like and when we first saw it that way.
+const observed = new Map<string, { content: string; since: number }>();
+
+function observe(path: string, content: string): number {
+  const now = performance.now();
+  const prev = observed.get(path);
+  if (prev && prev.content === content) return now - prev.since;
+  observed.set(path, { content, since: now });
+  if (observed.size > 10_000) observed.delete(observed.keys().next().value!);
+  return 0;
+}
+
+interface Snapshot {
+  content: string;
+  info: LeaseInfo;
+  nonce: string | undefined;
+  mtimeMs: number;
+}
+
+async function readSnapshot(path: string): Promise<Snapshot | undefined> {
+  let content: string;
+  let mtimeMs: number;
+  try {
+    // Read then stat: if the file is swapped in between, the next poll sees the new one.
+    content = await fsp.readFile(path, 'utf8');
+    mtimeMs = (await fsp.stat(path)).mtimeMs;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new StorageError(`cannot read lease ${path}: ${(e as Error).message}`, 'ESF_LEASE_IO', { cause: e });
+  }
+  const parsed = parseLease(content);
+  if (parsed) return { content, info: parsed.info, nonce: parsed.nonce, mtimeMs };
+  // Being written right now (create-exclusive happens before the write) or torn: judge it by its
+  // mtime and the default ttl, like a lease whose holder we cannot name.
+  return {
+    content,
+    info: { holder: '?', host: '?', pid: 0, acquiredAt: mtimeMs, renewedAt: mtimeMs, ttlMs: DEFAULT_LEASE_TTL_MS },
+    nonce: undefined,
+    mtimeMs,
+  };
+}
+
+function parseLease(content: string): { info: LeaseInfo; nonce: string } | undefined {
+  try {
+    const v = JSON.parse(content) as Partial<StoredLease>;
+    if (
+      typeof v.holder === 'string' && typeof v.host === 'string' && typeof v.pid === 'number' &&
+      typeof v.acquiredAt === 'number' && typeof v.renewedAt === 'number' && typeof v.ttlMs === 'number' &&
+      typeof v.nonce === 'string'
+    ) {
+      return {
+        info: { holder: v.holder, host: v.host, pid: v.pid, acquiredAt: v.acquiredAt, renewedAt: v.renewedAt, ttlMs: v.ttlMs },
+        nonce: v.nonce,
+      };
+    }
+  } catch {
+    /* torn or empty */
+  }
+  return undefined;
+}
+
+function isExpired(path: string, snap: Snapshot): boolean {
+  const ttl = snap.info.ttlMs;
+  const margin = safetyMargin(ttl);
+  const now = Date.now();
+  const byClocks = snap.info.renewedAt + ttl + margin < now && snap.mtimeMs + ttl + margin < now;
+  const byObservation = observe(path, snap.content) > ttl + margin;
+  return byClocks || byObservation;
+}
+
+/** Current holder of a lease, or undefined when there is none. Includes expired leases. */
+export async function readLease(dir: string, name: string): Promise<LeaseInfo | undefined> {
+  const snap = await readSnapshot(leasePath(dir, name));
+  return snap?.info;
+}
+
+/** Whether a lease exists and is held by a live holder. */
+export async function isLeaseLive(dir: string, name: string): Promise<boolean> {
+  const path = leasePath(dir, name);
+  const snap = await readSnapshot(path);
+  return snap !== undefined && !isExpired(path, snap);
+}
+
+/** Every lease file in `dir` with its holder and whether it has expired. */
+export async function listLeases(dir: string): Promise<LeaseEntry[]> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new StorageError(`cannot list leases in ${dir}: ${(e as Error).message}`, 'ESF_LEASE_IO', { cause: e });
+  }
+  const out: LeaseEntry[] = [];
+  for (const f of names) {
+    if (!f.endsWith(SUFFIX)) continue;
+    const name = f.slice(0, -SUFFIX.length);
+    if (!NAME_RE.test(name)) continue;
+    const path = join(dir, f);
+    const snap = await readSnapshot(path);
+    if (snap) out.push({ name, info: snap.info, expired: isExpired(path, snap) });
+  }
+  return out;
+}
+
+async function createExclusive(path: string, content: string): Promise<boolean> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(path, 'wx', 0o644);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw new StorageError(`cannot create lease ${path}: ${(e as Error).message}`, 'ESF_LEASE_IO', { cause: e });
+  }
+  try {
+    await fh.writeFile(content);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return true;
+}
+
+/**
+ * Move an expired lease out of the way. Returns true when the entry is gone (we removed the stale
+ * one, or someone else already did); false when what we grabbed turned out to be live.
+ */
+async function takeOver(path: string, stale: Snapshot): Promise<boolean> {
+  const tomb = `${path}.${nonce()}.stale`;
+  try {
+    await fsp.rename(path, tomb);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true; // another contender won the rename
+    throw new StorageError(`cannot take over lease ${path}: ${(e as Error).message}`, 'ESF_LEASE_IO', { cause: e });
+  }
+  const grabbed = await fsp.readFile(tomb, 'utf8').catch(() => undefined);
+  if (grabbed === stale.content) {
+    await fsp.unlink(tomb).catch(() => {});
+    return true;
+  }
+  // Between our read and our rename the lease was renewed or re-created: give it back. link()
+  // fails if yet another lease appeared meanwhile; then the grabbed one's holder will notice the
+  // loss on its next heartbeat, which is the best any file protocol can do.
+  await fsp.link(tomb, path).catch(() => {});
+  await fsp.unlink(tomb).catch(() => {});
+  return false;
+}
+
+/**
+ * Try to take the lease `name` in `dir` (created if missing). Resolves to the held Lease, or to
+ * undefined when a live holder (another process, or another acquisition in this one) has it.
+ */
+export async function tryAcquireLease(dir: string, name: string, opts: AcquireOptions): Promise<Lease | undefined> {
+  const path = leasePath(dir, name);
+  const ttlMs = opts.ttlMs ?? DEFAULT_LEASE_TTL_MS;
+  if (!(ttlMs > 0)) throw new UsageError(`lease ttl must be positive, got ${ttlMs}`);
+  const heartbeatMs = opts.heartbeatMs ?? Math.max(50, Math.floor(ttlMs / 3));
+  await fsp.mkdir(dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
+    throw new StorageError(`cannot create lease directory ${dir}: ${e.message}`, 'ESF_LEASE_IO', { cause: e });
+  });
+
+  const now = Date.now();
+  const stored: StoredLease = {
+    holder: opts.holder,
+    host: hostname(),
+    pid: process.pid,
+    acquiredAt: now,
+    renewedAt: now,
+    ttlMs,
+    nonce: nonce(),
+  };
+  // Two rounds: the second one after moving an expired lease out of the way.
+  for (let round = 0; round < 2; round++) {
+    stored.acquiredAt = stored.renewedAt = Date.now();
+    if (await createExclusive(path, JSON.stringify(stored))) {
+      observed.delete(path);
+      return new HeldLease(path, name, stored, heartbeatMs, opts.onLost);
+    }
+    const snap = await readSnapshot(path);
+    if (snap === undefined) continue; // released between our create and our read: try again
+    if (!isExpired(path, snap)) return undefined;
+    if (!(await takeOver(path, snap))) return undefined;
+  }
+  return undefined;
+}
+
+class HeldLease implements Lease {
+  readonly name: string;
+  readonly holder: string;
+  private isLost = false;
+  private released = false;
+  private timer: NodeJS.Timeout | undefined;
+  private renewing: Promise<void> | undefined;
+  /** Monotonic time of the last successful renewal (or of the acquisition). */
+  private lastRenew = performance.now();
+
+  constructor(
+    private readonly path: string,
+    name: string,
+    private readonly stored: StoredLease,
+    heartbeatMs: number,
+    private readonly onLost: (() => void) | undefined,
+  ) {
+    this.name = name;
+    this.holder = stored.holder;
+    this.timer = setInterval(() => {
+      if (!this.renewing) this.renewing = this.renew().finally(() => (this.renewing = undefined));
+    }, heartbeatMs);
+    // A forgotten lease must not keep a process alive; its expiry cleans up after us.
+    this.timer.unref();
+  }
+
+  get lost(): boolean {
+    return this.isLost;
+  }
+
+  private markLost(): void {
+    if (this.isLost) return;
+    this.isLost = true;
+    this.stop();
+    try {
+      this.onLost?.();
+    } catch {
+      /* the callback's problem */
+    }
+  }
+
+  private stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Whether the lease file is still ours; throws on I/O errors other than "gone". */
+  private async ownsFile(): Promise<boolean> {
+    let content: string;
+    try {
+      content = await fsp.readFile(this.path, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+    return parseLease(content)?.nonce === this.stored.nonce;
+  }
+
+  private async renew(): Promise<void> {
+    if (this.released || this.isLost) return;
+    // Others may take over after ttl + margin; once we are past the ttl ourselves, renewing could
+    // clobber a new holder's file, so we give up instead.
+    if (performance.now() - this.lastRenew > this.stored.ttlMs) return this.markLost();
+    try {
+      if (!(await this.ownsFile())) return this.markLost();
+      this.stored.renewedAt = Date.now();
+      const tmp = `${this.path}.${nonce()}.tmp`;
+      await fsp.writeFile(tmp, JSON.stringify(this.stored));
+      if (this.released) {
+        await fsp.unlink(tmp).catch(() => {});
+        return;
+      }
+      await fsp.rename(tmp, this.path);
+      this.lastRenew = performance.now();
+    } catch {
+      // A transient I/O error: the next beat retries; the ttl check above bounds how long we try.
+    }
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    this.stop();
+    await this.renewing;
+    if (this.isLost) return;
+    if (await this.ownsFile().catch(() => false)) await fsp.unlink(this.path).catch(() => {});
+  }
+}

@@ -74,7 +74,6 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
   const ref = typeof refOrString === 'string' ? parseRef(refOrString, env) : refOrString;
   const log = opts.logger?.child({ module: 'pull', ref: formatRef(ref) });
   const store = new Store(opts.store);
-  await store.init();
   const dispatcher = dispatcherFor(env);
   try {
     const source = sourceFor(ref.hub, env, dispatcher);
@@ -93,6 +92,8 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
       }
       throw e;
     }
+    // Only now, with a validated listing in hand, touch the store.
+    await store.init();
     const files = selectFiles(manifest.files, opts.include, opts.exclude);
     const complete = files.length === manifest.files.length;
     const bytesTotal = files.reduce((n, f) => n + f.size, 0);

@@ -1,0 +1,47 @@
+import type { Command } from 'commander';
+import { createLogger } from '../../core/log.js';
+import { expandHome, loadConfig, parseConfig, type DaemonConfig } from '../../daemon/config.js';
+import { startDaemon } from '../../daemon/index.js';
+
+/** SIGTERM to exit must stay under Kubernetes' default 30 s grace, and our own 10 s promise. */
+const STOP_DEADLINE_MS = 9_000;
+
+export function register(program: Command): void {
+  program
+    .command('daemon')
+    .description('run the node daemon: keep declared models pulled, serve the HTTP API and metrics')
+    .option('--config <file>', 'daemon config, YAML or JSON (without it: laptop defaults)')
+    .action(async (o: { config?: string }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<{ store?: string; stateDir?: string; logLevel?: string }>();
+      const config: DaemonConfig = o.config ? await loadConfig(o.config) : parseConfig('', 'defaults', { baseDir: process.cwd() });
+      // Flags given explicitly win over the file.
+      if (g.store) config.store = expandHome(g.store);
+      if (g.stateDir) config.stateDir = expandHome(g.stateDir);
+      if (g.logLevel) config.logLevel = g.logLevel as DaemonConfig['logLevel'];
+      const logger = createLogger(config.logLevel);
+      const daemon = await startDaemon(config, { logger });
+      const signal = await new Promise<NodeJS.Signals>((resolve) => {
+        const on = (s: NodeJS.Signals) => {
+          process.off('SIGTERM', on);
+          process.off('SIGINT', on);
+          resolve(s);
+        };
+        process.on('SIGTERM', on);
+        process.on('SIGINT', on);
+      });
+      logger.info({ module: 'daemon', signal }, 'signal received');
+      // A second signal during shutdown is ignored: we are already on our way out, within the deadline.
+      const ignore = () => logger.warn({ module: 'daemon' }, 'already stopping');
+      process.on('SIGTERM', ignore);
+      process.on('SIGINT', ignore);
+      let t: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((r) => (t = setTimeout(() => {
+        logger.warn({ module: 'daemon' }, 'shutdown deadline reached; exiting anyway');
+        r();
+      }, STOP_DEADLINE_MS)));
+      await Promise.race([daemon.stop(), deadline]);
+      clearTimeout(t);
+      process.off('SIGTERM', ignore);
+      process.off('SIGINT', ignore);
+    });
+}

@@ -1,0 +1,5 @@
+export { cliPath, repoRoot } from './paths.js';
+export { PYTHON_MISSING, pythonBin, pythonEnv, requirePython, runPython, skipWithoutPython } from './python.js';
+export { run, runCli, type RunOptions, type RunResult } from './spawn.js';
+export { tmpDir } from './tmp.js';
+export { readTree } from './tree.js';

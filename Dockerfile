@@ -1,0 +1,82 @@
+# swift-fetch container image: the CLI, the node daemon and the init container in one image.
+#
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) -t swift-fetch .
+#   docker run --rm swift-fetch pull hf://Qwen/Qwen2.5-0.5B-Instruct --store /data
+#
+# Every stage starts from the same Node image, so the native better-sqlite3 module compiled in
+# the builder has exactly the ABI of the runtime's Node.
+
+ARG NODE_VERSION=24.21.0
+ARG DEBIAN_RELEASE=bookworm
+
+# --- toolchain: Node plus what node-gyp needs to compile better-sqlite3 ---------------------
+FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS toolchain
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+# Compile native modules here instead of downloading prebuilt binaries: the result is built for
+# this exact Node and libc, and the build needs no host beyond the npm registry.
+ENV npm_config_build_from_source=true \
+    npm_config_update_notifier=false \
+    npm_config_fund=false \
+    npm_config_audit=false
+COPY package.json package-lock.json ./
+
+# --- build: all dependencies, TypeScript compiled to dist/ ----------------------------------
+FROM toolchain AS build
+RUN npm ci
+COPY tsconfig.json ./
+COPY src ./src
+RUN npm run build
+
+# --- prod-deps: production dependencies only (native modules compiled) ----------------------
+FROM toolchain AS prod-deps
+RUN npm ci --omit=dev \
+ && npm cache clean --force
+
+# --- runtime ---------------------------------------------------------------------------------
+FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS runtime
+ARG VERSION=0.0.0-dev
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="swift-fetch" \
+      org.opencontainers.image.description="Resumable, verified, peer-to-peer model distribution for Hugging Face and ModelScope repos" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim"
+
+# tini reaps zombies and forwards signals: Node as PID 1 would ignore SIGTERM and the daemon
+# would lose its chance to checkpoint in-flight chunks before the kubelet's SIGKILL.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini \
+ && rm -rf /var/lib/apt/lists/*
+
+# A fixed numeric UID/GID (not the image's `node` user, 1000) so hostPath directories can be
+# chowned to it from the chart and runAsNonRoot can verify it without /etc/passwd.
+RUN groupadd --system --gid 10001 swift-fetch \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/swift-fetch --no-create-home \
+      --shell /usr/sbin/nologin swift-fetch \
+ && mkdir -p /var/lib/swift-fetch/store /var/lib/swift-fetch/state /var/lib/swift-fetch/imports /etc/swift-fetch \
+ && chown -R 10001:10001 /var/lib/swift-fetch
+
+WORKDIR /app
+ENV NODE_ENV=production \
+    SWIFT_FETCH_STORE=/var/lib/swift-fetch/store
+COPY --from=prod-deps /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY bin ./bin
+
+# `swift-fetch` on PATH runs the package's bin shim under tini, so ENTRYPOINT ["swift-fetch"]
+# gets a proper PID 1 and `kubectl exec ... swift-fetch ls` works the same way.
+RUN printf '%s\n' '#!/bin/sh' \
+      'exec /usr/bin/tini -s -- node /app/bin/swift-fetch.js "$@"' > /usr/local/bin/swift-fetch \
+ && chmod 0755 /usr/local/bin/swift-fetch /app/bin/swift-fetch.js
+
+USER 10001:10001
+EXPOSE 7070
+ENTRYPOINT ["swift-fetch"]
+CMD ["--help"]

@@ -1,0 +1,489 @@
+/**
+ * The Helm chart, rendered by the real helm over several value sets: lint, Kubernetes schema
+ * validation of every object, and the fields that make the deployment work and safe.
+ */
+import { readFileSync } from 'node:fs';
+import { posix } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import YAML from 'yaml';
+import { kubernetesValidatePath, schemaErrors, strictErrors } from './schema.js';
+import {
+  NAMESPACE,
+  RELEASE,
+  VALUE_SETS,
+  allContainers,
+  chartDir,
+  configMapFiles,
+  find,
+  findAll,
+  helm,
+  helmPath,
+  podSpecs,
+  podSpec,
+  podTemplate,
+  probePort,
+  render,
+  renderError,
+  requireTool,
+  valuesDir,
+  type Container,
+  type Rendered,
+} from './support.js';
+
+const runs = requireTool('helm', helmPath, 'HELM_BIN');
+const strictRuns = runs && requireTool('kubernetes-validate', kubernetesValidatePath, 'KUBERNETES_VALIDATE_BIN');
+// The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas shipped.
+const KUBE_VERSIONS = ['1.27.0', '1.37.0'];
+const FULL = `${RELEASE}-swift-fetch`;
+
+const renders = new Map<string, Rendered>();
+async function rendered(set: string): Promise<Rendered> {
+  let r = renders.get(set);
+  if (!r) {
+    r = await render(VALUE_SETS[set]);
+    renders.set(set, r);
+  }
+  return r;
+}
+
+function daemonContainer(r: Rendered): Container {
+  const c = podSpec(find(r, 'DaemonSet')).containers.find((x) => x.name === 'daemon');
+  if (!c) throw new Error('DaemonSet has no daemon container');
+  return c;
+}
+
+function daemonConfig(r: Rendered): Record<string, any> {
+  return YAML.parse(configMapFiles(r).config) as Record<string, any>;
+}
+
+describe.skipIf(!runs)('helm chart', () => {
+  describe('helm lint (renders NOTES.txt too)', () => {
+    it('passes --strict with the defaults', async () => {
+      const { stdout } = await helm(['lint', '--strict', chartDir]);
+      expect(stdout).toMatch(/1 chart\(s\) linted, 0 chart\(s\) failed/);
+    });
+
+    it.each(Object.entries(VALUE_SETS).filter(([, files]) => files.length > 0))('passes --strict with %s', async (_name, files) => {
+      const args = ['lint', '--strict', chartDir, '--namespace', NAMESPACE];
+      for (const f of files) args.push('--values', `${valuesDir}/${f}`);
+      const { stdout } = await helm(args);
+      expect(stdout).toMatch(/0 chart\(s\) failed/);
+    });
+  });
+
+  describe('schema validation itself', () => {
+    it('rejects a rendered DaemonSet with wrong types or missing required fields, and unknown kinds', async () => {
+      const ds = structuredClone(find(await rendered('defaults'), 'DaemonSet')) as any;
+      expect(await schemaErrors(ds)).toEqual([]);
+      ds.spec.template.spec.containers[0].ports[0].containerPort = 'http';
+      ds.spec.template.spec.containers[0].securityContext.runAsUser = 'nobody';
+      delete ds.spec.selector;
+      const errors = (await schemaErrors(ds)).join('\n');
+      expect(errors).toMatch(/containerPort must be integer/);
+      expect(errors).toMatch(/runAsUser must be integer/);
+      expect(errors).toMatch(/selector/);
+      await expect(schemaErrors({ apiVersion: 'example.com/v1', kind: 'Widget', metadata: { name: 'w' } })).rejects.toThrow(/no schema registered/);
+    });
+
+    it.skipIf(!strictRuns)('rejects a misspelt field in strict mode, which the compiled schemas let through', async () => {
+      const ds = structuredClone(find(await rendered('defaults'), 'DaemonSet')) as any;
+      const sc = ds.spec.template.spec.containers[0].securityContext;
+      sc.readOnlyRootFileSystem = sc.readOnlyRootFilesystem;
+      delete sc.readOnlyRootFilesystem;
+      expect(await schemaErrors(ds)).toEqual([]);
+      expect((await strictErrors([ds], '1.37.0')).join('\n')).toMatch(/readOnlyRootFileSystem' was unexpected/);
+    });
+  });
+
+  describe.each(Object.keys(VALUE_SETS))('values: %s', (set) => {
+    let r: Rendered;
+    beforeAll(async () => {
+      r = await rendered(set);
+    });
+
+    it('renders only objects that validate against the Kubernetes schemas', async () => {
+      expect(r.objects.length).toBeGreaterThanOrEqual(5);
+      const errors = (await Promise.all(r.objects.map(schemaErrors))).flat();
+      expect(errors).toEqual([]);
+    });
+
+    it.skipIf(!strictRuns).each(KUBE_VERSIONS)('has no field unknown to Kubernetes %s (strict schemas)', async (v) => {
+      expect(await strictErrors(r.objects, v)).toEqual([]);
+    });
+
+    it('puts every namespaced object in the release namespace with the chart labels', () => {
+      for (const o of r.objects) {
+        expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe(NAMESPACE);
+        expect(o.metadata.labels?.['app.kubernetes.io/instance'], `${o.kind}/${o.metadata.name}`).toBe(RELEASE);
+      }
+    });
+
+    it('runs the daemon as a non-root user with a read-only root, no capabilities and RuntimeDefault seccomp', () => {
+      const ds = find(r, 'DaemonSet');
+      const spec = podSpec(ds);
+      const c = daemonContainer(r);
+      const sc = c.securityContext!;
+      expect(sc.runAsNonRoot).toBe(true);
+      expect(Number.isInteger(sc.runAsUser) && (sc.runAsUser as number) > 0).toBe(true);
+      expect(sc.readOnlyRootFilesystem).toBe(true);
+      expect(sc.allowPrivilegeEscalation).toBe(false);
+      expect(sc.capabilities?.drop).toEqual(['ALL']);
+      expect(sc.capabilities?.add ?? []).toEqual([]);
+      const seccomp = (sc.seccompProfile ?? spec.securityContext?.seccompProfile) as { type: string } | undefined;
+      expect(seccomp?.type).toBe('RuntimeDefault');
+      expect(spec.securityContext?.runAsNonRoot).toBe(true);
+      expect((ds.spec as any).template.spec.automountServiceAccountToken).toBe(false);
+    });
+
+    it('gives the only root init container nothing but CAP_CHOWN', () => {
+      for (const c of podSpec(find(r, 'DaemonSet')).initContainers ?? []) {
+        expect(c.name).toBe('volume-permissions');
+        expect(c.command?.[0]).toBe('chown');
+        expect(c.securityContext?.capabilities).toEqual({ drop: ['ALL'], add: ['CHOWN'] });
+        expect(c.securityContext?.allowPrivilegeEscalation).toBe(false);
+        expect(c.securityContext?.readOnlyRootFilesystem).toBe(true);
+      }
+    });
+
+    it('probes /healthz and /readyz on the port the config tells the daemon to listen on', () => {
+      const c = daemonContainer(r);
+      const listen = String(daemonConfig(r).listen);
+      const port = Number(listen.slice(listen.lastIndexOf(':') + 1));
+      expect(c.livenessProbe?.httpGet?.path).toBe('/healthz');
+      expect(c.startupProbe?.httpGet?.path).toBe('/healthz');
+      expect(c.readinessProbe?.httpGet?.path).toBe('/readyz');
+      for (const p of [c.livenessProbe, c.readinessProbe, c.startupProbe]) {
+        expect(probePort(c, p!.httpGet!.port)).toBe(port);
+      }
+      expect(c.args).toEqual(['daemon', '--config', '/etc/swift-fetch/config.yaml']);
+    });
+
+    it('runs on GPU nodes and tolerates the nvidia.com/gpu taint', () => {
+      const spec = podSpec(find(r, 'DaemonSet'));
+      expect(spec.tolerations).toContainEqual({ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' });
+      expect(spec.nodeSelector).toEqual({ 'nvidia.com/gpu.present': 'true' });
+    });
+
+    it('rolls out node by node without surge', () => {
+      const strategy = (find(r, 'DaemonSet').spec as any).updateStrategy;
+      expect(strategy.type).toBe('RollingUpdate');
+      expect(strategy.rollingUpdate.maxUnavailable).toBe(1);
+      expect(strategy.rollingUpdate.maxSurge).toBe(0);
+    });
+
+    it('passes secrets only by secretKeyRef and never creates a hub token Secret', () => {
+      for (const { owner, spec } of podSpecs(r)) {
+        for (const c of allContainers(spec)) {
+          for (const e of c.env ?? []) {
+            if (/TOKEN|SECRET|PASSWORD|KEY/i.test(e.name)) {
+              expect(e.value, `${owner.kind}/${c.name} ${e.name}`).toBeUndefined();
+              expect(e.valueFrom?.secretKeyRef, `${owner.kind}/${c.name} ${e.name}`).toBeDefined();
+            }
+          }
+        }
+      }
+      for (const s of findAll(r, 'Secret')) expect(s.metadata.name).toBe(`${FULL}-peer-token`);
+    });
+
+    it('mounts the models key of the ConfigMap as a directory at the modelsFile location', () => {
+      const cfg = daemonConfig(r);
+      const { configMap, models } = configMapFiles(r);
+      const spec = podSpec(find(r, 'DaemonSet'));
+      const c = daemonContainer(r);
+      const mount = c.volumeMounts!.find((m) => m.mountPath === posix.dirname(cfg.modelsFile));
+      expect(mount, 'a mount at dirname(modelsFile)').toBeDefined();
+      // Only a whole-directory ConfigMap mount is refreshed by the kubelet; subPath mounts are frozen.
+      expect(mount!.subPath).toBeUndefined();
+      const vol = spec.volumes!.find((v) => v.name === mount!.name)!;
+      expect(vol.configMap?.name).toBe(configMap.metadata.name);
+      expect(vol.configMap?.items).toEqual([{ key: 'models.yaml', path: posix.basename(cfg.modelsFile) }]);
+      expect(YAML.parse(models)).toBeInstanceOf(Array);
+      // The config file itself is the other key, at the path given to --config.
+      const cfgMount = c.volumeMounts!.find((m) => m.mountPath === '/etc/swift-fetch/config.yaml')!;
+      expect(cfgMount.subPath).toBe('config.yaml');
+      expect(spec.volumes!.find((v) => v.name === cfgMount.name)!.configMap?.items).toEqual([{ key: 'config.yaml', path: 'config.yaml' }]);
+    });
+
+    it('mounts the config paths it names: store, state dir, imports', () => {
+      const cfg = daemonConfig(r);
+      const paths = (daemonContainer(r).volumeMounts ?? []).map((m) => m.mountPath);
+      for (const k of ['store', 'stateDir', 'imports']) expect(paths, k).toContain(cfg[k]);
+    });
+  });
+
+  describe('storage', () => {
+    it('defaults to node-local hostPath directories for store, state and imports', async () => {
+      const spec = podSpec(find(await rendered('defaults'), 'DaemonSet'));
+      const byName = Object.fromEntries(spec.volumes!.map((v) => [v.name, v]));
+      expect(byName.store!.hostPath).toEqual({ path: '/var/lib/swift-fetch/store', type: 'DirectoryOrCreate' });
+      expect(byName.state!.hostPath?.path).toBe('/var/lib/swift-fetch/state');
+      expect(byName.imports!.hostPath?.path).toBe('/var/lib/swift-fetch/imports');
+      expect(spec.initContainers?.[0]?.command).toEqual(['chown', '10001:10001', '/var/lib/swift-fetch/store', '/var/lib/swift-fetch/state', '/var/lib/swift-fetch/imports']);
+    });
+
+    it('uses an existing RWX claim with subPath for the store and keeps state node-local', async () => {
+      const r = await rendered('rwx-claim');
+      const spec = podSpec(find(r, 'DaemonSet'));
+      const byName = Object.fromEntries(spec.volumes!.map((v) => [v.name, v]));
+      expect(byName.store!.persistentVolumeClaim).toEqual({ claimName: 'models-rwx' });
+      expect(byName.state!.emptyDir).toEqual({ sizeLimit: '2Gi' });
+      const mounts = daemonContainer(r).volumeMounts!;
+      expect(mounts.find((m) => m.name === 'store')).toMatchObject({ mountPath: '/var/lib/swift-fetch/store', subPath: 'swift-fetch/store' });
+      expect(mounts.find((m) => m.name === 'imports')).toMatchObject({ subPath: 'swift-fetch/imports' });
+      // No hostPath left to chown.
+      expect(spec.initContainers).toBeUndefined();
+      expect(daemonConfig(r).gc).toEqual({ maxBytes: '2TiB' });
+    });
+
+    it('refuses a pvc store without a claim name', async () => {
+      expect(await renderError([], ['storage.store.type=pvc'])).toMatch(/storage\.store\.existingClaim is required/);
+    });
+  });
+
+  describe('models and hub settings', () => {
+    it('renders the model list into models.yaml, not into the config', async () => {
+      const r = await rendered('models');
+      expect(YAML.parse(configMapFiles(r).models)).toEqual([
+        'hf://Qwen/Qwen2.5-0.5B-Instruct',
+        { ref: 'ms://Qwen/Qwen2.5-7B-Instruct', include: ['*.json', '*.safetensors'] },
+        { ref: 'hf://meta-llama/Llama-3.2-1B@main', exclude: ['original/*'] },
+        'Qwen/Qwen2.5-1.5B-Instruct',
+      ]);
+      const cfg = daemonConfig(r);
+      expect(cfg.models).toEqual([]);
+      expect(cfg).toMatchObject({ maxRate: '200MB/s', connections: 32, chunkSize: '32MiB', logLevel: 'debug' });
+    });
+
+    it('takes hub tokens from the named Secrets and endpoints/proxies from values', async () => {
+      const env = daemonContainer(await rendered('models')).env!;
+      const byName = Object.fromEntries(env.map((e) => [e.name, e]));
+      expect(byName.HF_TOKEN!.valueFrom).toEqual({ secretKeyRef: { name: 'hf-token', key: 'HF_TOKEN', optional: false } });
+      expect(byName.MODELSCOPE_API_TOKEN!.valueFrom).toEqual({ secretKeyRef: { name: 'modelscope-token', key: 'token', optional: true } });
+      expect(byName.HF_ENDPOINT!.value).toBe('https://hf-mirror.example.internal');
+      expect(byName.MODELSCOPE_ENDPOINT).toBeUndefined();
+      expect(byName.HTTPS_PROXY!.value).toBe('http://proxy.example.internal:3128');
+      expect(byName.NO_PROXY!.value).toContain('.svc');
+      const defaults = daemonContainer(await rendered('defaults')).env!.map((e) => e.name);
+      expect(defaults).not.toContain('HF_TOKEN');
+      expect(defaults).not.toContain('HTTPS_PROXY');
+    });
+
+    it('changing only the model list leaves the pod template untouched (no restart)', async () => {
+      const a = await render([], ['models={hf://Qwen/Qwen2.5-0.5B-Instruct}']);
+      const b = await render([], ['models={hf://Qwen/Qwen2.5-0.5B-Instruct,ms://Qwen/Qwen2.5-7B-Instruct}']);
+      expect(configMapFiles(a).models).not.toEqual(configMapFiles(b).models);
+      expect(podTemplate(find(a, 'DaemonSet'))).toEqual(podTemplate(find(b, 'DaemonSet')));
+      for (const v of Object.values(podTemplate(find(a, 'DaemonSet')).metadata.annotations ?? {})) {
+        expect(v).not.toContain('Qwen');
+      }
+    });
+
+    it('changing the daemon config rolls the pods through the config checksum', async () => {
+      const a = await render([], ['daemon.maxRate=100MB/s']);
+      const b = await render([], ['daemon.maxRate=200MB/s']);
+      const ca = podTemplate(find(a, 'DaemonSet')).metadata.annotations?.['checksum/config'];
+      const cb = podTemplate(find(b, 'DaemonSet')).metadata.annotations?.['checksum/config'];
+      expect(ca).toMatch(/^[0-9a-f]{64}$/);
+      expect(ca).not.toBe(cb);
+    });
+
+    it('rejects values that break the schema', async () => {
+      expect(await renderError([], ['daemon.logLevel=loud'])).toMatch(/logLevel/);
+      expect(await renderError([], ['models={not a ref}'])).toMatch(/models/);
+      expect(await renderError([], ['daemon.port=70000'])).toMatch(/port/);
+      expect(await renderError([], ['storage.store.type=nfs'])).toMatch(/type/);
+      expect(await renderError([], ['unknownKey=1'])).toMatch(/unknownKey/);
+    });
+  });
+
+  describe('peers', () => {
+    it('wires the headless Service to peers.dns and publishes not-ready daemons', async () => {
+      const r = await rendered('defaults');
+      const svc = find(r, 'Service', '-peers');
+      const spec = svc.spec as any;
+      expect(spec.clusterIP).toBe('None');
+      expect(spec.publishNotReadyAddresses).toBe(true);
+      const cfg = daemonConfig(r);
+      expect(cfg.peers.dns).toBe(`${svc.metadata.name}.${NAMESPACE}.svc.cluster.local`);
+      const c = daemonContainer(r);
+      expect(cfg.peers.port).toBe(probePort(c, 'http'));
+      expect(spec.ports[0].port).toBe(cfg.peers.port);
+      expect(spec.ports[0].targetPort).toBe('http');
+      // The Service selects exactly the daemon pods.
+      expect(podTemplate(find(r, 'DaemonSet')).metadata.labels).toMatchObject(spec.selector);
+      expect(spec.selector['app.kubernetes.io/component']).toBe('daemon');
+    });
+
+    it('generates a peer token Secret and mounts it at peers.tokenFile', async () => {
+      const r = await rendered('defaults');
+      const cfg = daemonConfig(r);
+      const secret = find(r, 'Secret', '-peer-token');
+      const token = Buffer.from((secret.data as Record<string, string>).token!, 'base64').toString();
+      expect(token).toMatch(/^[A-Za-z0-9]{48}$/);
+      expect(secret.metadata.annotations?.['helm.sh/resource-policy']).toBe('keep');
+      const mount = daemonContainer(r).volumeMounts!.find((m) => m.mountPath === posix.dirname(cfg.peers.tokenFile))!;
+      expect(mount.readOnly).toBe(true);
+      const vol = podSpec(find(r, 'DaemonSet')).volumes!.find((v) => v.name === mount.name)!;
+      expect(vol.secret).toMatchObject({ secretName: secret.metadata.name, items: [{ key: 'token', path: posix.basename(cfg.peers.tokenFile) }] });
+    });
+
+    it('uses an existing peer token Secret instead of generating one', async () => {
+      const r = await rendered('monitoring');
+      expect(findAll(r, 'Secret')).toEqual([]);
+      const vol = podSpec(find(r, 'DaemonSet')).volumes!.find((v) => v.name === 'peer-token')!;
+      expect(vol.secret).toMatchObject({ secretName: 'swift-fetch-peer-token', items: [{ key: 'peer-token', path: 'token' }] });
+      expect(daemonConfig(r).peers.static).toEqual(['http://10.0.0.2:7070']);
+    });
+
+    it('drops the peers section, token and hostPort when peers are off', async () => {
+      const r = await rendered('peers-off');
+      expect(daemonConfig(r).peers).toBeUndefined();
+      expect(findAll(r, 'Secret')).toEqual([]);
+      expect(daemonContainer(r).volumeMounts!.map((m) => m.name)).not.toContain('peer-token');
+      expect(daemonContainer(r).ports![0]!.hostPort).toBeUndefined();
+      // The Service stays: it is also the metrics target.
+      expect(find(r, 'Service', '-peers')).toBeDefined();
+    });
+  });
+
+  describe('monitoring', () => {
+    it('scrapes /metrics on the daemon port through a ServiceMonitor', async () => {
+      const r = await rendered('monitoring');
+      const sm = find(r, 'ServiceMonitor');
+      expect(sm.metadata.labels?.release).toBe('kube-prometheus-stack');
+      const spec = sm.spec as any;
+      expect(spec.endpoints[0]).toMatchObject({ port: 'http', path: '/metrics' });
+      const svc = find(r, 'Service', '-peers');
+      expect(svc.metadata.labels).toMatchObject(spec.selector.matchLabels);
+      expect((svc.spec as any).ports.map((p: { name: string }) => p.name)).toContain('http');
+    });
+
+    it('ships a Grafana dashboard ConfigMap for the sidecar', async () => {
+      const r = await rendered('monitoring');
+      const cm = find(r, 'ConfigMap', '-dashboard');
+      expect(cm.metadata.labels?.grafana_dashboard).toBe('1');
+      const dash = JSON.parse((cm.data as Record<string, string>)['swift-fetch.json']!);
+      expect(dash.uid).toBe('swift-fetch');
+      expect(dash.panels.length).toBeGreaterThan(3);
+    });
+
+    it('renders neither by default', async () => {
+      const r = await rendered('defaults');
+      expect(findAll(r, 'ServiceMonitor')).toEqual([]);
+      expect(r.objects.filter((o) => o.metadata.name.endsWith('-dashboard'))).toEqual([]);
+    });
+  });
+
+  describe('inference Deployment', () => {
+    it.each(['inference', 'inference-hostnetwork'])('%s: gates ms-swift on swift-fetch init against the node daemon', async (set) => {
+      const r = await rendered(set);
+      const dep = find(r, 'Deployment', '-inference');
+      const spec = podSpec(dep);
+      const ds = daemonContainer(r);
+      const hostNetwork = podSpec(find(r, 'DaemonSet')).hostNetwork === true;
+      // The port a pod reaches its node's daemon on at status.hostIP.
+      const nodePort = hostNetwork ? ds.ports![0]!.containerPort : ds.ports![0]!.hostPort;
+      expect(nodePort).toBeGreaterThan(0);
+      if (hostNetwork) expect(ds.ports![0]!.hostPort).toBe(ds.ports![0]!.containerPort);
+
+      const init = spec.initContainers!.find((c) => c.name === 'wait-for-model')!;
+      expect(init.args).toEqual([
+        'init',
+        'ms://Qwen/Qwen2.5-7B-Instruct',
+        '--store',
+        '/models',
+        '--daemon',
+        `http://$(HOST_IP):${nodePort}`,
+        '--timeout',
+        '30m',
+        '--link-file',
+        '/models-path/path',
+      ]);
+      expect(init.env).toContainEqual({ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } });
+      expect(init.securityContext?.runAsNonRoot).toBe(true);
+
+      const main = spec.containers[0]!;
+      expect(main.command?.slice(0, 2)).toEqual(['sh', '-c']);
+      expect(main.command?.[2]).toContain('swift deploy --model "$(cat /models-path/path)"');
+      expect(main.args).toEqual(['--infer_backend', 'vllm', '--served_model_name', 'qwen']);
+      expect(main.resources?.limits).toEqual({ 'nvidia.com/gpu': 2, memory: '64Gi' });
+      const store = main.volumeMounts!.find((m) => m.mountPath === '/models')!;
+      expect(store.readOnly).toBe(true);
+      expect(init.volumeMounts!.find((m) => m.mountPath === '/models')!.readOnly).toBe(true);
+      // Same volume source as the daemon's store.
+      const dsStore = podSpec(find(r, 'DaemonSet')).volumes!.find((v) => v.name === 'store');
+      expect(spec.volumes!.find((v) => v.name === store.name)).toEqual(dsStore);
+      expect(spec.tolerations).toContainEqual({ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' });
+      expect(find(r, 'Service', '-inference')).toBeDefined();
+    });
+
+    it('opens the store to the init container only when it may pull by itself', async () => {
+      const ro = podSpec(find(await rendered('inference'), 'Deployment', '-inference'));
+      const roInit = ro.initContainers![0]!;
+      expect(roInit.env!.map((e) => e.name)).not.toContain('HF_TOKEN');
+      const r = await render(['inference.yaml', 'models.yaml'], ['inference.selfPullFallback=true']);
+      const spec = podSpec(find(r, 'Deployment', '-inference'));
+      const init = spec.initContainers![0]!;
+      expect(init.volumeMounts!.find((m) => m.mountPath === '/models')!.readOnly).toBe(false);
+      expect(init.env!.find((e) => e.name === 'HF_TOKEN')!.valueFrom).toEqual({ secretKeyRef: { name: 'hf-token', key: 'HF_TOKEN', optional: false } });
+      expect(init.env).toContainEqual({ name: 'SWIFT_FETCH_STATE_DIR', value: '/tmp/state' });
+      expect(init.volumeMounts!.find((m) => m.mountPath === '/tmp')).toBeDefined();
+      expect(spec.containers[0]!.volumeMounts!.find((m) => m.mountPath === '/models')!.readOnly).toBe(true);
+    });
+
+    it('is off by default', async () => {
+      expect(findAll(await rendered('defaults'), 'Deployment')).toEqual([]);
+    });
+
+    it('refuses to render without a way to reach the node daemon or without an image tag', async () => {
+      expect(await renderError(['inference.yaml'], ['daemon.hostPort=0'])).toMatch(/hostPort or daemon\.hostNetwork/);
+      expect(await renderError([], ['inference.enabled=true'])).toMatch(/inference\.image\.tag is required/);
+    });
+  });
+
+  describe('helm test', () => {
+    it('curls /readyz through the peers Service', async () => {
+      const r = await rendered('defaults');
+      const pod = r.objects.find((o) => o.kind === 'Pod' && o.metadata.annotations?.['helm.sh/hook'] === 'test')!;
+      expect(pod).toBeDefined();
+      const c = podSpec(pod).containers[0]!;
+      expect(c.command).toEqual(['curl']);
+      expect(c.args).toContain(`http://${FULL}-peers.${NAMESPACE}.svc.cluster.local:7070/readyz`);
+      expect(c.args).toContain('--fail');
+    });
+  });
+});
+
+/**
+ * Keys of values.yaml without a helm-docs style comment (`# -- ...`) on themselves or on an
+ * enclosing key. Structural keys (image:, daemon:) carry none, so their leaves each need one; a
+ * Kubernetes object passed through whole (resources:, tolerations:) is documented once, above it.
+ */
+function undocumentedKeys(text: string): string[] {
+  const doc = YAML.parseDocument(text);
+  const out: string[] = [];
+  const isDoc = (c: string | null | undefined) => typeof c === 'string' && /^\s*--\s/.test(c.split('\n').find((l) => /^\s*--\s/.test(l)) ?? '');
+  const walk = (map: YAML.YAMLMap, path: string[]) => {
+    map.items.forEach((pair, i) => {
+      const key = pair.key as YAML.Scalar;
+      // The yaml parser may hang a comment above a map's first key on the map itself.
+      const documented = isDoc(key.commentBefore) || (i === 0 && isDoc(map.commentBefore));
+      const p = [...path, String(key.value)];
+      if (documented) return;
+      if (YAML.isMap(pair.value) && pair.value.items.length > 0) walk(pair.value, p);
+      else out.push(p.join('.'));
+    });
+  };
+  walk(doc.contents as YAML.YAMLMap, []);
+  return out;
+}
+
+describe('values.yaml', () => {
+  const text = readFileSync(`${chartDir}/values.yaml`, 'utf8');
+
+  it('documents every key with a comment (on the key or an enclosing block)', () => {
+    expect(undocumentedKeys(text)).toEqual([]);
+    // The check itself notices a key without one.
+    expect(undocumentedKeys(text.replace(/^daemon:\n/m, 'daemon:\n  sneaky: 1\n'))).toEqual(['daemon.sneaky']);
+  });
+});

@@ -1,13 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { ExitCode, exitCodeOf, isSwiftFetchError } from '../core/errors.js';
+import * as bundle from './commands/bundle.js';
+import * as daemon from './commands/daemon.js';
+import * as gc from './commands/gc.js';
+import * as init from './commands/init.js';
 import * as ls from './commands/ls.js';
 import * as path from './commands/path.js';
 import * as pull from './commands/pull.js';
 import * as rm from './commands/rm.js';
 import * as verify from './commands/verify.js';
 
-const COMMANDS: Array<{ register(program: Command): void }> = [pull, path, verify, ls, rm];
+const COMMANDS: Array<{ register(program: Command): void }> = [pull, path, verify, ls, rm, gc, daemon, init, bundle];
 
 function version(): string {
   try {

@@ -22,8 +22,12 @@ export function defaultStoreDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(cache, 'swift-fetch', 'store');
 }
 
-/** Node-local state (resume database): `$XDG_STATE_HOME/swift-fetch`, else `~/.local/state/swift-fetch`. */
+/**
+ * Node-local state (resume database): `$SWIFT_FETCH_STATE_DIR`, else `$XDG_STATE_HOME/swift-fetch`,
+ * else `~/.local/state/swift-fetch`.
+ */
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.SWIFT_FETCH_STATE_DIR) return env.SWIFT_FETCH_STATE_DIR;
   const state = env.XDG_STATE_HOME || join(home(env), '.local', 'state');
   return join(state, 'swift-fetch');
 }

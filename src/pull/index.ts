@@ -9,12 +9,7 @@ import { dispatcherFor, sourceFor } from '../sources/index.js';
 import { sleep } from '../sources/http.js';
 import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
 import { Store, type PublishRecord } from '../store/store.js';
-import { simpleFetch } from './simple-fetch.js';
-
-export interface RateLimiterLike {
-  readonly rate: number;
-  setRate(bps: number): void;
-}
+import { fetchBlobs, forgetBlob, type ChunkEvent, type ChunkSource, type RateLimiter } from '../transfer/index.js';
 
 export interface PullOptions {
   store: string;
@@ -23,7 +18,13 @@ export interface PullOptions {
   exclude?: string[];
   connections?: number;
   chunkSize?: number;
-  limiter?: RateLimiterLike;
+  limiter?: RateLimiter;
+  /** Places chunks may come from before the origin (P2P peers). */
+  chunkSources?: ChunkSource[];
+  /** Fires when a chunk is durable in a partial file (the peer server advertises it). */
+  onChunk?: (e: ChunkEvent) => void;
+  /** A connection that delivers nothing this long is replaced. */
+  stallTimeoutMs?: number;
   signal?: AbortSignal;
   env?: NodeJS.ProcessEnv;
   onEvent?: (e: PullEvent) => void;
@@ -216,15 +217,24 @@ async function fetchMissing(
   };
   opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });
   if (requests.size > 0) {
-    const dispatcher = dispatcherFor(opts.env ?? process.env);
-    try {
-      const fetched = await simpleFetch([...requests.values()], { partialDir: store.partialDir, dispatcher, onEvent: onTransfer, signal: opts.signal });
-      for (const b of fetched) {
-        await store.commitBlob(b.path, b.sha256, gitOids.get(b.key));
-        for (const p of pathsByKey.get(b.key) ?? []) shas.set(p, b.sha256);
-      }
-    } finally {
-      await dispatcher.close().catch(() => undefined);
+    const fetched = await fetchBlobs([...requests.values()], {
+      partialDir: store.partialDir,
+      stateDir: opts.stateDir,
+      connections: opts.connections,
+      chunkSize: opts.chunkSize,
+      limiter: opts.limiter,
+      signal: opts.signal,
+      onEvent: onTransfer,
+      onChunk: opts.onChunk,
+      stallTimeoutMs: opts.stallTimeoutMs,
+      env: opts.env,
+      storeLabel: store.root,
+      chunkSources: opts.chunkSources,
+    });
+    for (const b of fetched) {
+      await store.commitBlob(b.path, b.sha256, gitOids.get(b.key));
+      forgetBlob(b.key, { stateDir: opts.stateDir });
+      for (const p of pathsByKey.get(b.key) ?? []) shas.set(p, b.sha256);
     }
   }
   return { shas, downloaded };

@@ -10,13 +10,12 @@
  *  - this process has watched the file's content stay unchanged for longer than ttl + margin on its
  *    own monotonic clock (immune to clock skew; needs repeated calls, which waiters make anyway).
  *
- * Takeover of an expired lease is race-free between any number of contenders: the stale file is
- * first renamed to a unique tombstone (only one rename of a given directory entry can win), the
- * winner checks that the tombstone still holds exactly the bytes it judged stale (otherwise it has
- * grabbed a lease someone renewed or re-created in between, and puts it back), then competes with
- * everyone else through the ordinary create-exclusive path.
+ * Takeover of an expired lease is race-free between any number of contenders: they first race for
+ * a create-exclusive marker named after the stale content they judged (one wins), the winner
+ * checks the lease still holds exactly those bytes, renames it to a unique tombstone and removes
+ * it, then competes with everyone else through the ordinary create-exclusive path.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -205,27 +204,56 @@ async function createExclusive(path: string, content: string): Promise<boolean> 
 
 /**
  * Move an expired lease out of the way. Returns true when the entry is gone (we removed the stale
- * one, or someone else already did); false when what we grabbed turned out to be live.
+ * one, or someone else already did); false when someone else is taking it over, or it turned out
+ * to be live after all.
+ *
+ * Contenders that judged the same stale content first race for a marker named after that
+ * content (create-exclusive): exactly one proceeds. A slow contender that only gets the marker
+ * after the winner is done finds different content (or none) and stands down, so a fresh lease is
+ * never renamed away by someone who judged an older one.
  */
 async function takeOver(path: string, stale: Snapshot): Promise<boolean> {
-  const tomb = `${path}.${nonce()}.stale`;
-  try {
-    await fsp.rename(path, tomb);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true; // another contender won the rename
-    throw new StorageError(`cannot take over lease ${path}: ${(e as Error).message}`, 'ESF_LEASE_IO', { cause: e });
+  const marker = `${path}.${createHash('sha256').update(stale.content).digest('hex').slice(0, 20)}.takeover`;
+  if (!(await createExclusive(marker, JSON.stringify({ host: hostname(), pid: process.pid, at: Date.now() })))) {
+    await clearAbandonedMarker(marker, stale.info.ttlMs);
+    return false;
   }
-  const grabbed = await fsp.readFile(tomb, 'utf8').catch(() => undefined);
-  if (grabbed === stale.content) {
+  try {
+    const now = await readSnapshot(path);
+    if (now === undefined) return true;
+    if (now.content !== stale.content) return false;
+    const tomb = `${path}.${nonce()}.stale`;
+    try {
+      await fsp.rename(path, tomb);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+      throw new StorageError(`cannot take over lease ${path}: ${(e as Error).message}`, 'ESF_LEASE_IO', { cause: e });
+    }
+    const grabbed = await fsp.readFile(tomb, 'utf8').catch(() => undefined);
+    if (grabbed !== stale.content) {
+      // Cannot happen while every writer follows this protocol; if it does, give the lease back.
+      await fsp.link(tomb, path).catch(() => {});
+      await fsp.unlink(tomb).catch(() => {});
+      return false;
+    }
     await fsp.unlink(tomb).catch(() => {});
     return true;
+  } finally {
+    await fsp.unlink(marker).catch(() => {});
   }
-  // Between our read and our rename the lease was renewed or re-created: give it back. link()
-  // fails if yet another lease appeared meanwhile; then the grabbed one's holder will notice the
-  // loss on its next heartbeat, which is the best any file protocol can do.
-  await fsp.link(tomb, path).catch(() => {});
+}
+
+/** A takeover marker left by a process that died mid-takeover would block the lease forever. */
+async function clearAbandonedMarker(marker: string, ttlMs: number): Promise<void> {
+  const st = await fsp.stat(marker).catch(() => undefined);
+  const limit = Math.max(5_000, ttlMs);
+  if (!st || Date.now() - st.mtimeMs < limit) return;
+  const tomb = `${marker}.${nonce()}.stale`;
+  if (!(await fsp.rename(marker, tomb).then(() => true, () => false))) return;
+  // The rename keeps the inode's mtime: if what we grabbed is young, it was someone's live marker.
+  const grabbed = await fsp.stat(tomb).catch(() => undefined);
+  if (grabbed && Date.now() - grabbed.mtimeMs < limit) await fsp.link(tomb, marker).catch(() => {});
   await fsp.unlink(tomb).catch(() => {});
-  return false;
 }
 
 /**

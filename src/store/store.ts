@@ -401,7 +401,8 @@ export class Store {
    * spared: that pull may have committed them and be about to link them into its views.
    */
   async sweepBlobs(opts: { graceMs?: number } = {}): Promise<{ freedBytes: number; freedBlobs: number }> {
-    const busy = (await listLeases(this.leaseDir).catch(() => [])).some((l) => !l.expired);
+    // Pull leases are named <repo>@<commit>; other leases (the collector's own) don't link blobs.
+    const busy = (await listLeases(this.leaseDir).catch(() => [])).some((l) => !l.expired && l.name.includes('@'));
     const grace = opts.graceMs ?? (busy ? DEFAULT_SWEEP_GRACE_MS : 0);
     const base = join(this.internal, 'blobs', 'sha256');
     let freedBytes = 0;

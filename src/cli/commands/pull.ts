@@ -3,7 +3,7 @@ import { UsageError } from '../../core/errors.js';
 import { formatRef, parseRef } from '../../core/ref.js';
 import { parseRate, parseSize } from '../../core/units.js';
 import { pullModel } from '../../pull/index.js';
-import { RateLimiter } from '../../transfer/limiter.js';
+import { RateLimiter } from '../../transfer/index.js';
 import { emitJson, globals, logger } from '../context.js';
 import { reporter } from '../progress.js';
 

@@ -1,0 +1,176 @@
+/**
+ * The offline bundle format: one standard (ustar) tar file.
+ *
+ *   swift-fetch-bundle.json        the manifest, always the first entry
+ *   blobs/sha256/<64 hex>          each distinct content once, in the manifest's `blobs` order
+ *
+ * Entry names are never used as paths on the importing side: the importer only ever writes files
+ * it names itself (staging files under the store's partial dir), and the views are built from the
+ * manifest's file lists after every byte was hashed. The manifest is bounded in size, so an
+ * importer's memory does not grow with the bundle.
+ */
+import { z } from 'zod';
+import { UsageError } from '../core/errors.js';
+import { validateListing } from '../core/paths.js';
+import { isCommitId, parseRef, type Hub } from '../core/ref.js';
+
+export const MANIFEST_NAME = 'swift-fetch-bundle.json';
+export const BUNDLE_FORMAT = 'swift-fetch-bundle';
+export const BUNDLE_VERSION = 1;
+/** A manifest larger than this is refused: 64 MiB holds several hundred thousand file entries. */
+export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+
+export const BLOB_PREFIX = 'blobs/sha256/';
+const BLOB_NAME = /^blobs\/sha256\/([0-9a-f]{64})$/;
+
+export interface BundleFile {
+  path: string;
+  size: number;
+  sha256: string;
+  gitOid?: string;
+  lfs: boolean;
+  /** False for files the hub gave no hash for: carried, but never verified against the hub. */
+  verified: boolean;
+}
+
+export interface BundleModel {
+  hub: Hub;
+  org: string;
+  name: string;
+  /** The revision asked for when the bundle was made (a branch, a tag or the commit). */
+  revision: string;
+  /** Every branch/tag name that pointed at `commit` in the source store; each becomes a local ref. */
+  revisions: string[];
+  commit: string;
+  /** True when the files are the whole revision (not narrowed by --include/--exclude). */
+  complete: boolean;
+  files: BundleFile[];
+}
+
+export interface BundleBlob {
+  sha256: string;
+  size: number;
+}
+
+export interface BundleManifest {
+  format: typeof BUNDLE_FORMAT;
+  version: typeof BUNDLE_VERSION;
+  created: string;
+  tool: { name: string; version: string };
+  models: BundleModel[];
+  blobs: BundleBlob[];
+}
+
+const hex = (n: number) => z.string().regex(new RegExp(`^[0-9a-f]{${n}}$`), `expected ${n} lowercase hex digits`);
+const size = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+const fileSchema = z.strictObject({
+  path: z.string(),
+  size,
+  sha256: hex(64),
+  gitOid: hex(40).optional(),
+  lfs: z.boolean(),
+  verified: z.boolean(),
+});
+
+const modelSchema = z.strictObject({
+  hub: z.enum(['hf', 'ms']),
+  org: z.string(),
+  name: z.string(),
+  revision: z.string(),
+  revisions: z.array(z.string()),
+  commit: hex(40),
+  complete: z.boolean(),
+  files: z.array(fileSchema).min(1, 'a model with no files'),
+});
+
+const manifestSchema = z.strictObject({
+  format: z.literal(BUNDLE_FORMAT),
+  version: z.literal(BUNDLE_VERSION),
+  created: z.string(),
+  tool: z.strictObject({ name: z.string(), version: z.string() }),
+  models: z.array(modelSchema).min(1, 'a bundle with no models'),
+  blobs: z.array(z.strictObject({ sha256: hex(64), size })),
+});
+
+export function blobEntryName(sha256: string): string {
+  return `${BLOB_PREFIX}${sha256}`;
+}
+
+/** The SHA-256 a blob entry name carries, or undefined when the name is not a blob entry. */
+export function blobOfEntry(name: string): string | undefined {
+  return BLOB_NAME.exec(name)?.[1];
+}
+
+function bad(why: string): UsageError {
+  return new UsageError(`not a valid swift-fetch bundle manifest: ${why}`, 'ESF_BAD_BUNDLE');
+}
+
+/**
+ * Parse and check a manifest completely before any byte of content is accepted: its shape, every
+ * ref part and file path (the same rules as a hub listing), and that the blob list and the file
+ * lists agree (every file's content listed once, with one size; no content nobody uses).
+ */
+export function parseManifest(text: string): BundleManifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw bad(`not JSON (${(e as Error).message})`);
+  }
+  const r = manifestSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw bad(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  const m = r.data as BundleManifest;
+  const blobSizes = new Map<string, number>();
+  for (const b of m.blobs) {
+    if (blobSizes.has(b.sha256)) throw bad(`blob ${b.sha256} listed twice`);
+    blobSizes.set(b.sha256, b.size);
+  }
+  const used = new Set<string>();
+  const seenModels = new Set<string>();
+  // Same content must have the same git blob id wherever it appears as a regular (non-LFS) file.
+  const gitOfSha = new Map<string, string>();
+  for (const model of m.models) {
+    const label = `${model.hub}://${model.org}/${model.name}@${model.commit}`;
+    // parseRef owns the rules for names and revisions; reuse them rather than restating them.
+    parseRef(`${model.hub}://${model.org}/${model.name}@${model.revision}`);
+    for (const rev of model.revisions) {
+      parseRef(`${model.hub}://${model.org}/${model.name}@${rev}`);
+      if (isCommitId(rev)) throw bad(`${label}: revisions lists a commit id (${rev}); only branch and tag names belong there`);
+    }
+    if (seenModels.has(label)) throw bad(`${label} listed twice`);
+    seenModels.add(label);
+    validateListing(model.files.map((f) => f.path));
+    for (const f of model.files) {
+      const blobSize = blobSizes.get(f.sha256);
+      if (blobSize === undefined) throw bad(`${label}: ${f.path}: content ${f.sha256} is not in the blob list`);
+      if (blobSize !== f.size) throw bad(`${label}: ${f.path}: size ${f.size} but its blob is listed with ${blobSize} bytes`);
+      used.add(f.sha256);
+      if (f.gitOid && !f.lfs) {
+        const prev = gitOfSha.get(f.sha256);
+        if (prev && prev !== f.gitOid) throw bad(`${label}: ${f.path}: content ${f.sha256} listed with two different git blob ids`);
+        gitOfSha.set(f.sha256, f.gitOid);
+      }
+    }
+  }
+  for (const sha of blobSizes.keys()) {
+    if (!used.has(sha)) throw bad(`blob ${sha} is used by no file`);
+  }
+  return m;
+}
+
+/** The git blob id the content of `sha256` must have (from a non-LFS file that lists one), if any. */
+export function gitOidsBySha(m: BundleManifest): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const model of m.models) {
+    for (const f of model.files) if (f.gitOid && !f.lfs) out.set(f.sha256, f.gitOid);
+  }
+  return out;
+}
+
+export function modelLabel(model: Pick<BundleModel, 'hub' | 'org' | 'name' | 'revision'>): string {
+  return `${model.hub}://${model.org}/${model.name}@${model.revision}`;
+}

@@ -1,0 +1,26 @@
+/** Offline bundles: one tar file that carries verified model revisions across an air gap. */
+import type { Readable } from 'node:stream';
+import { modelLabel } from './format.js';
+import { openBundle, readBundle } from './read.js';
+
+export { buildManifest, createBundle, createBundleFile, type CreateOptions, type CreateSummary } from './create.js';
+export { BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, blobEntryName, parseManifest, type BundleBlob, type BundleFile, type BundleManifest, type BundleModel } from './format.js';
+export { importBundle, type ImportedModel, type ImportOptions, type ImportResult } from './import.js';
+export { openBundle, readBundle, type BlobInfo, type ReadHandlers, type ReadSummary } from './read.js';
+
+export interface VerifySummary {
+  models: Array<{ ref: string; commit: string; files: number; bytes: number }>;
+  blobs: number;
+  bytes: number;
+}
+
+/** Check a bundle's structure and every hash without a store: resolves, or throws (exit 2 / 5). */
+export async function verifyBundle(source: string | Readable, opts: { signal?: AbortSignal } = {}): Promise<VerifySummary> {
+  const input = typeof source === 'string' ? await openBundle(source) : source;
+  const s = await readBundle(input, opts.signal ? { signal: opts.signal } : {});
+  return {
+    models: s.manifest.models.map((m) => ({ ref: modelLabel(m), commit: m.commit, files: m.files.length, bytes: m.files.reduce((n, f) => n + f.size, 0) })),
+    blobs: s.blobs,
+    bytes: s.bytes,
+  };
+}

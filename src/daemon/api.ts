@@ -1,0 +1,203 @@
+/**
+ * The daemon's HTTP API. Model routes take the ref percent-encoded as one path segment
+ * (`/v1/models/hf%3A%2F%2FQwen%2FQwen2.5-0.5B`); an unencoded ref also works for the plain
+ * routes, since the rest of the path is taken as the ref.
+ */
+import type { ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { UsageError } from '../core/errors.js';
+import { formatRef, parseRef } from '../core/ref.js';
+import { parseRate } from '../core/units.js';
+import type { ModelSpec } from './config.js';
+import type { DaemonMetrics } from './metrics.js';
+import type { ModelStatus, Reconciler } from './reconciler.js';
+import { HttpError, readJson, sendJson, sendText, type Router } from './router.js';
+
+export interface ApiContext {
+  reconciler: Reconciler;
+  metrics: DaemonMetrics;
+  limiter: { readonly rate: number; setRate(bps: number): void };
+  /** Undefined when ready, else the reason it is not. */
+  notReady: () => Promise<string | undefined>;
+  env: NodeJS.ProcessEnv;
+  logger: Logger;
+  /** Called when an on-demand pull asks for a model the store already has (counts as a use). */
+  onRequested?: (status: ModelStatus) => void;
+  /** Interval between SSE keep-alive comments. */
+  keepAliveMs?: number;
+}
+
+/** Public view of a model: the contract's fields first, then extras. */
+function view(s: ModelStatus) {
+  return {
+    ref: s.ref, commit: s.commit, state: s.state, bytesDone: s.bytesDone, bytesTotal: s.bytesTotal, path: s.path, error: s.error,
+    declared: s.declared, attempts: s.attempts, nextRetryAt: s.nextRetryAt, waitingFor: s.waitingFor, updatedAt: s.updatedAt,
+  };
+}
+
+function keyOf(raw: string, env: NodeJS.ProcessEnv): string {
+  // A proxy may have merged the `//` of an unencoded scheme into one slash.
+  const fixed = raw.replace(/^([a-z]+):\/(?!\/)/, '$1://');
+  return formatRef(parseRef(fixed, env));
+}
+
+function strings(v: unknown, field: string): string[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || !v.every((g) => typeof g === 'string' && g !== '')) {
+    throw new HttpError(400, `${field}: expected a list of glob patterns`);
+  }
+  return v as string[];
+}
+
+export function registerApi(router: Router, ctx: ApiContext): void {
+  const { reconciler, metrics, limiter, env } = ctx;
+  const log = ctx.logger.child({ module: 'api' });
+
+  router.add('GET', '/healthz', ({ res }) => sendText(res, 200, 'ok\n'));
+
+  router.add('GET', '/readyz', async ({ res }) => {
+    const why = await ctx.notReady();
+    if (why) sendText(res, 503, `not ready: ${why}\n`);
+    else sendText(res, 200, 'ready\n');
+  });
+
+  router.add('GET', '/metrics', async ({ res }) => {
+    sendText(res, 200, await metrics.text(), metrics.contentType);
+  });
+
+  router.add('GET', '/v1/models', ({ res }) => sendJson(res, 200, reconciler.list().map(view)));
+
+  router.add('GET', '/v1/models/*ref', async (rc) => {
+    // Decide on the still-encoded path: `hf%3A%2F%2Forg%2Fevents` is the model org/events.
+    let raw = rc.rawParams.ref!;
+    const follow = raw.endsWith('/events');
+    if (follow) raw = raw.slice(0, -'/events'.length);
+    let ref: string;
+    try {
+      ref = raw.split('/').map(decodeURIComponent).join('/');
+    } catch {
+      throw new HttpError(400, 'malformed percent-encoding in the path');
+    }
+    const key = keyOf(ref, env);
+    const status = reconciler.get(key);
+    if (!status) throw new HttpError(404, `model ${key} is not known to this daemon (POST /v1/pulls first)`);
+    if (!follow) return sendJson(rc.res, 200, view(status));
+    const until = rc.url.searchParams.get('until');
+    if (until !== null && until !== 'ready' && until !== 'settled') throw new HttpError(400, 'until: expected "ready" or "settled"');
+    followModel(rc.res, reconciler, key, until === 'ready', ctx.keepAliveMs ?? 15_000);
+  });
+
+  router.add('POST', '/v1/pulls', async ({ req, res }) => {
+    const body = await readJson(req);
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'expected a JSON object {"ref": "..."}');
+    const b = body as Record<string, unknown>;
+    const unknown = Object.keys(b).filter((k) => !['ref', 'include', 'exclude'].includes(k));
+    if (unknown.length > 0) throw new HttpError(400, `unknown field ${JSON.stringify(unknown[0])} (expected ref, include, exclude)`);
+    if (typeof b.ref !== 'string') throw new HttpError(400, 'ref: expected a model reference string such as hf://ORG/NAME');
+    const ref = parseRef(b.ref, env); // UsageError → 400 with parseRef's reason
+    const spec: ModelSpec = { ref, key: formatRef(ref) };
+    const include = strings(b.include, 'include');
+    const exclude = strings(b.exclude, 'exclude');
+    if (include) spec.include = include;
+    if (exclude) spec.exclude = exclude;
+    const status = reconciler.request(spec);
+    log.info({ ref: spec.key, state: status.state }, 'pull requested');
+    if (status.state === 'ready') ctx.onRequested?.(status);
+    res.setHeader('location', `/v1/models/${encodeURIComponent(spec.key)}`);
+    sendJson(res, 202, view(status));
+  });
+
+  router.add('GET', '/v1/config/max-rate', ({ res }) => sendJson(res, 200, { maxRate: limiter.rate }));
+
+  router.add('PUT', '/v1/config/max-rate', async ({ req, res }) => {
+    const body = await readJson(req);
+    const v = typeof body === 'object' && body !== null ? (body as { maxRate?: unknown }).maxRate : undefined;
+    if (typeof v !== 'string' && typeof v !== 'number') throw new HttpError(400, 'maxRate: expected a rate such as "50MB/s", or 0 for unlimited');
+    let bps: number;
+    try {
+      bps = parseRate(v, 'maxRate');
+    } catch (e) {
+      throw new HttpError(400, (e as UsageError).message);
+    }
+    limiter.setRate(bps);
+    log.info({ maxRate: bps }, 'rate limit changed');
+    sendJson(res, 200, { maxRate: limiter.rate });
+  });
+}
+
+/**
+ * Server-sent events for one model until it settles. Every event's data is the model's JSON
+ * view. Event names: `progress` while it moves, then a final `ready` or `failed` after which the
+ * stream ends. With `until=ready`, failures are reported as `progress` (with `error` set) and the
+ * stream stays open through the daemon's retries until the model is ready. `removed` ends the
+ * stream if the model stops being tracked.
+ */
+function followModel(res: ServerResponse, reconciler: Reconciler, key: string, untilReady: boolean, keepAliveMs: number): void {
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-store',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  res.flushHeaders();
+  let lastSent = 0;
+  let lastState = '';
+  let pending: ModelStatus | undefined;
+  let throttle: NodeJS.Timeout | undefined;
+  let ended = false;
+
+  const write = (event: string, s: ModelStatus) => {
+    res.write(`event: ${event}\ndata: ${JSON.stringify(view(s))}\n\n`);
+    lastSent = Date.now();
+    lastState = s.state;
+  };
+  const final = (s: ModelStatus) => s.state === 'ready' || (!untilReady && s.state === 'failed');
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    cleanup();
+    res.end();
+  };
+  const send = (s: ModelStatus) => {
+    if (ended) return;
+    if (final(s)) {
+      write(s.state, s);
+      return end();
+    }
+    // State changes go out at once; byte progress at most 4 times a second.
+    if (s.state !== lastState || Date.now() - lastSent >= 250) {
+      if (throttle) clearTimeout(throttle);
+      throttle = undefined;
+      pending = undefined;
+      return write('progress', s);
+    }
+    pending = s;
+    throttle ??= setTimeout(() => {
+      throttle = undefined;
+      if (pending && !ended) send(pending);
+    }, 250 - (Date.now() - lastSent));
+  };
+  const onChange = (s: ModelStatus) => {
+    if (s.ref === key) send(s);
+  };
+  const onRemoved = (k: string) => {
+    if (k !== key || ended) return;
+    res.write(`event: removed\ndata: ${JSON.stringify({ ref: key })}\n\n`);
+    end();
+  };
+  const ping = setInterval(() => res.write(': keep-alive\n\n'), keepAliveMs);
+  ping.unref();
+  const cleanup = () => {
+    clearInterval(ping);
+    if (throttle) clearTimeout(throttle);
+    reconciler.off('change', onChange);
+    reconciler.off('removed', onRemoved);
+  };
+  reconciler.on('change', onChange);
+  reconciler.on('removed', onRemoved);
+  res.on('close', end);
+  res.write('retry: 2000\n\n');
+  const now = reconciler.get(key);
+  if (now) send(now);
+  else onRemoved(key);
+}

@@ -1,0 +1,188 @@
+import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
+import { AuthError, NetworkError, NotFoundError } from '../core/errors.js';
+import type { Origin } from '../core/transfer.js';
+import { RETRYABLE_STATUS, RetryableError, parseRateLimitReset, parseRetryAfter } from './retry.js';
+
+const USER_AGENT = 'swift-fetch/0.1';
+const MAX_HOPS = 6;
+/** How often one blob may ask the hub to re-sign an expired CDN URL within one attempt chain. */
+const MAX_RESIGNS = 4;
+
+/**
+ * One dispatcher per engine call: keep-alive connections reused across chunks and files,
+ * `connections` per origin. Proxies come from the given environment (not silently from
+ * process.env, so tests and the daemon can pass their own); an empty value means "none".
+ */
+export function createDispatcher(connections: number, env: NodeJS.ProcessEnv): Dispatcher {
+  const agentOpts = {
+    connections,
+    pipelining: 1,
+    keepAliveTimeout: 30_000,
+    keepAliveMaxTimeout: 600_000,
+    // Stalls are detected by the engine, which knows when it is pausing on purpose (rate limit,
+    // disk backpressure); undici's own timers would misfire then.
+    headersTimeout: 0,
+    bodyTimeout: 0,
+  };
+  const httpProxy = env.HTTP_PROXY ?? env.http_proxy ?? '';
+  const httpsProxy = env.HTTPS_PROXY ?? env.https_proxy ?? '';
+  if (!httpProxy && !httpsProxy) return new Agent(agentOpts);
+  return new EnvHttpProxyAgent({
+    ...agentOpts,
+    httpProxy,
+    // Like curl and undici: an https target uses HTTP_PROXY when HTTPS_PROXY is unset.
+    httpsProxy: httpsProxy || httpProxy,
+    noProxy: env.NO_PROXY ?? env.no_proxy ?? '',
+  });
+}
+
+/** Per-blob origin knowledge shared by all of the blob's connections. */
+export class OriginSession {
+  readonly hubHost: string;
+  /** The signed CDN URL (or the final same-host URL) the hub last pointed at. */
+  target: string | undefined;
+  /** `etag|size` as the hub (or the final server) described the content. */
+  validator: string | undefined;
+  constructor(readonly origin: Origin) {
+    this.hubHost = new URL(origin.url).host;
+  }
+}
+
+export interface RangeResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Dispatcher.ResponseData['body'];
+  url: string;
+  /** The validator seen on this request chain, when the hub was asked. */
+  validator: string | undefined;
+}
+
+function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export function normalizeEtag(v: string | undefined): string | undefined {
+  if (!v) return undefined;
+  return v.replace(/^W\//, '').replace(/^"|"$/g, '');
+}
+
+/**
+ * GET `[start, end)` of the blob (or all of it from `start` when `end` is undefined). Follows
+ * redirects by hand so the hub's headers only ever go to the hub's host; reuses the CDN URL the
+ * hub handed out, and goes back to the hub when the CDN says it expired (403/410).
+ * Returns a 200 or 206 with its body unread; throws RetryableError or a SwiftFetchError otherwise.
+ */
+export async function openRange(
+  dispatcher: Dispatcher,
+  session: OriginSession,
+  label: string,
+  start: number,
+  end: number | undefined,
+  signal: AbortSignal,
+): Promise<RangeResponse> {
+  let url = session.target ?? session.origin.url;
+  let resigns = 0;
+  let validator: string | undefined;
+  for (let hop = 0; hop < MAX_HOPS + MAX_RESIGNS; hop++) {
+    const u = new URL(url);
+    const toHub = u.host === session.hubHost;
+    const headers: Record<string, string> = {
+      'user-agent': USER_AGENT,
+      'accept-encoding': 'identity',
+      range: end === undefined ? `bytes=${start}-` : `bytes=${start}-${end - 1}`,
+    };
+    if (toHub) Object.assign(headers, session.origin.hubHeaders);
+    const res = await request(u, { dispatcher, method: 'GET', headers, signal });
+    const h = res.headers;
+    if (toHub) {
+      const etag = normalizeEtag(header(h, 'x-linked-etag') ?? header(h, 'etag'));
+      const size = header(h, 'x-linked-size') ?? totalFromContentRange(header(h, 'content-range')) ?? (res.statusCode === 200 ? header(h, 'content-length') : undefined);
+      if (etag || size) validator = `${etag ?? ''}|${size ?? ''}`;
+    }
+    if (res.statusCode >= 300 && res.statusCode < 400 && header(h, 'location')) {
+      await res.body.dump().catch(() => undefined);
+      url = new URL(header(h, 'location')!, u).href;
+      continue;
+    }
+    if (res.statusCode === 200 || res.statusCode === 206) {
+      if (!validator && !toHub && session.validator === undefined) {
+        const etag = normalizeEtag(header(h, 'etag'));
+        const size = totalFromContentRange(header(h, 'content-range')) ?? (res.statusCode === 200 ? header(h, 'content-length') : undefined);
+        if (etag || size) validator = `${etag ?? ''}|${size ?? ''}`;
+      }
+      if (url !== session.origin.url) session.target = url;
+      if (validator) session.validator = validator;
+      return { status: res.statusCode, headers: h, body: res.body, url, validator };
+    }
+    const text = await readSmall(res.body);
+    if (!toHub && (res.statusCode === 403 || res.statusCode === 410)) {
+      // A signed CDN URL expired: the hub signs a fresh one (unless another connection of this
+      // blob already got one).
+      if (++resigns > MAX_RESIGNS) throw new NetworkError(`${label}: the CDN keeps refusing freshly signed URLs (HTTP ${res.statusCode} from ${u.host})`);
+      if (session.target !== undefined && session.target !== url) {
+        url = session.target;
+        continue;
+      }
+      session.target = undefined;
+      url = session.origin.url;
+      continue;
+    }
+    throw statusError(res.statusCode, h, label, u, toHub, text);
+  }
+  throw new NetworkError(`${label}: too many redirects from ${new URL(session.origin.url).host}`);
+}
+
+function totalFromContentRange(v: string | undefined): string | undefined {
+  const m = v ? /\/(\d+)\s*$/.exec(v) : null;
+  return m ? m[1] : undefined;
+}
+
+export function parseContentRange(v: string | undefined): { start: number; end: number; total: number | undefined } | undefined {
+  const m = v ? /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(v) : null;
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]) + 1, total: m[3] === '*' ? undefined : Number(m[3]) };
+}
+
+async function readSmall(body: Dispatcher.ResponseData['body']): Promise<string> {
+  try {
+    let out = '';
+    for await (const piece of body) {
+      if (out.length < 2048) out += Buffer.from(piece as Uint8Array).toString('utf8');
+    }
+    return out.slice(0, 2048);
+  } catch {
+    return '';
+  }
+}
+
+const NOT_FOUND_CODES = new Set(['RepoNotFound', 'RevisionNotFound', 'EntryNotFound']);
+
+function statusError(
+  status: number,
+  h: Record<string, string | string[] | undefined>,
+  label: string,
+  u: URL,
+  toHub: boolean,
+  body: string,
+): Error {
+  const code = header(h, 'x-error-code');
+  const msg = header(h, 'x-error-message') ?? body.trim().slice(0, 200);
+  const detail = `HTTP ${status}${code ? ` ${code}` : ''}${msg ? `: ${msg}` : ''}`;
+  if (RETRYABLE_STATUS.has(status)) {
+    const wait = parseRetryAfter(h['retry-after']) ?? (status === 429 ? parseRateLimitReset(h['ratelimit']) : undefined);
+    return new RetryableError(`${label}: ${detail} from ${u.host}`, wait);
+  }
+  if (status === 404 || status === 410 || (code !== undefined && NOT_FOUND_CODES.has(code))) {
+    return new NotFoundError(`${label} not found at ${u.host} (${detail})`);
+  }
+  if (toHub && (status === 401 || status === 403)) {
+    const gated = code === 'GatedRepo' ? 'the repository is gated: accept its terms on the hub, then ' : '';
+    return new AuthError(
+      `access to ${label} was refused by ${u.host} (${detail}); ${gated}set HF_TOKEN (Hugging Face) or MODELSCOPE_API_TOKEN (ModelScope) to a token with access`,
+      code === 'GatedRepo' ? 'ESF_GATED' : 'ESF_AUTH',
+    );
+  }
+  if (status >= 500) return new RetryableError(`${label}: ${detail} from ${u.host}`);
+  return new NetworkError(`${label}: unexpected ${detail} from ${u.host}`);
+}

@@ -1,0 +1,54 @@
+/**
+ * The transfer engine: pinned blobs in, verified files in the store's partial folder out.
+ * This is the only public entry of src/transfer.
+ */
+import { stat } from 'node:fs/promises';
+import type { BlobRequest, FetchedBlob } from '../core/transfer.js';
+import { ResumeState, durableRanges } from '../state/resume.js';
+import { Engine } from './engine.js';
+import type { EngineOptions } from './types.js';
+
+export { RateLimiter, type Clock } from './limiter.js';
+export type { EngineOptions, ChunkSource, ChunkSourceRequest, ChunkEvent } from './types.js';
+
+/**
+ * Fetch and verify every blob. Each result is a file under `opts.partialDir` whose SHA-256 (or
+ * git blob id) matched; the caller renames it into the content store, then calls `forgetBlob`.
+ * Identical keys are fetched once. Rejects with the SwiftFetchError classes (exit codes 3-7).
+ */
+export async function fetchBlobs(requests: BlobRequest[], opts: EngineOptions): Promise<FetchedBlob[]> {
+  if (requests.length === 0) return [];
+  return new Engine(opts).run(requests);
+}
+
+/** Drop the resume rows of a blob (after it was published). Safe to call for unknown keys. */
+export function forgetBlob(key: string, opts: { stateDir: string }): void {
+  const st = ResumeState.acquire(opts.stateDir);
+  try {
+    st.forget(key);
+  } finally {
+    st.release();
+  }
+}
+
+/**
+ * Which bytes of `key` are durable in its partial file right now, for serving finished chunks of
+ * an in-progress download to peers. Undefined when this node holds no partial file for it (never
+ * started, or already published and renamed away). The bytes are unverified until the whole file is.
+ */
+export async function completedRanges(
+  stateDir: string,
+  key: string,
+): Promise<{ path: string; size: number; ranges: Array<[number, number]> } | undefined> {
+  const found = durableRanges(stateDir, key);
+  if (!found) return undefined;
+  const st = ResumeState.acquire(stateDir);
+  try {
+    const row = st.getBlob(key);
+    const s = await stat(found.path, { bigint: true }).catch(() => undefined);
+    if (!row || !s || row.fileId !== `${s.dev}:${s.ino}`) return undefined;
+    return found;
+  } finally {
+    st.release();
+  }
+}

@@ -1,0 +1,32 @@
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+export const DEFAULT_CHUNK_SIZE = 16 * MiB;
+/** Files up to this size are one request: splitting them costs more round trips than it saves. */
+export const SINGLE_REQUEST_MAX = 4 * MiB;
+
+/**
+ * Chunk size for a file. An explicit size is honoured (within sane bounds); otherwise big files
+ * get `DEFAULT_CHUNK_SIZE`, and mid-sized files are cut finer so that every connection gets about
+ * two chunks of them (a 100 MB file over 16 capped connections must not use only 7 of them).
+ */
+export function planChunkSize(size: number, connections: number, requested?: number): number {
+  if (requested !== undefined && requested > 0) return Math.max(64 * KiB, Math.floor(requested));
+  if (size <= SINGLE_REQUEST_MAX) return Math.max(size, 1);
+  const perConnection = Math.ceil(size / (Math.max(1, connections) * 2) / MiB) * MiB;
+  return Math.min(DEFAULT_CHUNK_SIZE, Math.max(MiB, perConnection));
+}
+
+/**
+ * The unit of resume state. Small (1 MiB) so a SIGKILL loses at most about one block per
+ * connection beyond what was written, however long the requests are.
+ */
+export const BLOCK_SIZE = MiB;
+
+export function planBlockSize(size: number, spanSize: number): number {
+  return Math.max(1, Math.min(spanSize, BLOCK_SIZE, size));
+}
+
+export function chunkCount(size: number, chunkSize: number): number {
+  return size === 0 ? 0 : Math.ceil(size / chunkSize);
+}

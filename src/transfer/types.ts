@@ -1,0 +1,74 @@
+import type { BlobRequest } from '../core/transfer.js';
+import type { TransferEvent } from '../core/transfer.js';
+import type { RateLimiter } from './limiter.js';
+
+export interface EngineOptions {
+  /** `<store>/.swift-fetch/partial`: partial files live here, on the store's filesystem. */
+  partialDir: string;
+  /** Node-local folder for the resume database (SQLite, WAL). */
+  stateDir: string;
+  /** Concurrent ranged requests across all blobs of this call (default 16). */
+  connections?: number;
+  /** Bytes per chunk; by default 16 MiB for big files, smaller for mid-sized ones. */
+  chunkSize?: number;
+  /** The process-wide token bucket (`--max-rate`); its rate may change while we run. */
+  limiter?: RateLimiter;
+  signal?: AbortSignal;
+  onEvent?: (e: TransferEvent) => void;
+  /** Fires when a chunk's bytes are durable in the partial file (for a peer server). */
+  onChunk?: (e: ChunkEvent) => void;
+  /** A connection delivering no bytes this long is replaced (default 30 s). */
+  stallTimeoutMs?: number;
+  /** Failed attempts per chunk without progress before NetworkError (default 8). */
+  maxRetries?: number;
+  /** First backoff step (default 500 ms) and cap (default 30 s); tests shorten them. */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** Proxy variables (HTTPS_PROXY / HTTP_PROXY / NO_PROXY); default process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** How to name the store in an out-of-space message. */
+  storeLabel?: string;
+  /** Places a chunk may come from before the origin (P2P); any failure falls back to the origin. */
+  chunkSources?: ChunkSource[];
+  /**
+   * fdatasync written chunks in the background (every second) and the whole file before it is
+   * returned, so resume state and results also survive a power loss. Costs disk speed: a pull
+   * then runs no faster than the disk can flush. Default false: bytes are safe against any death
+   * of the process (SIGKILL, OOM), and chunk rows written without a sync are only trusted within
+   * the same kernel boot (see src/state/resume.ts). The store may fsync on publish instead.
+   */
+  fsync?: boolean;
+  /** Hash worker threads (default: cores - 1, at least 1, at most 4). */
+  hashWorkers?: number;
+}
+
+export interface ChunkSourceRequest {
+  key: string;
+  sha256?: string;
+  size: number;
+  /** Byte range `[start, end)` wanted. */
+  start: number;
+  end: number;
+  signal: AbortSignal;
+}
+
+/**
+ * Somewhere other than the origin that may hold bytes of a blob (a peer). `fetch` returns the
+ * bytes of `[start, end)` in order, or undefined when it does not have them. Throwing, stalling or
+ * ending early makes the engine continue from the origin where the source stopped. Nothing from a
+ * source is trusted: the whole-file hash verifies it, and a mismatch refetches from the origin only.
+ */
+export interface ChunkSource {
+  readonly name: string;
+  fetch(req: ChunkSourceRequest): Promise<AsyncIterable<Uint8Array> | undefined>;
+}
+
+/** A chunk of `key` whose bytes `[start, end)` are durable in `path`. */
+export interface ChunkEvent {
+  key: string;
+  path: string;
+  start: number;
+  end: number;
+}
+
+export type { BlobRequest };

@@ -179,8 +179,8 @@ export class Engine {
       ...(opts.retryMaxMs !== undefined ? { maxMs: opts.retryMaxMs, maxRetryAfterMs: Math.max(opts.retryMaxMs, DEFAULT_BACKOFF.maxRetryAfterMs) } : {}),
     };
     this.sources = opts.chunkSources ?? [];
-    this.dispatcher = createDispatcher(this.connections, opts.env ?? process.env);
     this.state = ResumeState.acquire(opts.stateDir);
+    this.dispatcher = createDispatcher(this.connections, opts.env ?? process.env);
     this.hashes = new HashPool(opts.hashWorkers);
   }
 
@@ -229,7 +229,9 @@ export class Engine {
   }
 
   private async drain(): Promise<void> {
-    while (this.active.size > 0 || this.commits.size > 0) {
+    // Bounded: a chunk source that ignores its abort signal must not hang the caller forever.
+    const until = performance.now() + 10_000;
+    while ((this.active.size > 0 || this.commits.size > 0) && performance.now() < until) {
       await Promise.allSettled([...this.commits]);
       if (this.active.size > 0) await new Promise((r) => setTimeout(r, 5));
     }

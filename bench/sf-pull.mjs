@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+/**
+ * swift-fetch's engine (built dist) pulling one file, as the benchmark runs it.
+ *   node bench/sf-pull.mjs '{"url":..., "sha256":..., "size":..., "partialDir":..., "stateDir":..., "maxRate":0, "connections":16}'
+ * Prints {"ok":true,"sha256":...} or {"error":...}; with "progress": true prints {"bytes": n} lines.
+ */
+import { fetchBlobs, RateLimiter } from '../dist/transfer/index.js';
+
+const spec = JSON.parse(process.argv[2]);
+let done = 0;
+try {
+  const [got] = await fetchBlobs(
+    [{ key: `sha256:${spec.sha256}`, label: 'model.bin', size: spec.size, sha256: spec.sha256, origin: { url: spec.url, hubHeaders: {} } }],
+    {
+      partialDir: spec.partialDir,
+      stateDir: spec.stateDir,
+      env: {},
+      ...(spec.connections ? { connections: spec.connections } : {}),
+      ...(spec.maxRate ? { limiter: new RateLimiter(spec.maxRate) } : {}),
+      ...(spec.fsync ? { fsync: true } : {}),
+      onEvent: spec.progress
+        ? (e) => {
+            if (e.type === 'progress') {
+              done += e.bytes;
+              process.stdout.write(JSON.stringify({ bytes: done }) + '\n');
+            }
+          }
+        : undefined,
+    },
+  );
+  process.stdout.write(JSON.stringify({ ok: true, sha256: got.sha256, path: got.path }) + '\n');
+} catch (e) {
+  process.stdout.write(JSON.stringify({ error: String(e?.message ?? e), code: e?.code }) + '\n');
+  process.exitCode = e?.exitCode ?? 1;
+}

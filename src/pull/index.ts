@@ -130,7 +130,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     }
 
     try {
-      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, opts, bytesTotal);
+      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, opts, bytesTotal, holder);
       opts.onEvent?.({ type: 'verifying' });
       const rec = await store.publish({
         key: ref,
@@ -174,6 +174,7 @@ async function fetchMissing(
   files: FileEntry[],
   opts: PullOptions,
   bytesTotal: number,
+  holder: string,
 ): Promise<{ shas: Map<string, string>; downloaded: number }> {
   const shas = new Map<string, string>();
   const requests = new Map<string, BlobRequest>();
@@ -216,8 +217,10 @@ async function fetchMissing(
     }
   };
   opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });
-  if (requests.size > 0) {
-    const fetched = await fetchBlobs([...requests.values()], {
+
+  const fetchAndCommit = async (reqs: BlobRequest[]) => {
+    if (reqs.length === 0) return;
+    const fetched = await fetchBlobs(reqs, {
       partialDir: store.partialDir,
       stateDir: opts.stateDir,
       connections: opts.connections,
@@ -235,6 +238,56 @@ async function fetchMissing(
       await store.commitBlob(b.path, b.sha256, gitOids.get(b.key));
       forgetBlob(b.key, { stateDir: opts.stateDir });
       for (const p of pathsByKey.get(b.key) ?? []) shas.set(p, b.sha256);
+    }
+  };
+
+  // Partial files live in the (possibly shared) store, named by blob. Two pulls of different
+  // revisions that share content, on this node or another, must not write one partial file at
+  // once: each blob is fetched under its own lease, and blobs someone else is fetching are awaited.
+  const blobLease = (r: BlobRequest) => tryAcquireLease(store.leaseDir, `blob-${r.key.replace(':', '-')}`, { holder, ttlMs: opts.leaseTtlMs });
+  const mine: BlobRequest[] = [];
+  const leases: Lease[] = [];
+  let theirs: BlobRequest[] = [];
+  for (const r of requests.values()) {
+    // Unhashed files are keyed by revision and path: the revision lease already covers them.
+    const lease = r.key.startsWith('path:') ? undefined : await blobLease(r);
+    if (lease || r.key.startsWith('path:')) {
+      mine.push(r);
+      if (lease) leases.push(lease);
+    } else {
+      theirs.push(r);
+    }
+  }
+  try {
+    await fetchAndCommit(mine);
+  } finally {
+    await Promise.all(leases.map((l) => l.release()));
+  }
+  while (theirs.length > 0) {
+    const still: BlobRequest[] = [];
+    for (const r of theirs) {
+      const sha = r.sha256 ?? (r.gitOid ? await store.shaForGitOid(r.gitOid) : undefined);
+      if (sha && (await store.hasBlob(sha))) {
+        for (const p of pathsByKey.get(r.key) ?? []) shas.set(p, sha);
+        done += r.size;
+        opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });
+        continue;
+      }
+      const lease = await blobLease(r);
+      if (!lease) {
+        still.push(r);
+        continue;
+      }
+      try {
+        await fetchAndCommit([r]);
+      } finally {
+        await lease.release();
+      }
+    }
+    theirs = still;
+    if (theirs.length > 0) {
+      opts.onEvent?.({ type: 'waiting', holder: 'another pull fetching shared content' });
+      await sleep(opts.pollMs ?? 500, opts.signal);
     }
   }
   return { shas, downloaded };

@@ -104,6 +104,24 @@ describe('swift-fetch pull', () => {
     // blob store + HF blobs/ + HF plain + MS snapshot + MS plain = 5 names, one inode
     expect(st.nlink).toBe(5);
   });
+  it('two concurrent pulls of different revisions sharing content download it once', async () => {
+    const s = await store();
+    hub.resetStats();
+    hub.perConnectionRate = 2 * 1024 * 1024;
+    try {
+      const [a, b] = await Promise.all([
+        runCli(['pull', 'hf://demo/tiny', ...s.args, '-q', '--connections', '2'], { env: env() }),
+        runCli(['pull', 'ms://demo/tiny', ...s.args, '-q', '--connections', '2'], { env: env() }),
+      ]);
+      expect([a.code, b.code, a.stderr, b.stderr]).toEqual([0, 0, '', '']);
+      for (const r of [a, b]) expect(sha(await fsp.readFile(join(r.stdout.trim(), 'model.safetensors')))).toBe(sha(big));
+      const modelBytes = hub.bytesSent({ path: 'model.safetensors' });
+      expect(modelBytes).toBeGreaterThanOrEqual(big.length);
+      expect(modelBytes).toBeLessThan(big.length * 1.1);
+    } finally {
+      hub.perConnectionRate = undefined;
+    }
+  });
 });
 
 describe('bad input', () => {

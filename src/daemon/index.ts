@@ -14,7 +14,8 @@ import { repoKey } from '../core/ref.js';
 import { pullModel } from '../pull/index.js';
 import { revisionKey, runGc, type GcResult } from '../store/gc.js';
 import { Store } from '../store/store.js';
-import { RateLimiter } from '../transfer/limiter.js';
+import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
+import { RateLimiter } from '../transfer/index.js';
 import { registerApi } from './api.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
 import { DaemonMetrics } from './metrics.js';
@@ -40,6 +41,8 @@ export interface DaemonDeps {
   leaseTtlMs?: number;
   /** Grace period for sweeping fresh blobs in GC (store default when absent). */
   gcSweepGraceMs?: number;
+  /** P2P tuning (tests: a DNS server, faster discovery rounds). */
+  p2p?: Pick<Parameters<typeof createP2PNode>[0], 'dnsServers' | 'discoveryIntervalMs' | 'tuning' | 'nodeId'>;
 }
 
 export interface Daemon {
@@ -72,6 +75,21 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   await store.init();
 
   const limiter = new RateLimiter(config.maxRate);
+  // Peer-to-peer sharing needs the shared peer token: without one, no peer routes and no sharing.
+  const p2p: P2PNode | undefined = config.peers.tokenFile
+    ? createP2PNode({
+        store,
+        stateDir: config.stateDir,
+        token: PeerToken.fromFile(config.peers.tokenFile),
+        static: config.peers.static,
+        ...(config.peers.dns ? { dns: config.peers.dns } : {}),
+        port: config.peers.port,
+        uploadMaxRate: config.peers.uploadMaxRate,
+        uploadConcurrency: config.peers.uploadConcurrency,
+        ...(deps.p2p ?? {}),
+        logger: root,
+      })
+    : undefined;
   const holder = `daemon:${hostname()}:${process.pid}`;
   let reconciler!: Reconciler;
   let usageCache: { at: number; value: Promise<{ usedBytes: number; freeBytes: number }> } | undefined;
@@ -97,6 +115,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (config.connections) o.connections = config.connections;
       if (config.chunkSize) o.chunkSize = config.chunkSize;
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
+      if (p2p) o.engineHooks = p2p.engineHooks();
       return o;
     },
     concurrency: config.maxConcurrentPulls,
@@ -220,6 +239,17 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (ref && s.commit) void store.touch(ref, s.commit).catch(() => undefined);
     },
   });
+  const peerServer = p2p?.registerRoutes(router);
+  if (p2p && peerServer) {
+    metrics.attachPeers({
+      onAdd: (fn) => void p2p.counters.onAdd(fn),
+      peerStates: () => {
+        const live = p2p.discovery.live().length;
+        return { live, down: p2p.discovery.all().length - live, quarantined: p2p.discovery.quarantinedPeers().length };
+      },
+      activeUploads: () => peerServer.activeUploads,
+    });
+  }
   const server: Server = createServer((req, res) => void router.handle(req, res));
   // Requests must not hang a shutdown; SSE streams are closed explicitly in stop().
   server.keepAliveTimeout = 5_000;
@@ -238,6 +268,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;
 
+  await p2p?.start();
   reconciler.start();
   scheduleGc(Math.min(60_000, config.gc.intervalMs));
   log.info({ url, store: config.store, models: reconciler.list().map((m) => m.ref), maxRate: config.maxRate }, 'daemon started');
@@ -250,6 +281,8 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (gcTimer) clearTimeout(gcTimer);
       await watcher?.close();
       await imports?.close();
+      // Ends held peer long-polls before the server closes.
+      await p2p?.stop();
       const closing = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
       await reconciler.stop(7_000);

@@ -14,6 +14,12 @@ export interface MetricsSources {
   storeUsage: () => Promise<{ usedBytes: number; freeBytes: number }>;
 }
 
+export interface PeerMetricsSources {
+  onAdd(fn: (name: string, delta: number) => void): void;
+  peerStates(): { live: number; down: number; quarantined: number };
+  activeUploads(): number;
+}
+
 export const METRICS_PREFIX = 'swift_fetch_';
 
 export class DaemonMetrics {
@@ -77,6 +83,48 @@ export class DaemonMetrics {
       },
     });
     collectDefaultMetrics({ register: this.registry, prefix: p });
+  }
+
+  /** Peer-side figures of the P2P node: counters fed by its increments, gauges read at scrape time. */
+  attachPeers(src: PeerMetricsSources): void {
+    const p = METRICS_PREFIX;
+    const registers = [this.registry];
+    const counter = (name: string, help: string, labelNames: string[] = []) => new Counter({ name: `${p}${name}`, help, labelNames, registers });
+    const served = counter('peer_bytes_served_total', 'Bytes served to peers');
+    const uploads = counter('peer_uploads_total', 'Peer data requests, by result', ['result']);
+    const unauthorized = counter('peer_unauthorized_total', 'Peer requests refused for a missing or wrong peer token');
+    const errors = counter('peer_errors_total', 'Requests to peers that failed');
+    const timeouts = counter('peer_wait_timeouts_total', 'Chunks taken from the origin after a peer did not deliver in time');
+    const quarantines = counter('peer_quarantines_total', 'Peers quarantined for serving bytes that failed verification');
+    uploads.inc({ result: 'served' }, 0);
+    uploads.inc({ result: 'rejected' }, 0);
+    src.onAdd((name, delta) => {
+      if (name === 'bytesServed') served.inc(delta);
+      else if (name === 'uploads') uploads.inc({ result: 'served' }, delta);
+      else if (name === 'uploadsRejected') uploads.inc({ result: 'rejected' }, delta);
+      else if (name === 'unauthorized') unauthorized.inc(delta);
+      else if (name === 'peerErrors') errors.inc(delta);
+      else if (name === 'peerTimeouts') timeouts.inc(delta);
+      else if (name === 'quarantines') quarantines.inc(delta);
+    });
+    new Gauge({
+      name: `${p}peers`,
+      help: 'Known peers, by state',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const s = src.peerStates();
+        for (const [state, n] of Object.entries(s)) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: `${p}peer_active_uploads`,
+      help: 'Peer data requests being served now',
+      registers,
+      collect() {
+        this.set(src.activeUploads());
+      },
+    });
   }
 
   addBytes(source: ByteSource, n: number): void {

@@ -19,10 +19,8 @@ export interface PullOptions {
   connections?: number;
   chunkSize?: number;
   limiter?: RateLimiter;
-  /** Places chunks may come from before the origin (P2P peers). */
-  chunkSources?: ChunkSource[];
-  /** Fires when a chunk is durable in a partial file (the peer server advertises it). */
-  onChunk?: (e: ChunkEvent) => void;
+  /** P2P: places chunks may come from before the origin, and the engine events the peer side follows. */
+  engineHooks?: EngineHooks;
   /** A connection that delivers nothing this long is replaced. */
   stallTimeoutMs?: number;
   signal?: AbortSignal;
@@ -34,6 +32,14 @@ export interface PullOptions {
   leaseTtlMs?: number;
   /** How often a waiter looks for the holder's publish. */
   pollMs?: number;
+}
+
+export interface EngineHooks {
+  chunkSources?: ChunkSource[];
+  /** Fires when a chunk is durable in a partial file (the peer server advertises it). */
+  onChunk?: (e: ChunkEvent) => void;
+  /** Raw transfer events (blob start, progress, hash mismatch, verified). */
+  onEvent?: (e: TransferEvent) => void;
 }
 
 export type PullEvent =
@@ -227,12 +233,15 @@ async function fetchMissing(
       chunkSize: opts.chunkSize,
       limiter: opts.limiter,
       signal: opts.signal,
-      onEvent: onTransfer,
-      onChunk: opts.onChunk,
+      onEvent: (e) => {
+        opts.engineHooks?.onEvent?.(e);
+        onTransfer(e);
+      },
+      onChunk: opts.engineHooks?.onChunk,
       stallTimeoutMs: opts.stallTimeoutMs,
       env: opts.env,
       storeLabel: store.root,
-      chunkSources: opts.chunkSources,
+      chunkSources: opts.engineHooks?.chunkSources,
     });
     for (const b of fetched) {
       await store.commitBlob(b.path, b.sha256, gitOids.get(b.key));

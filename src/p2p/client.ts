@@ -1,0 +1,145 @@
+/**
+ * HTTP client for the peer API. It builds its own headers from the peer token and never sees the
+ * hub's request headers, so a hub token cannot travel to a peer. Peers are in-cluster: no proxy.
+ */
+import { Agent, request, type Dispatcher } from 'undici';
+import { FETCHING_HEADER, NODE_HEADER } from './server.js';
+import { isRangeList, type Range } from './ranges.js';
+import type { PeerToken } from './token.js';
+
+export interface BlobStatus {
+  nodeId: string;
+  sha256: string;
+  size: number | null;
+  complete: boolean;
+  fetching: boolean;
+  ranges: Range[];
+  inflight: Range[];
+}
+
+export type DataResult =
+  | { kind: 'data'; body: AsyncIterable<Uint8Array> & { destroy(err?: Error): void } }
+  | { kind: 'missing'; status: BlobStatus | undefined }
+  | { kind: 'busy'; retryAfterMs: number };
+
+/** A peer answered something we cannot use (bad status, wrong node, malformed body). */
+export class PeerProtocolError extends Error {
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface PeerClientOptions {
+  token: PeerToken;
+  /** Our node id, sent so that a peer learns who wants what. */
+  nodeId: string;
+  /** Data connections per peer (default 64; long-polls hold them while they wait). */
+  connections?: number;
+  /** Timeout for small JSON requests (default 5 s). */
+  timeoutMs?: number;
+}
+
+export class PeerClient {
+  /** Status and info requests: never queued behind long-polls and uploads on the data connections. */
+  private readonly control: Agent;
+  private readonly agent: Agent;
+  private readonly timeoutMs: number;
+
+  constructor(private readonly opts: PeerClientOptions) {
+    this.timeoutMs = opts.timeoutMs ?? 5_000;
+    this.control = new Agent({ connections: 4, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: this.timeoutMs });
+    this.agent = new Agent({ connections: opts.connections ?? 64, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: this.timeoutMs });
+  }
+
+  private headers(fetching: boolean, extra: Record<string, string> = {}): Record<string, string> {
+    return { authorization: this.opts.token.header(), [NODE_HEADER]: this.opts.nodeId, ...(fetching ? { [FETCHING_HEADER]: '1' } : {}), ...extra };
+  }
+
+  private async get(url: string, headers: Record<string, string>, signal: AbortSignal | undefined, headersTimeout: number, data = false): Promise<Dispatcher.ResponseData> {
+    return request(url, { method: 'GET', headers, dispatcher: data ? this.agent : this.control, signal, headersTimeout, bodyTimeout: 30_000 });
+  }
+
+  async info(baseUrl: string, signal?: AbortSignal): Promise<{ nodeId: string; protocol: number }> {
+    const res = await this.get(`${baseUrl}/v1/peer/info`, this.headers(false), signal ?? AbortSignal.timeout(this.timeoutMs), this.timeoutMs);
+    const body = await readJson(res);
+    if (res.statusCode !== 200) throw new PeerProtocolError(`${baseUrl}: /v1/peer/info answered ${res.statusCode}`, res.statusCode);
+    const b = body as { nodeId?: unknown; protocol?: unknown };
+    if (typeof b.nodeId !== 'string' || typeof b.protocol !== 'number') throw new PeerProtocolError(`${baseUrl}: malformed /v1/peer/info`);
+    return { nodeId: b.nodeId, protocol: b.protocol };
+  }
+
+  /** What a peer holds of a blob; undefined when it holds nothing and is not fetching it. */
+  async status(baseUrl: string, sha: string, fetching: boolean, signal?: AbortSignal): Promise<BlobStatus | undefined> {
+    const res = await this.get(`${baseUrl}/v1/peer/blobs/${sha}`, this.headers(fetching), signal ?? AbortSignal.timeout(this.timeoutMs), this.timeoutMs);
+    const body = await readJson(res);
+    if (res.statusCode === 404) return undefined;
+    if (res.statusCode !== 200) throw new PeerProtocolError(`${baseUrl}: blob status answered ${res.statusCode}`, res.statusCode);
+    return parseStatus(body, sha, baseUrl);
+  }
+
+  /**
+   * Bytes `[start, end)` of a blob. With `waitMs`, a peer still fetching the blob holds the request
+   * until it has the range. `expectNode` guards against an address now used by another node.
+   */
+  async data(baseUrl: string, sha: string, start: number, end: number, o: { waitMs?: number; signal: AbortSignal; fetching: boolean; expectNode?: string }): Promise<DataResult> {
+    const wait = o.waitMs && o.waitMs > 0 ? `?wait=${Math.round(o.waitMs)}` : '';
+    const res = await this.get(`${baseUrl}/v1/peer/blobs/${sha}/data${wait}`, this.headers(o.fetching, { range: `bytes=${start}-${end - 1}` }), o.signal, (o.waitMs ?? 0) + this.timeoutMs, true);
+    if (res.statusCode === 206) {
+      const node = res.headers[NODE_HEADER];
+      const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(res.headers['content-range'] ?? ''));
+      if (!cr || Number(cr[1]) !== start || Number(cr[2]) !== end - 1 || (o.expectNode !== undefined && node !== o.expectNode)) {
+        res.body.destroy();
+        throw new PeerProtocolError(`${baseUrl}: unexpected answer to bytes ${start}-${end - 1}`);
+      }
+      return { kind: 'data', body: res.body };
+    }
+    if (res.statusCode === 404) {
+      const body = await readJson(res);
+      let status: BlobStatus | undefined;
+      try {
+        status = parseStatus(body, sha, baseUrl);
+      } catch {
+        status = undefined;
+      }
+      return { kind: 'missing', status };
+    }
+    await res.body.dump().catch(() => undefined);
+    if (res.statusCode === 503) {
+      const ra = Number(res.headers['retry-after']);
+      return { kind: 'busy', retryAfterMs: Number.isFinite(ra) && ra >= 0 ? Math.min(ra * 1000, 10_000) : 1_000 };
+    }
+    throw new PeerProtocolError(`${baseUrl}: blob data answered ${res.statusCode}`, res.statusCode);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.agent.destroy().catch(() => undefined), this.control.destroy().catch(() => undefined)]);
+  }
+}
+
+async function readJson(res: Dispatcher.ResponseData): Promise<unknown> {
+  const text = await res.body.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function parseStatus(body: unknown, sha: string, baseUrl: string): BlobStatus {
+  const b = body as Partial<BlobStatus> | undefined;
+  if (
+    !b ||
+    typeof b.nodeId !== 'string' ||
+    b.sha256 !== sha ||
+    typeof b.complete !== 'boolean' ||
+    typeof b.fetching !== 'boolean' ||
+    !isRangeList(b.ranges) ||
+    !isRangeList(b.inflight ?? [])
+  ) {
+    throw new PeerProtocolError(`${baseUrl}: malformed blob status`);
+  }
+  return { nodeId: b.nodeId, sha256: sha, size: typeof b.size === 'number' ? b.size : null, complete: b.complete, fetching: b.fetching, ranges: b.ranges, inflight: b.inflight ?? [] };
+}

@@ -1,0 +1,218 @@
+/**
+ * Who the peers are: a static list of base URLs and/or the A records of a Kubernetes headless
+ * Service, re-resolved periodically. Every candidate is asked for its node id (`/v1/peer/info`),
+ * which is how a node recognises itself behind its own Service address and how one node reached by
+ * two addresses counts once. Liveness comes from those probes and from failures the chunk source
+ * reports; quarantine (bad data) overrides liveness until it expires.
+ */
+import { promises as dns } from 'node:dns';
+import type { Logger } from 'pino';
+import type { PeerClient } from './client.js';
+
+export interface Peer {
+  id: string;
+  url: string;
+  alive: boolean;
+  /** Date.now() of the last successful contact. */
+  lastSeen: number;
+  failures: number;
+}
+
+export interface DnsResolver {
+  resolve4(host: string): Promise<string[]>;
+}
+
+export interface DiscoveryOptions {
+  selfId: string;
+  client: PeerClient;
+  /** Base URLs (`http://10.0.0.5:7070`; a bare `host:port` means http). */
+  static?: string[];
+  /** Headless Service name whose A records are the peers. */
+  dns?: string;
+  /** Port the peers listen on (with `dns`). */
+  port?: number;
+  /** DNS servers (`127.0.0.1:5353`) to ask instead of the system resolver. */
+  dnsServers?: string[];
+  /** Or any resolver (tests). Default: the system's getaddrinfo, which applies the search domains. */
+  resolver?: DnsResolver;
+  /** Re-resolve and re-probe this often (default 10 s). */
+  intervalMs?: number;
+  /** How long a quarantine lasts (default 1 h). */
+  quarantineMs?: number;
+  logger?: Logger;
+}
+
+export function normalizeBaseUrl(u: string): string {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(u) ? u : `http://${u}`;
+  const url = new URL(withScheme);
+  return `${url.protocol}//${url.host}`;
+}
+
+function ipUrl(ip: string, port: number): string {
+  return ip.includes(':') ? `http://[${ip}]:${port}` : `http://${ip}:${port}`;
+}
+
+export class PeerDiscovery {
+  private readonly peers = new Map<string, Peer>();
+  private readonly selfUrls = new Set<string>();
+  private readonly quarantined = new Map<string, { until: number; reason: string }>();
+  private readonly strikes = new Map<string, number>();
+  private readonly resolver: DnsResolver | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
+  private readonly reprobes = new Map<string, NodeJS.Timeout>();
+  private stopped = false;
+  private readonly log: Logger | undefined;
+
+  constructor(private readonly opts: DiscoveryOptions) {
+    this.log = opts.logger?.child({ module: 'p2p-discovery' });
+    if (opts.resolver) this.resolver = opts.resolver;
+    else if (opts.dnsServers && opts.dnsServers.length > 0) {
+      const r = new dns.Resolver({ timeout: 2_000, tries: 2 });
+      r.setServers(opts.dnsServers);
+      this.resolver = r;
+    }
+  }
+
+  /** First discovery round (awaited), then one every `intervalMs`. */
+  async start(): Promise<void> {
+    await this.refresh();
+    const every = this.opts.intervalMs ?? 10_000;
+    this.timer = setInterval(() => void this.refresh(), every);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const t of this.reprobes.values()) clearTimeout(t);
+    this.reprobes.clear();
+  }
+
+  /** Live, unquarantined peers (never this node). */
+  live(): Peer[] {
+    return [...this.peers.values()].filter((p) => p.alive && !this.isQuarantined(p.id));
+  }
+
+  all(): Peer[] {
+    return [...this.peers.values()];
+  }
+
+  get(id: string): Peer | undefined {
+    return this.peers.get(id);
+  }
+
+  isQuarantined(id: string): boolean {
+    const q = this.quarantined.get(id);
+    if (!q) return false;
+    if (Date.now() > q.until) {
+      this.quarantined.delete(id);
+      return false;
+    }
+    return true;
+  }
+
+  quarantinedPeers(): Array<{ id: string; until: number; reason: string }> {
+    return [...this.quarantined.entries()].filter(([id]) => this.isQuarantined(id)).map(([id, q]) => ({ id, ...q }));
+  }
+
+  /**
+   * Stop using a peer. `severe` lasts `quarantineMs`; `mild` (bad bytes that may have been
+   * relayed in good faith) starts at a minute and grows fourfold with each repeat up to the same cap.
+   */
+  quarantine(id: string, reason: string, kind: 'severe' | 'mild' = 'severe'): void {
+    const full = this.opts.quarantineMs ?? 3_600_000;
+    const strikes = (this.strikes.get(id) ?? 0) + 1;
+    this.strikes.set(id, strikes);
+    const ms = kind === 'severe' ? full : Math.min(full, 60_000 * 4 ** (strikes - 1));
+    this.quarantined.set(id, { until: Date.now() + ms, reason });
+    this.log?.warn({ peer: id, url: this.peers.get(id)?.url, reason, ms }, 'peer quarantined');
+  }
+
+  /** A request to this peer failed: stop using it now, look again shortly. */
+  markFailed(id: string): void {
+    const p = this.peers.get(id);
+    if (!p) return;
+    p.failures++;
+    if (p.alive) this.log?.info({ peer: id, url: p.url }, 'peer unreachable');
+    p.alive = false;
+    if (this.stopped || this.reprobes.has(id)) return;
+    const t = setTimeout(
+      () => {
+        this.reprobes.delete(id);
+        void this.probe(p.url).catch(() => undefined);
+      },
+      Math.min(1_000 * 2 ** Math.min(p.failures - 1, 4), 10_000),
+    );
+    t.unref();
+    this.reprobes.set(id, t);
+  }
+
+  /** Resolve the candidates and probe each; concurrent callers share one round. */
+  refresh(): Promise<void> {
+    this.refreshing ??= this.doRefresh().finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  private async candidates(): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const u of this.opts.static ?? []) {
+      try {
+        out.add(normalizeBaseUrl(u));
+      } catch {
+        this.log?.warn({ url: u }, 'ignoring a malformed peers.static entry');
+      }
+    }
+    if (this.opts.dns) {
+      const port = this.opts.port ?? 7070;
+      try {
+        const ips = this.resolver ? await this.resolver.resolve4(this.opts.dns) : (await dns.lookup(this.opts.dns, { all: true, family: 4 })).map((a) => a.address);
+        for (const ip of ips) out.add(ipUrl(ip, port));
+      } catch (e) {
+        // No endpoints yet (the Service has no ready pods) is normal at rollout.
+        this.log?.debug({ dns: this.opts.dns, err: (e as NodeJS.ErrnoException).code ?? (e as Error).message }, 'peer DNS lookup failed');
+        // Keep the peers we know: a DNS hiccup must not drop a working swarm.
+        for (const p of this.peers.values()) out.add(p.url);
+      }
+    }
+    return out;
+  }
+
+  private async doRefresh(): Promise<void> {
+    const urls = await this.candidates();
+    // Forget peers whose address is no longer a candidate (scaled down, rescheduled).
+    for (const [id, p] of this.peers) if (!urls.has(p.url)) this.peers.delete(id);
+    await Promise.all([...urls].filter((u) => !this.selfUrls.has(u)).map((u) => this.probe(u).catch(() => undefined)));
+  }
+
+  private async probe(url: string): Promise<void> {
+    let id: string;
+    try {
+      id = (await this.opts.client.info(url)).nodeId;
+    } catch (e) {
+      for (const p of this.peers.values()) {
+        if (p.url === url) {
+          if (p.alive) this.log?.info({ peer: p.id, url, err: (e as Error).message }, 'peer unreachable');
+          p.alive = false;
+        }
+      }
+      return;
+    }
+    if (id === this.opts.selfId) {
+      this.selfUrls.add(url);
+      return;
+    }
+    // An address now answered by a different node (pod replaced): drop the old identity.
+    for (const [oldId, p] of this.peers) if (p.url === url && oldId !== id) this.peers.delete(oldId);
+    const known = this.peers.get(id);
+    if (known) {
+      if (!known.alive) this.log?.info({ peer: id, url }, 'peer back');
+      known.alive = true;
+      known.lastSeen = Date.now();
+      known.failures = 0;
+      return;
+    }
+    this.peers.set(id, { id, url, alive: true, lastSeen: Date.now(), failures: 0 });
+    this.log?.info({ peer: id, url }, 'peer found');
+  }
+}

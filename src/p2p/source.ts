@@ -1,0 +1,349 @@
+/**
+ * The engine's view of the swarm: a ChunkSource that gets a chunk from a peer, or says "origin".
+ *
+ * For each chunk request `[start, end)` of a blob:
+ *  1. a live peer that already holds the range (finished blob or durable chunk) serves it;
+ *  2. else, a peer already fetching exactly this piece from the origin is waited for;
+ *  3. else the piece has an owner, chosen by rendezvous hashing over the nodes fetching this blob
+ *     (this node included): if that is us, we answer undefined and the engine goes to the origin,
+ *     otherwise we long-poll the owner until it has the piece.
+ * Waiting is bounded (`maxWaitMs`), and every failure (peer gone, busy, wrong) re-evaluates or
+ * falls back to the origin, so a slow, dead or lying peer costs time, never correctness.
+ *
+ * Nodes starting together must see each other before deciding, or each would think it alone and
+ * fetch everything: the first decision for a blob waits `gatherMs` after announcing interest
+ * (every status request says "I fetch this too"), and a node that joins late waits for pieces
+ * already in flight elsewhere instead of duplicating them.
+ */
+import { createHash, randomInt } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { TransferEvent } from '../core/transfer.js';
+import type { ChunkEvent, ChunkSource, ChunkSourceRequest } from '../transfer/index.js';
+import { BlameLedger } from './blame.js';
+import type { BlobStatus, PeerClient } from './client.js';
+import type { P2PCounters } from './counters.js';
+import type { Peer, PeerDiscovery } from './discovery.js';
+import { shaOfKey, type LocalInventory } from './inventory.js';
+import { covers } from './ranges.js';
+import { ownerOf } from './rendezvous.js';
+
+export interface PeerChunkSourceOptions {
+  nodeId: string;
+  discovery: PeerDiscovery;
+  client: PeerClient;
+  inventory: LocalInventory;
+  counters: P2PCounters;
+  /** Longest a chunk waits for peers before the origin (default 20 s; keep it under the engine's stall timeout). */
+  maxWaitMs?: number;
+  /** One long-poll; membership is re-evaluated between them (default 5 s). */
+  pollMs?: number;
+  /** Peer status answers are reused this long (default 1 s). */
+  statusTtlMs?: number;
+  /** Pause before the first decision on a blob, so peers starting together see each other (default 150 ms). */
+  gatherMs?: number;
+  /** Blobs below this size never wait for a peer (default 1 MiB): one request to the origin is cheaper. */
+  smallBlobBytes?: number;
+  logger?: Logger;
+  /** Told of each quarantine. */
+  onQuarantine?: (peer: Peer | { id: string }, reason: string) => void;
+}
+
+type StatusEntry = { at: number; value: Promise<BlobStatus | undefined | 'error'> };
+
+export class PeerChunkSource implements ChunkSource {
+  readonly name = 'peers';
+  readonly blame = new BlameLedger();
+  /** Bytes received per peer id (diagnostics; too many label values for a metric). */
+  readonly bytesByPeer = new Map<string, number>();
+  private readonly statusCache = new Map<string, StatusEntry>();
+  private readonly decided = new Map<string, Promise<void>>();
+  private readonly probePending = new Set<string>();
+  private readonly inUse = new Map<string, number>();
+  private readonly log: Logger | undefined;
+  private readonly maxWaitMs: number;
+  private readonly pollMs: number;
+  private readonly statusTtlMs: number;
+  private readonly gatherMs: number;
+  private readonly smallBlobBytes: number;
+
+  constructor(private readonly o: PeerChunkSourceOptions) {
+    this.log = o.logger?.child({ module: 'p2p-source' });
+    this.maxWaitMs = o.maxWaitMs ?? 20_000;
+    this.pollMs = o.pollMs ?? 5_000;
+    this.statusTtlMs = o.statusTtlMs ?? 1_000;
+    this.gatherMs = o.gatherMs ?? 150;
+    this.smallBlobBytes = o.smallBlobBytes ?? 1024 * 1024;
+  }
+
+  // ------------------------------------------------------------------ engine hooks
+
+  /** Chain into the engine's `onEvent`. */
+  onEvent = (e: TransferEvent): void => {
+    const sha = 'key' in e ? shaOfKey(e.key) : undefined;
+    if (!sha) return;
+    switch (e.type) {
+      case 'blob-start':
+        this.o.inventory.touchFetching(sha, e.size);
+        void this.o.inventory.loadDurable(sha);
+        this.probePending.add(e.key);
+        break;
+      case 'progress':
+        this.o.inventory.touchFetching(sha);
+        break;
+      case 'hash-mismatch': {
+        this.o.inventory.reset(sha);
+        const peers = this.blame.mismatch(e.key);
+        if (peers.length > 0) this.log?.warn({ blob: sha, peers }, 'blob failed its hash; suspending the peers that sent parts of it until the origin copy is checked');
+        break;
+      }
+      case 'blob-verified': {
+        const paths = [this.o.inventory.partialPath(sha), this.o.inventory.blobPath(sha)].filter((p): p is string => p !== undefined);
+        this.o.inventory.doneFetching(sha);
+        this.decided.delete(sha);
+        this.invalidate(sha);
+        void this.blame.verified(e.key, paths).then((v) => {
+          for (const g of v?.guilty ?? []) {
+            // Bad bytes from a finished blob are a lie or a rotten disk; from a download in progress
+            // they may have been relayed in good faith from a liar, so that costs less, at first.
+            const reason = `served bytes of ${sha} that do not match the verified file${g.finished ? '' : ' (from a download in progress)'}`;
+            this.o.discovery.quarantine(g.peer, reason, g.finished ? 'severe' : 'mild');
+            this.o.counters.add('quarantines');
+            this.o.onQuarantine?.(this.o.discovery.get(g.peer) ?? { id: g.peer }, reason);
+          }
+        });
+        break;
+      }
+    }
+  };
+
+  /** Chain into the engine's `onChunk`. */
+  onChunk = (e: ChunkEvent): void => {
+    this.o.inventory.noteChunk(e);
+  };
+
+  // ------------------------------------------------------------------ ChunkSource
+
+  async fetch(req: ChunkSourceRequest): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const sha = req.sha256;
+    // Peers serve by SHA-256 only; a blob known by its git id alone comes from the origin.
+    if (!sha || !/^[0-9a-f]{64}$/.test(sha) || req.end <= req.start) return undefined;
+    this.o.inventory.touchFetching(sha, req.size);
+    if (this.blame.awaitingVerdict(req.key)) return undefined;
+    if (this.probePending.delete(req.key) && !(req.start === 0 && req.end === req.size)) {
+      // The blob's first request (the engine's probe) holds back the blob's other chunks until
+      // it is answered. Answer at once with a stream that does the waiting, so the other chunks
+      // start now; an empty stream sends the engine to the origin just the same.
+      const self = this;
+      return (async function* () {
+        const s = await self.locate(sha, req);
+        if (s) yield* s;
+      })();
+    }
+    return this.locate(sha, req);
+  }
+
+  private async locate(sha: string, req: ChunkSourceRequest): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const { inventory } = this.o;
+    const { start, end } = req;
+    const small = req.size < this.smallBlobBytes;
+    const deadline = Date.now() + this.maxWaitMs;
+
+    // The gather (first decision on a blob) asks fresh; later decisions use the short-lived cache.
+    if (!small) await this.gather(sha, req.signal);
+    for (;;) {
+      req.signal.throwIfAborted();
+      const peers = this.usablePeers();
+      if (peers.length === 0) return this.origin(sha, req);
+      const statuses = await this.statuses(sha, peers, false, req.signal);
+
+      // 1. Someone has it now.
+      const holders = peers.filter((p) => {
+        const s = statuses.get(p.id);
+        return s !== undefined && covers(s.ranges, start, end);
+      });
+      let busy = false;
+      for (const p of this.leastUsed(holders)) {
+        const r = await this.tryData(p, req, start, end, 0, statuses.get(p.id)!.complete);
+        if (r === 'busy') busy = true;
+        else if (r !== undefined) return r;
+      }
+      if (busy) {
+        this.invalidate(sha);
+        // The bytes exist in the swarm: a short wait for an upload slot beats the origin. (Retry-After
+        // is whole seconds; uploads of a chunk between nodes take far less, so we come back sooner.)
+        if (Date.now() + 150 > deadline) return this.timeout(sha, req);
+        await sleep(100 + randomInt(150), req.signal);
+        continue;
+      }
+      if (small) return this.origin(sha, req);
+
+      // 2. Someone is fetching this very piece from the origin: wait for it.
+      // 3. Otherwise the piece's owner among the nodes fetching this blob.
+      const inflight = peers.filter((p) => {
+        const s = statuses.get(p.id);
+        return s !== undefined && covers(s.inflight, start, end);
+      });
+      let ownerId: string | undefined;
+      if (inflight.length > 0) ownerId = ownerOf(sha, req.end, inflight.map((p) => p.id));
+      else {
+        const interested = new Set(inventory.interestedPeers(sha));
+        const members = [this.o.nodeId, ...peers.filter((p) => statuses.get(p.id)?.fetching || interested.has(p.id)).map((p) => p.id)];
+        ownerId = ownerOf(sha, req.end, members);
+      }
+      if (ownerId === undefined || ownerId === this.o.nodeId) return this.origin(sha, req);
+      const owner = peers.find((p) => p.id === ownerId)!;
+      const left = deadline - Date.now();
+      if (left <= 0) return this.timeout(sha, req);
+      const asked = Date.now();
+      const wait = Math.min(this.pollMs, left);
+      const r = await this.tryData(owner, req, start, end, wait, false);
+      if (r === 'busy') {
+        // The owner is serving others: by now some of them may hold the piece and serve it too.
+        this.invalidate(sha);
+        await sleep(50 + randomInt(150), req.signal);
+        continue;
+      }
+      if (r !== undefined) return r;
+      // An owner that answers "not yet" at once (its wait list is full) must not be hammered.
+      if (Date.now() - asked < wait / 2) await sleep(100 + randomInt(150), req.signal);
+    }
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  private origin(sha: string, req: ChunkSourceRequest): undefined {
+    this.o.inventory.addInflight(sha, req.start, req.end);
+    return undefined;
+  }
+
+  private timeout(sha: string, req: ChunkSourceRequest): undefined {
+    this.o.counters.add('peerTimeouts');
+    this.log?.debug({ blob: sha, start: req.start, end: req.end }, 'no peer delivered in time; using the origin');
+    return this.origin(sha, req);
+  }
+
+  private invalidate(sha: string): void {
+    for (const k of this.statusCache.keys()) if (k.endsWith(`:${sha}`)) this.statusCache.delete(k);
+  }
+
+  private usablePeers(): Peer[] {
+    return this.o.discovery.live().filter((p) => !this.blame.isSuspended(p.id));
+  }
+
+  private leastUsed(peers: Peer[]): Peer[] {
+    return peers
+      .map((p) => ({ p, n: (this.inUse.get(p.id) ?? 0) + Math.random() }))
+      .sort((a, b) => a.n - b.n)
+      .map((x) => x.p);
+  }
+
+  /** First decision on a blob: tell the peers we want it, give simultaneous starters a moment. */
+  private async gather(sha: string, signal: AbortSignal): Promise<void> {
+    let p = this.decided.get(sha);
+    if (!p) {
+      const peers = this.usablePeers();
+      p = peers.length === 0 ? Promise.resolve() : this.statuses(sha, peers, true, signal).then(() => sleep(this.gatherMs, signal));
+      p = p.catch(() => undefined);
+      this.decided.set(sha, p);
+    }
+    await p;
+  }
+
+  private async statuses(sha: string, peers: Peer[], fresh: boolean, signal: AbortSignal): Promise<Map<string, BlobStatus | undefined>> {
+    const now = Date.now();
+    const out = new Map<string, BlobStatus | undefined>();
+    await Promise.all(
+      peers.map(async (p) => {
+        const k = `${p.id}:${sha}`;
+        let e = this.statusCache.get(k);
+        if (!e || fresh || now - e.at > this.statusTtlMs) {
+          e = {
+            at: now,
+            value: this.o.client.status(p.url, sha, true, signal).then(
+              (s) => (s && s.nodeId !== p.id ? 'error' : s),
+              () => 'error' as const,
+            ),
+          };
+          this.statusCache.set(k, e);
+        }
+        const v = await e.value;
+        if (v === 'error') {
+          this.statusCache.delete(k);
+          if (!signal.aborted) {
+            this.o.counters.add('peerErrors');
+            this.o.discovery.markFailed(p.id);
+          }
+          return;
+        }
+        out.set(p.id, v);
+      }),
+    );
+    return out;
+  }
+
+  /** One data request: a stream, 'busy', or undefined (not there / failed). */
+  private async tryData(p: Peer, req: ChunkSourceRequest, start: number, end: number, waitMs: number, finished: boolean): Promise<AsyncIterable<Uint8Array> | 'busy' | undefined> {
+    const sha = req.sha256!;
+    let r;
+    try {
+      r = await this.o.client.data(p.url, sha, start, end, { waitMs, signal: req.signal, fetching: true, expectNode: p.id });
+    } catch (e) {
+      if (req.signal.aborted) throw req.signal.reason;
+      this.o.counters.add('peerErrors');
+      this.o.discovery.markFailed(p.id);
+      this.statusCache.delete(`${p.id}:${sha}`);
+      this.log?.debug({ peer: p.id, err: (e as Error).message }, 'peer request failed');
+      return undefined;
+    }
+    if (r.kind === 'busy') return 'busy';
+    if (r.kind === 'missing') {
+      if (r.status) this.statusCache.set(`${p.id}:${sha}`, { at: Date.now(), value: Promise.resolve(r.status) });
+      return undefined;
+    }
+    return this.track(p, req, start, r.body, finished);
+  }
+
+  /** Count, hash (for blame) and release the body, however the engine stops reading it. */
+  private track(p: Peer, req: ChunkSourceRequest, start: number, body: AsyncIterable<Uint8Array> & { destroy(err?: Error): void }, finished: boolean): AsyncIterable<Uint8Array> {
+    const self = this;
+    self.inUse.set(p.id, (self.inUse.get(p.id) ?? 0) + 1);
+    return (async function* () {
+      const h = createHash('sha256');
+      let n = 0;
+      try {
+        for await (const c of body) {
+          h.update(c);
+          n += c.length;
+          self.o.counters.add('bytesFromPeers', c.length);
+          yield c;
+        }
+      } catch (e) {
+        if (!req.signal.aborted) {
+          self.o.counters.add('peerErrors');
+          self.o.discovery.markFailed(p.id);
+        }
+        throw e;
+      } finally {
+        body.destroy();
+        self.inUse.set(p.id, Math.max(0, (self.inUse.get(p.id) ?? 1) - 1));
+        self.blame.record(req.key, p.id, start, n, h.digest('hex'), finished);
+        if (n > 0) self.bytesByPeer.set(p.id, (self.bytesByPeer.get(p.id) ?? 0) + n);
+      }
+    })();
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

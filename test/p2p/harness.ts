@@ -1,0 +1,182 @@
+/**
+ * A small swarm node for tests and the benchmark: a real HTTP server (the daemon's Router) with
+ * the peer routes, its own store and state dir, and the real transfer engine fed by the peer
+ * chunk source. Nodes start listening first (port 0) and join the swarm once every URL is known.
+ */
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { BlobRequest, FetchedBlob, TransferEvent } from '../../src/core/transfer.js';
+import { Router } from '../../src/daemon/router.js';
+import { createP2PNode, PeerToken, type DnsResolver, type P2PNode, type P2PNodeOptions } from '../../src/p2p/index.js';
+import { Store } from '../../src/store/store.js';
+import { fetchBlobs, RateLimiter } from '../../src/transfer/index.js';
+
+export interface NodeOptions {
+  token: string;
+  connections?: number;
+  chunkSize?: number;
+  uploadConcurrency?: number;
+  uploadMaxRate?: number;
+  /** Download cap of this node (its "link"), origin and peers together. */
+  maxRate?: number;
+  tuning?: P2PNodeOptions['tuning'];
+  host?: string;
+  port?: number;
+  stallTimeoutMs?: number;
+  /** Transform data bodies this node serves (a poisoned peer). */
+  poison?: (chunk: Buffer, offset: number) => Buffer;
+}
+
+export interface JoinOptions {
+  static?: string[];
+  dns?: string;
+  port?: number;
+  dnsServers?: string[];
+  resolver?: DnsResolver;
+  discoveryIntervalMs?: number;
+}
+
+export interface SeenRequest {
+  method: string;
+  url: string;
+  authorization: string | undefined;
+  headers: IncomingMessage['headers'];
+}
+
+export class SwarmNode {
+  p2p: P2PNode | undefined;
+  readonly seen: SeenRequest[] = [];
+  readonly events: TransferEvent[] = [];
+  private readonly router = new Router();
+  private constructor(
+    readonly dir: string,
+    readonly store: Store,
+    readonly server: Server,
+    readonly url: string,
+    readonly port: number,
+    readonly opts: NodeOptions,
+  ) {}
+
+  get stateDir(): string {
+    return join(this.dir, 'state');
+  }
+
+  static async start(opts: NodeOptions): Promise<SwarmNode> {
+    const dir = await mkdtemp(join(tmpdir(), 'sf-p2p-node-'));
+    const store = new Store(join(dir, 'store'));
+    await store.init();
+    let node!: SwarmNode;
+    const server = createServer((req, res) => {
+      node.seen.push({ method: req.method ?? 'GET', url: req.url ?? '/', authorization: req.headers.authorization, headers: req.headers });
+      if (!node.p2p) {
+        res.writeHead(503).end();
+        return;
+      }
+      if (opts.poison && /\/data(\?|$)/.test(req.url ?? '')) poisonResponse(res, opts.poison, req.headers.range);
+      void node.router.handle(req, res);
+    });
+    server.keepAliveTimeout = 5_000;
+    const host = opts.host ?? '127.0.0.1';
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port ?? 0, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const port = (server.address() as AddressInfo).port;
+    node = new SwarmNode(dir, store, server, `http://${host}:${port}`, port, opts);
+    return node;
+  }
+
+  async join(j: JoinOptions): Promise<void> {
+    const o: P2PNodeOptions = {
+      store: this.store,
+      stateDir: this.stateDir,
+      token: PeerToken.fromValue(this.opts.token),
+      discoveryIntervalMs: j.discoveryIntervalMs ?? 1_000,
+      ...(j.static ? { static: j.static } : {}),
+      ...(j.dns ? { dns: j.dns } : {}),
+      ...(j.port !== undefined ? { port: j.port } : {}),
+      ...(j.dnsServers ? { dnsServers: j.dnsServers } : {}),
+      ...(j.resolver ? { resolver: j.resolver } : {}),
+      ...(this.opts.uploadConcurrency !== undefined ? { uploadConcurrency: this.opts.uploadConcurrency } : {}),
+      ...(this.opts.uploadMaxRate !== undefined ? { uploadMaxRate: this.opts.uploadMaxRate } : {}),
+      ...(this.opts.tuning ? { tuning: this.opts.tuning } : {}),
+    };
+    const p2p = createP2PNode(o);
+    p2p.registerRoutes(this.router);
+    await p2p.start();
+    this.p2p = p2p;
+  }
+
+  /** Fetch with the swarm, then move the verified blobs into this node's store. */
+  async pull(requests: BlobRequest[], signal?: AbortSignal): Promise<FetchedBlob[]> {
+    const hooks = this.p2p!.engineHooks({ onEvent: (e) => this.events.push(e) });
+    const fetched = await fetchBlobs(requests, {
+      partialDir: this.store.partialDir,
+      stateDir: this.stateDir,
+      connections: this.opts.connections ?? 4,
+      ...(this.opts.chunkSize ? { chunkSize: this.opts.chunkSize } : {}),
+      ...(this.opts.maxRate ? { limiter: new RateLimiter(this.opts.maxRate) } : {}),
+      stallTimeoutMs: this.opts.stallTimeoutMs ?? 30_000,
+      retryBaseMs: 50,
+      retryMaxMs: 500,
+      hashWorkers: 1,
+      ...(signal ? { signal } : {}),
+      ...hooks,
+    });
+    for (const b of fetched) await this.store.commitBlob(b.path, b.sha256);
+    return fetched;
+  }
+
+  bytesFromPeers(): number {
+    return this.p2p?.counters.bytesFromPeers ?? 0;
+  }
+
+  /** Stop serving and forget everything (a node going away). */
+  async close(keepFiles = false): Promise<void> {
+    await this.p2p?.stop();
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+    if (!keepFiles) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Flip bytes in what this node serves: the node is honest about what it has, but not about the content. */
+function poisonResponse(res: import('node:http').ServerResponse, poison: (c: Buffer, offset: number) => Buffer, range: string | undefined): void {
+  const m = range ? /^bytes=(\d+)-/.exec(range) : null;
+  let offset = m ? Number(m[1]) : 0;
+  const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  res.write = ((chunk: unknown, ...rest: unknown[]) => {
+    if (res.statusCode === 206 || res.statusCode === 200) {
+      const b = Buffer.from(chunk as Buffer);
+      const out = poison(b, offset);
+      offset += b.length;
+      return write(out, ...rest);
+    }
+    return write(chunk, ...rest);
+  }) as typeof res.write;
+}
+
+export function blobRequestFor(hubEndpoint: string, repo: string, commit: string, f: { path: string; size: number; sha256: string }, hubHeaders: Record<string, string> = {}): BlobRequest {
+  return {
+    key: `sha256:${f.sha256}`,
+    label: f.path,
+    size: f.size,
+    sha256: f.sha256,
+    origin: { url: `${hubEndpoint}/${repo}/resolve/${commit}/${f.path}`, hubHeaders },
+  };
+}
+
+export async function startSwarm(n: number, opts: NodeOptions, join: (nodes: SwarmNode[]) => JoinOptions = (nodes) => ({ static: nodes.map((x) => x.url) })): Promise<SwarmNode[]> {
+  const nodes = await Promise.all(Array.from({ length: n }, () => SwarmNode.start(opts)));
+  const j = join(nodes);
+  await Promise.all(nodes.map((x) => x.join(j)));
+  // The first round raced the other nodes' joins: look again now that every node answers.
+  await Promise.all(nodes.map((x) => x.p2p!.discovery.refresh()));
+  return nodes;
+}

@@ -1,0 +1,90 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFile, rm } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startFakeHub, type FakeHub } from '../fakehub/index.js';
+import { repoRoot } from '../support/index.js';
+import { makeContent } from '../transfer/helpers.js';
+import { blobRequestFor, SwarmNode } from './harness.js';
+
+const MiB = 1024 * 1024;
+const TOKEN = 'peer-token-kill';
+
+let hub: FakeHub | undefined;
+let nodes: SwarmNode[] = [];
+let child: ChildProcessWithoutNullStreams | undefined;
+let childDir: string | undefined;
+afterEach(async () => {
+  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  child = undefined;
+  // A SIGKILLed node cannot clean up after itself.
+  if (childDir) await rm(childDir, { recursive: true, force: true });
+  childDir = undefined;
+  await Promise.all(nodes.map((n) => n.close()));
+  nodes = [];
+  await hub?.close();
+  hub = undefined;
+});
+
+const sha = async (p: string) => createHash('sha256').update(await readFile(p)).digest('hex');
+
+describe('a peer killed mid-transfer', () => {
+  it('does not stall the others: they finish with verified blobs', async () => {
+    hub = await startFakeHub({ perConnectionRate: 2 * MiB });
+    const repo = await hub.addRepo({ id: 'org/kill', files: { 'model.safetensors': makeContent(24 * MiB, 31) } });
+    const f = repo.files[0]!;
+    const req = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f)];
+    const opts = { token: TOKEN, connections: 4, chunkSize: MiB, tuning: { maxWaitMs: 8_000 } };
+
+    child = spawn(process.execPath, ['--import', 'tsx', 'test/p2p/node-child.ts', JSON.stringify(opts)], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
+    const lines = createInterface({ input: child.stdout });
+    const messages: Array<Record<string, unknown>> = [];
+    const waiters: Array<() => void> = [];
+    lines.on('line', (l) => {
+      try {
+        messages.push(JSON.parse(l) as Record<string, unknown>);
+      } catch {
+        return;
+      }
+      for (const w of waiters.splice(0)) w();
+    });
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const next = async (pred: (m: Record<string, unknown>) => boolean) => {
+      for (;;) {
+        const m = messages.find(pred);
+        if (m) return m;
+        if (child!.exitCode !== null) throw new Error(`child exited: ${stderr}`);
+        await new Promise<void>((r) => waiters.push(r));
+      }
+    };
+    const hello = await next((m) => typeof m.url === 'string');
+    const childUrl = hello.url as string;
+    childDir = hello.dir as string;
+
+    const a = await SwarmNode.start(opts);
+    const b = await SwarmNode.start(opts);
+    nodes = [a, b];
+    const urls = [a.url, b.url, childUrl];
+    child.stdin.write(JSON.stringify({ static: urls }) + '\n');
+    await Promise.all(nodes.map((n) => n.join({ static: urls })));
+    const childId = (await next((m) => typeof m.joined === 'string')).joined as string;
+    await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
+    for (const n of nodes) expect(n.p2p!.discovery.live().map((p) => p.id)).toContain(childId);
+
+    hub.resetStats();
+    child.stdin.write(JSON.stringify({ go: req }) + '\n');
+    const pulls = Promise.all(nodes.map((n) => n.pull(req)));
+    // Kill it once it holds a few chunks (it owns about a third of them).
+    await next((m) => typeof m.chunk === 'number' && m.chunk >= 3);
+    child.kill('SIGKILL');
+    await pulls;
+
+    for (const n of nodes) expect(await sha(n.store.blobPath(f.sha256))).toBe(f.sha256);
+    for (const n of nodes) expect(n.p2p!.discovery.live().map((p) => p.id)).not.toContain(childId);
+    expect(messages.some((m) => m.done)).toBe(false);
+    // The survivors still shared: the origin sent less than two copies for the three nodes.
+    expect(hub.bytesSent()).toBeLessThan(2 * f.size);
+  });
+});

@@ -74,17 +74,31 @@ export class PeerDiscovery {
     }
   }
 
-  /** First discovery round (awaited), then one every `intervalMs`. */
+  /** First discovery round (awaited), then one every `intervalMs` (sooner while candidates are silent). */
   async start(): Promise<void> {
     await this.refresh();
+    this.schedule();
+  }
+
+  private unanswered = 0;
+  private quickRounds = 0;
+
+  private schedule(): void {
+    if (this.stopped) return;
     const every = this.opts.intervalMs ?? 10_000;
-    this.timer = setInterval(() => void this.refresh(), every);
+    // A candidate that does not answer yet is usually a daemon still starting (DaemonSets roll out
+    // node by node, and a cold start races): look again soon, backing off to the normal interval,
+    // so a node that came up first does not fetch alone for a whole interval.
+    let delay = every;
+    if (this.unanswered > 0) delay = Math.min(every, 250 * 2 ** this.quickRounds++);
+    else this.quickRounds = 0;
+    this.timer = setTimeout(() => void this.refresh().finally(() => this.schedule()), delay);
     this.timer.unref();
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     for (const t of this.reprobes.values()) clearTimeout(t);
     this.reprobes.clear();
   }
@@ -182,10 +196,12 @@ export class PeerDiscovery {
     const urls = await this.candidates();
     // Forget peers whose address is no longer a candidate (scaled down, rescheduled).
     for (const [id, p] of this.peers) if (!urls.has(p.url)) this.peers.delete(id);
-    await Promise.all([...urls].filter((u) => !this.selfUrls.has(u)).map((u) => this.probe(u).catch(() => undefined)));
+    const answers = await Promise.all([...urls].filter((u) => !this.selfUrls.has(u)).map((u) => this.probe(u).catch(() => false)));
+    this.unanswered = answers.filter((ok) => !ok).length;
   }
 
-  private async probe(url: string): Promise<void> {
+  /** Ask a candidate who it is; false when it did not answer. */
+  private async probe(url: string): Promise<boolean> {
     let id: string;
     try {
       id = (await this.opts.client.info(url)).nodeId;
@@ -196,11 +212,11 @@ export class PeerDiscovery {
           p.alive = false;
         }
       }
-      return;
+      return false;
     }
     if (id === this.opts.selfId) {
       this.selfUrls.add(url);
-      return;
+      return true;
     }
     // An address now answered by a different node (pod replaced): drop the old identity.
     for (const [oldId, p] of this.peers) if (p.url === url && oldId !== id) this.peers.delete(oldId);
@@ -210,9 +226,10 @@ export class PeerDiscovery {
       known.alive = true;
       known.lastSeen = Date.now();
       known.failures = 0;
-      return;
+      return true;
     }
     this.peers.set(id, { id, url, alive: true, lastSeen: Date.now(), failures: 0 });
     this.log?.info({ peer: id, url }, 'peer found');
+    return true;
   }
 }

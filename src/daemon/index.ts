@@ -111,7 +111,8 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   reconciler = new Reconciler({
     pull: deps.pull ?? pullModel,
     pullOptions: () => {
-      const o: Parameters<PullFn>[1] = { store: config.store, stateDir: config.stateDir, limiter, env, logger: root, holder };
+      // A daemon publishes into a volume pods start from: make bytes durable before publishing.
+      const o: Parameters<PullFn>[1] = { store: config.store, stateDir: config.stateDir, limiter, env, logger: root, holder, fsync: true };
       if (config.connections) o.connections = config.connections;
       if (config.chunkSize) o.chunkSize = config.chunkSize;
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { NetworkError } from '../core/errors.js';
+import { NetworkError, StorageError } from '../core/errors.js';
 import type { FileEntry, Manifest } from '../core/manifest.js';
 import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
 import { selectFiles } from '../core/select.js';
@@ -23,6 +23,8 @@ export interface PullOptions {
   engineHooks?: EngineHooks;
   /** A connection that delivers nothing this long is replaced. */
   stallTimeoutMs?: number;
+  /** Make every fetched file durable on disk before it is published (the daemon does). */
+  fsync?: boolean;
   signal?: AbortSignal;
   env?: NodeJS.ProcessEnv;
   onEvent?: (e: PullEvent) => void;
@@ -116,6 +118,14 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
 
     const leaseName = `${repoKey(ref)}@${manifest.commit}`;
     const holder = opts.holder ?? `${hostname()}:${process.pid}`;
+    // Losing a lease (a stalled heartbeat, a store we cannot write) means another process may be
+    // writing the same files now: stop, rather than race it.
+    const lost = new AbortController();
+    const onLost = () => {
+      log?.warn('download lease lost; stopping so the process that took it over can finish');
+      lost.abort(new StorageError(`lost the download lease for ${formatRef(ref)} in ${store.leaseDir}; another process took it over`, 'ESF_LEASE_LOST'));
+    };
+    const signal = opts.signal ? AbortSignal.any([opts.signal, lost.signal]) : lost.signal;
     let lease: Lease | undefined;
     for (;;) {
       opts.signal?.throwIfAborted();
@@ -127,7 +137,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
       lease = await tryAcquireLease(store.leaseDir, leaseName, {
         holder,
         ttlMs: opts.leaseTtlMs,
-        onLost: () => log?.warn('lease lost while downloading; another process may take over'),
+        onLost,
       });
       if (lease) break;
       const info = await readLease(store.leaseDir, leaseName);
@@ -136,7 +146,10 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     }
 
     try {
-      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, opts, bytesTotal, holder);
+      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, { ...opts, signal }, bytesTotal, holder, onLost).catch((e: unknown) => {
+        throw lost.signal.aborted ? lost.signal.reason : e;
+      });
+      signal.throwIfAborted();
       opts.onEvent?.({ type: 'verifying' });
       const rec = await store.publish({
         key: ref,
@@ -181,6 +194,7 @@ async function fetchMissing(
   opts: PullOptions,
   bytesTotal: number,
   holder: string,
+  onLost: () => void,
 ): Promise<{ shas: Map<string, string>; downloaded: number }> {
   const shas = new Map<string, string>();
   const requests = new Map<string, BlobRequest>();
@@ -239,6 +253,7 @@ async function fetchMissing(
       },
       onChunk: opts.engineHooks?.onChunk,
       stallTimeoutMs: opts.stallTimeoutMs,
+      fsync: opts.fsync,
       env: opts.env,
       storeLabel: store.root,
       chunkSources: opts.engineHooks?.chunkSources,
@@ -253,7 +268,7 @@ async function fetchMissing(
   // Partial files live in the (possibly shared) store, named by blob. Two pulls of different
   // revisions that share content, on this node or another, must not write one partial file at
   // once: each blob is fetched under its own lease, and blobs someone else is fetching are awaited.
-  const blobLease = (r: BlobRequest) => tryAcquireLease(store.leaseDir, `blob-${r.key.replace(':', '-')}`, { holder, ttlMs: opts.leaseTtlMs });
+  const blobLease = (r: BlobRequest) => tryAcquireLease(store.leaseDir, `blob-${r.key.replace(':', '-')}`, { holder, ttlMs: opts.leaseTtlMs, onLost });
   const mine: BlobRequest[] = [];
   const leases: Lease[] = [];
   let theirs: BlobRequest[] = [];

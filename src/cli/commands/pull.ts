@@ -28,9 +28,10 @@ export function register(program: Command): void {
     .option('--connections <n>', 'parallel connections across all files', intOption('--connections', 1, 256))
     .option('--chunk-size <size>', 'chunk size, e.g. 16MiB', (v) => parseSize(v, '--chunk-size'))
     .option('--max-rate <rate>', 'bandwidth limit, e.g. 50MB/s, 50MiB/s, 400Mbit/s', (v) => parseRate(v, '--max-rate'))
+    .option('--fsync', 'make downloaded files durable on disk before publishing (slower where the disk is slower than the network)')
     .option('--include <glob>', 'only files matching (repeatable)', collect)
     .option('--exclude <glob>', 'skip files matching (repeatable)', collect)
-    .action(async (refs: string[], o: { connections?: number; chunkSize?: number; maxRate?: number; include?: string[]; exclude?: string[] }, cmd: Command) => {
+    .action(async (refs: string[], o: { fsync?: boolean; connections?: number; chunkSize?: number; maxRate?: number; include?: string[]; exclude?: string[] }, cmd: Command) => {
       const g = globals(cmd);
       const parsed = refs.map((r) => parseRef(r));
       const log = logger(g.logLevel);
@@ -53,6 +54,7 @@ export function register(program: Command): void {
             connections: o.connections,
             chunkSize: o.chunkSize,
             limiter,
+            fsync: Boolean(o.fsync),
             signal: abort.signal,
             logger: log,
             onEvent: (e) => rep.report(label, e),

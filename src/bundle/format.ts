@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { UsageError } from '../core/errors.js';
 import { validateListing } from '../core/paths.js';
 import { isCommitId, parseRef, type Hub } from '../core/ref.js';
+import type { RecordFile } from '../store/store.js';
 
 export const MANIFEST_NAME = 'swift-fetch-bundle.json';
 export const BUNDLE_FORMAT = 'swift-fetch-bundle';
@@ -23,15 +24,8 @@ export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 export const BLOB_PREFIX = 'blobs/sha256/';
 const BLOB_NAME = /^blobs\/sha256\/([0-9a-f]{64})$/;
 
-export interface BundleFile {
-  path: string;
-  size: number;
-  sha256: string;
-  gitOid?: string;
-  lfs: boolean;
-  /** False for files the hub gave no hash for: carried, but never verified against the hub. */
-  verified: boolean;
-}
+/** A file of a bundled revision: exactly what the store's publish record holds for it. */
+export type BundleFile = RecordFile;
 
 export interface BundleModel {
   hub: Hub;

@@ -26,6 +26,7 @@ import type { Peer, PeerDiscovery } from './discovery.js';
 import { shaOfKey, type LocalInventory } from './inventory.js';
 import { covers } from './ranges.js';
 import { ownerOf } from './rendezvous.js';
+import { sleep } from '../core/sleep.js';
 
 export interface PeerChunkSourceOptions {
   nodeId: string;
@@ -333,17 +334,3 @@ export class PeerChunkSource implements ChunkSource {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}

@@ -6,7 +6,7 @@ import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
 import { selectFiles } from '../core/select.js';
 import { blobKey, type BlobRequest, type ByteSource, type TransferEvent } from '../core/transfer.js';
 import { dispatcherFor, sourceFor } from '../sources/index.js';
-import { sleep } from '../sources/http.js';
+import { sleep } from '../core/sleep.js';
 import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
 import { Store, type PublishRecord } from '../store/store.js';
 import { fetchBlobs, forgetBlob, type ChunkEvent, type ChunkSource, type RateLimiter } from '../transfer/index.js';

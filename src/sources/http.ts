@@ -1,5 +1,6 @@
 import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
 import { NetworkError } from '../core/errors.js';
+import { sleep } from '../core/sleep.js';
 
 /** One dispatcher per environment: honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY when set. */
 export function dispatcherFor(env: NodeJS.ProcessEnv): Dispatcher {
@@ -85,20 +86,6 @@ export function backoff(attempt: number, maxDelayMs = 30_000, retryAfter?: numbe
   return Math.round(cap / 2 + Math.random() * (cap / 2));
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 export function parseJson<T>(res: ApiResponse, what: string): T {
   try {

@@ -29,6 +29,7 @@ import { symlinkAtomic, writeFileAtomic } from '../../store/fsutil.js';
 import { Store, type PublishRecord } from '../../store/store.js';
 import { verifyRecord } from '../../store/verify.js';
 import { emitJson, globals, logger } from '../context.js';
+import { sleep } from '../../core/sleep.js';
 
 interface InitFlags {
   daemon?: string;
@@ -221,20 +222,6 @@ function describeNetError(e: unknown): string {
   return err?.cause?.code ?? err?.code ?? err?.cause?.message ?? err?.message ?? String(e);
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 // ---------------------------------------------------------------------------------------------
 

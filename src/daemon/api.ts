@@ -31,7 +31,7 @@ export interface ApiContext {
 function view(s: ModelStatus) {
   return {
     ref: s.ref, commit: s.commit, state: s.state, bytesDone: s.bytesDone, bytesTotal: s.bytesTotal, path: s.path, error: s.error,
-    declared: s.declared, attempts: s.attempts, nextRetryAt: s.nextRetryAt, waitingFor: s.waitingFor, updatedAt: s.updatedAt,
+    exitCode: s.exitCode, errorCode: s.errorCode, declared: s.declared, attempts: s.attempts, nextRetryAt: s.nextRetryAt, waitingFor: s.waitingFor, updatedAt: s.updatedAt,
   };
 }
 

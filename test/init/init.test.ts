@@ -198,13 +198,23 @@ describe('init with a daemon', () => {
     }
   });
 
-  it('a model the daemon cannot find: exit 3', async () => {
+  it('a model the daemon cannot find: exit 3, from the code the daemon reports', async () => {
+    // The init process cannot reach the hub: the exit code can only come from the daemon.
     const r = await runCli(['init', 'hf://demo/nothere', '--store', join(dir, 'store'), '--state-dir', join(dir, 'init-state'), '--daemon', daemon.url], {
-      env: hubEnv(hub),
+      env: hubEnv(undefined),
     });
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/daemon/);
     expect(r.stdout).toBe('');
+  });
+
+  it('a gated model the daemon has no token for: exit 4, from the code the daemon reports', async () => {
+    await hub.addRepo({ id: 'demo/gated-init', files: { 'config.json': '{}' }, gated: { token: 'hf_init_gated' } });
+    const r = await runCli(['init', 'hf://demo/gated-init', '--store', join(dir, 'store'), '--state-dir', join(dir, 'init-state'), '--daemon', daemon.url], {
+      env: hubEnv(undefined),
+    });
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(/HF_TOKEN/);
   });
 
   it('times out with exit 8 while the daemon is stuck, naming the model', async () => {

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Benchmark origin: serves one file with Range support, optionally capping every connection's
+ * Fallback benchmark origin (bench/run.mjs prefers nginx, see bench/origins.mjs): serves one file with Range support, optionally capping every connection's
  * rate (like a CDN edge), and the few Hugging Face routes `hf download` needs. Runs as its own
  * process so its CPU and memory are not charged to the client being measured.
  *
@@ -11,6 +11,7 @@
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { hubJson } from './origins.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -81,7 +82,11 @@ const server = createServer((req, res) => {
   if (url.pathname === '/file' || /^\/bench\/model\/resolve\/[^/]+\/model\.bin$/.test(url.pathname)) return serveFile(req, res);
   if (/^\/api\/models\/bench\/model(\/revision\/[^/]+)?$/.test(url.pathname)) {
     res.writeHead(200, { 'content-type': 'application/json' });
-    return res.end(JSON.stringify({ id: 'bench/model', modelId: 'bench/model', sha: COMMIT, private: false, gated: false, siblings: [{ rfilename: 'model.bin', size, lfs: { sha256: sha, size } }] }));
+    return res.end(JSON.stringify(hubJson(sha, size).model));
+  }
+  if (/^\/api\/models\/bench\/model\/tree\//.test(url.pathname)) {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return res.end(JSON.stringify(hubJson(sha, size).tree));
   }
   res.writeHead(404, { 'x-error-code': 'EntryNotFound' });
   res.end();

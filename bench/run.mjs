@@ -1,24 +1,30 @@
 #!/usr/bin/env node
 /**
- * `npm run bench`: swift-fetch against aria2c -x16 -s16, curl (one stream) and `hf download`,
- * side by side on the same local origin, once with every connection capped (like a CDN edge) and
- * once uncapped; then swift-fetch's resume waste after SIGKILL at 40 % and --max-rate accuracy.
+ * `npm run bench`: swift-fetch (its engine and its CLI) against aria2c -x16 -s16, curl (one stream,
+ * plain and verified) and `hf download`, side by side on the same local origin: nginx with every
+ * connection capped (like a CDN edge) and uncapped. Then swift-fetch's resume waste after SIGKILL
+ * at 40 %, --max-rate accuracy, and CPU floors (what Node, undici and SHA-256 cost on their own).
  *
  *   node bench/run.mjs [--size 2GiB] [--rate-per-conn 12MB/s] [--max-rate 50MB/s] [--all]
- *                      [--connections 16,32] [--tools swift-fetch,aria2c,curl,hf] [--skip-extra]
+ *                      [--connections 16] [--tools swift-fetch,cli,aria2c,curl,hf] [--skip-extra]
+ *                      [--origin nginx|node]
  *
- * --all also runs the single-stream tools on the capped origin (size / cap: minutes).
+ * --connections: extra engine rows at these connection counts (the main rows use the default).
+ * --all also runs the single-stream tools on the capped origin (size / cap: minutes each).
+ * --origin node forces bench/origin.mjs (used automatically, and named, when nginx is missing).
  * The test file is generated once into .cache/bench/. Results: stdout and .cache/bench/results.md.
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync, closeSync, mkdtempSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { cpus, totalmem } from 'node:os';
+import { cpus, totalmem, tmpdir } from 'node:os';
 import { parseRate, parseSize } from '../dist/core/units.js';
+import { DEFAULT_CONNECTIONS } from '../dist/transfer/plan.js';
+import { REPO, FILE_NAME, startOrigins } from './origins.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cache = join(root, '.cache/bench');
@@ -28,20 +34,23 @@ const { values: args } = parseArgs({
     'rate-per-conn': { type: 'string', default: '12MB/s' },
     'max-rate': { type: 'string', default: '50MB/s' },
     connections: { type: 'string', default: '16,32' },
-    tools: { type: 'string', default: 'swift-fetch,aria2c,curl,hf' },
+    tools: { type: 'string', default: 'swift-fetch,cli,aria2c,curl,hf' },
     all: { type: 'boolean', default: false },
     'skip-extra': { type: 'boolean', default: false },
+    origin: { type: 'string', default: 'nginx' },
   },
 });
 const size = parseSize(args.size);
 const capRate = parseRate(args['rate-per-conn']);
 const maxRate = parseRate(args['max-rate']);
-// `--connections 16,32`: the first value is swift-fetch's setting for the main rows; each
-// further value adds a row `swift-fetch -cN`.
-const connectionList = args.connections.split(',').map(Number);
-const connections = connectionList[0];
+const extraConnections = args.connections
+  .split(',')
+  .filter(Boolean)
+  .map(Number)
+  .filter((n) => n !== DEFAULT_CONNECTIONS);
 const tools = new Set(args.tools.split(','));
 const MB = 1e6;
+const TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 
 function which(cmd) {
   try {
@@ -50,6 +59,8 @@ function which(cmd) {
     return undefined;
   }
 }
+
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 // ------------------------------------------------------------------ the test file
 
@@ -76,22 +87,7 @@ function ensureFile() {
 
 // ------------------------------------------------------------------ processes
 
-async function startOrigin(file, sha256, rate) {
-  const child = spawn(process.execPath, [join(root, 'bench/origin.mjs'), '--file', file, '--sha256', sha256, '--rate-per-conn', String(rate)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const line = await new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout }).once('line', resolve);
-    child.once('exit', (c) => reject(new Error(`origin exited ${c}`)));
-  });
-  const { port } = JSON.parse(line);
-  const base = `http://127.0.0.1:${port}`;
-  return {
-    base,
-    stats: async () => (await (await fetch(`${base}/__stats`)).json()),
-    stop: () => child.kill('SIGTERM'),
-  };
-}
-
-function treeRss(rootPid) {
+function treeRss(rootPid, includeRoot) {
   const kids = new Map();
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
@@ -103,7 +99,7 @@ function treeRss(rootPid) {
     } catch {}
   }
   let total = 0;
-  const stack = [rootPid];
+  const stack = includeRoot ? [rootPid] : [...(kids.get(rootPid) ?? [])];
   while (stack.length) {
     const pid = stack.pop();
     try {
@@ -115,15 +111,20 @@ function treeRss(rootPid) {
   return total;
 }
 
-/** Run a command, sampling the RSS of its process tree; `onLine` sees stdout lines. */
-function measure(cmd, argv, { env, onLine, cwd, onSpawn } = {}) {
+/**
+ * Run a command under GNU time (CPU seconds of it and every descendant it waited for), sampling
+ * the RSS of its process tree every 50 ms; `onLine` sees stdout lines.
+ */
+function measure(cmd, argv, { env, onLine, onSpawn } = {}) {
   return new Promise((resolve) => {
+    const timeFile = TIME ? join(mkdtempSync(join(tmpdir(), 'sf-bench-time-')), 't') : undefined;
+    const [c, a] = TIME ? [TIME, ['-f', '%U %S', '-o', timeFile, cmd, ...argv]] : [cmd, argv];
     const t0 = performance.now();
-    const child = spawn(cmd, argv, { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(c, a, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     onSpawn?.(child);
     let peak = 0;
     const timer = setInterval(() => {
-      peak = Math.max(peak, treeRss(child.pid));
+      peak = Math.max(peak, treeRss(child.pid, !TIME));
     }, 50);
     const out = [];
     let err = '';
@@ -132,11 +133,22 @@ function measure(cmd, argv, { env, onLine, cwd, onSpawn } = {}) {
       onLine?.(l, child);
     });
     child.stderr.on('data', (d) => {
-      if (err.length < 4000) err += d;
+      if (err.length < 8000) err += d;
     });
     child.on('exit', (code, signal) => {
       clearInterval(timer);
-      resolve({ ms: performance.now() - t0, peak, code, signal, out, err, child });
+      const ms = performance.now() - t0;
+      let cpu;
+      if (timeFile) {
+        try {
+          const last = readFileSync(timeFile, 'utf8').trim().split('\n').pop();
+          const [u, s] = last.split(' ').map(Number);
+          if (Number.isFinite(u) && Number.isFinite(s)) cpu = { user: u, sys: s };
+        } catch {}
+        rmSync(dirname(timeFile), { recursive: true, force: true });
+      }
+      // GNU time reports a killed child as "Command terminated by signal N" on its own line.
+      resolve({ ms, peak, code: signal ? null : code, signal: signal ?? (/terminated by signal (\d+)/.exec(err)?.[1] ? 'SIGKILL' : null), out, err, child, cpu });
     });
   });
 }
@@ -154,190 +166,303 @@ function syncDisks() {
   } catch {}
 }
 
+/** nginx logs a request when it ends (an aborted one when it notices): wait until the count settles. */
+async function settledBytes(origin) {
+  let last = await origin.bytes();
+  for (let same = 0, i = 0; same < 3 && i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const b = await origin.bytes();
+    same = b === last ? same + 1 : 0;
+    last = b;
+  }
+  return last;
+}
+
 // ------------------------------------------------------------------ tools
 
 const hfBin = join(root, '.venv/bin/hf');
+const sfPull = join(root, 'bench/sf-pull.mjs');
+
+function parseLines(out) {
+  return out.flatMap((l) => {
+    try {
+      return [JSON.parse(l)];
+    } catch {
+      return [];
+    }
+  });
+}
+
+async function engine(ep, { sha256 }, opts = {}) {
+  const dir = freshDir('sf');
+  const spec = { url: ep.data, sha256, size, partialDir: join(dir, 'partial'), stateDir: join(dir, 'state'), ...opts.spec };
+  const r = await measure(process.execPath, [sfPull, JSON.stringify(spec)], opts);
+  const last = parseLines(r.out).find((o) => o.ok || o.error);
+  r.ok = !!last?.ok && last.sha256 === sha256;
+  r.note = last?.ok ? 'sha256 verified' : `error: ${last?.error ?? r.err.slice(0, 200)}`;
+  return r;
+}
+
+function singleStream(label, pipeline) {
+  return async (ep, { sha256 }) => {
+    if (!which('curl')) return { skipped: 'curl is not installed' };
+    for (const t of pipeline.needs ?? []) if (!which(t)) return { skipped: `${t} is not installed` };
+    const dir = freshDir('curl');
+    const out = join(dir, 'model.bin');
+    const r = await measure('sh', ['-c', pipeline.cmd(ep.data, out)]);
+    const got = (r.out.join('\n').match(/[0-9a-f]{64}/) ?? [])[0];
+    const sizeOk = r.code === 0 && existsSync(out) && statSync(out).size === size;
+    if (pipeline.verifies) {
+      r.ok = sizeOk && got === sha256;
+      r.note = r.ok ? `sha256 verified (${label})` : `exit ${r.code}, hash ${got ?? 'none'}: ${r.err.slice(0, 200)}`;
+    } else {
+      r.ok = sizeOk;
+      r.note = r.ok ? 'not verified (size only)' : `exit ${r.code}: ${r.err.slice(0, 200)}`;
+    }
+    return r;
+  };
+}
 
 const runners = {
-  'swift-fetch': async (origin, { sha256 }, opts = {}) => {
-    const dir = freshDir('sf');
-    const spec = { url: `${origin.base}/file`, sha256, size, partialDir: join(dir, 'partial'), stateDir: join(dir, 'state'), connections, ...opts.spec };
-    const r = await measure(process.execPath, [join(root, 'bench/sf-pull.mjs'), JSON.stringify(spec)], opts);
-    const last = r.out.map((l) => JSON.parse(l)).find((o) => o.ok || o.error);
-    r.ok = !!last?.ok && last.sha256 === sha256;
-    r.note = last?.ok ? 'sha256 verified' : `error: ${last?.error ?? r.err.slice(0, 200)}`;
-    r.dir = dir;
-    r.spec = spec;
+  'swift-fetch CLI': async (ep, { sha256 }) => {
+    const dir = freshDir('sf-cli');
+    const r = await measure(
+      process.execPath,
+      [join(root, 'bin/swift-fetch.js'), '--store', join(dir, 'store'), '--state-dir', join(dir, 'state'), '--json', 'pull', `hf://${REPO}`],
+      { env: { HF_ENDPOINT: ep.hub, HF_TOKEN: '', HTTPS_PROXY: '', HTTP_PROXY: '', https_proxy: '', http_proxy: '' } },
+    );
+    const done = parseLines(r.out).find((o) => o.type === 'done');
+    const published = done ? join(done.path, FILE_NAME) : undefined;
+    r.ok = r.code === 0 && !!published && existsSync(published) && statSync(published).size === size;
+    r.note = r.ok ? `sha256 verified, published (\`pull hf://${REPO}\`)` : `exit ${r.code}: ${r.err.trim().split('\n').slice(-3).join(' ').slice(0, 300)}`;
     return r;
   },
-  'swift-fetch --fsync': (origin, file) => runners['swift-fetch'](origin, file, { spec: { fsync: true } }),
-  ...Object.fromEntries(connectionList.slice(1).map((n) => [`swift-fetch -c${n}`, (origin, file) => runners['swift-fetch'](origin, file, { spec: { connections: n } })])),
-  aria2c: async (origin) => {
+  'swift-fetch engine': (ep, file) => engine(ep, file),
+  'swift-fetch engine, fsync': (ep, file) => engine(ep, file, { spec: { fsync: true } }),
+  ...Object.fromEntries(extraConnections.map((n) => [`swift-fetch engine, ${n} connections`, (ep, file) => engine(ep, file, { spec: { connections: n } })])),
+  'aria2c -x16 -s16': async (ep) => {
     if (!which('aria2c')) return { skipped: 'aria2c is not installed (apt-get install -y aria2)' };
     const dir = freshDir('aria2c');
-    const r = await measure('aria2c', ['-x16', '-s16', '-d', dir, '-o', 'model.bin', '--allow-overwrite=true', '--auto-file-renaming=false', '--console-log-level=warn', '--summary-interval=0', '--download-result=hide', `${origin.base}/file`]);
+    const r = await measure('aria2c', ['-x16', '-s16', '-d', dir, '-o', 'model.bin', '--allow-overwrite=true', '--auto-file-renaming=false', '--console-log-level=warn', '--summary-interval=0', '--download-result=hide', ep.data]);
     r.ok = r.code === 0 && statSync(join(dir, 'model.bin')).size === size;
     r.note = r.ok ? 'not verified (size only)' : `exit ${r.code}: ${r.err.slice(0, 200)}`;
     return r;
   },
-  curl: async (origin) => {
-    if (!which('curl')) return { skipped: 'curl is not installed' };
-    const dir = freshDir('curl');
-    const r = await measure('curl', ['-sS', '-f', '-o', join(dir, 'model.bin'), `${origin.base}/file`]);
-    r.ok = r.code === 0 && statSync(join(dir, 'model.bin')).size === size;
-    r.note = r.ok ? 'not verified (size only)' : `exit ${r.code}: ${r.err.slice(0, 200)}`;
-    return r;
-  },
-  hf: async (origin) => {
-    if (!existsSync(hfBin)) return { skipped: `hf (huggingface_hub) not installed at ${hfBin}` };
+  curl: singleStream('curl', { cmd: (url, out) => `curl -sS -f -o '${out}' '${url}'` }),
+  'curl | tee | sha256sum': singleStream('coreutils sha256sum', { verifies: true, needs: ['sha256sum'], cmd: (url, out) => `curl -sS -f '${url}' | tee '${out}' | sha256sum` }),
+  'curl | tee | openssl sha256': singleStream('openssl dgst', { verifies: true, needs: ['openssl'], cmd: (url, out) => `curl -sS -f '${url}' | tee '${out}' | openssl dgst -sha256 -r` }),
+  'hf download': async (ep) => {
+    if (!existsSync(hfBin)) return { skipped: `hf (huggingface_hub) not installed at ${hfBin} (.ci/setup-python.sh)` };
     const dir = freshDir('hf');
-    const r = await measure(hfBin, ['download', 'bench/model', 'model.bin', '--local-dir', join(dir, 'out')], {
-      env: { HF_ENDPOINT: origin.base, HF_HOME: join(dir, 'home'), HF_HUB_DISABLE_TELEMETRY: '1', HF_HUB_DISABLE_PROGRESS_BARS: '1', HF_HUB_ENABLE_HF_TRANSFER: '0', HF_TOKEN: '', NO_PROXY: '*' },
+    const r = await measure(hfBin, ['download', REPO, FILE_NAME, '--local-dir', join(dir, 'out')], {
+      env: { HF_ENDPOINT: ep.hub, HF_HOME: join(dir, 'home'), HF_HUB_DISABLE_TELEMETRY: '1', HF_HUB_DISABLE_PROGRESS_BARS: '1', HF_HUB_ENABLE_HF_TRANSFER: '0', HF_HUB_DISABLE_XET: '1', HF_TOKEN: '', NO_PROXY: '*' },
     });
-    const out = join(dir, 'out/model.bin');
+    const out = join(dir, 'out', FILE_NAME);
     r.ok = r.code === 0 && existsSync(out) && statSync(out).size === size;
     r.note = r.ok ? 'size checked (hf checks size only)' : `exit ${r.code}: ${r.err.trim().split('\n').slice(-2).join(' ').slice(0, 200)}`;
     return r;
   },
 };
 
+const toolGroup = (name) => (name.startsWith('swift-fetch CLI') ? 'cli' : name.startsWith('swift-fetch') ? 'swift-fetch' : name.startsWith('aria2c') ? 'aria2c' : name.startsWith('curl') ? 'curl' : 'hf');
+const SINGLE = ['curl', 'curl | tee | sha256sum', 'curl | tee | openssl sha256', 'hf download'];
+const sfRows = ['swift-fetch CLI', 'swift-fetch engine', 'swift-fetch engine, fsync', ...extraConnections.map((n) => `swift-fetch engine, ${n} connections`)];
+
 // ------------------------------------------------------------------ scenarios
 
-async function scenario(name, file, sha256, rate, toolList) {
-  const origin = await startOrigin(file, sha256, rate);
+async function scenario(name, origin, ep, sha256, toolList) {
   const rows = [];
-  try {
-    for (const tool of toolList) {
-      if (!tools.has(tool.split(' ')[0])) continue;
-      syncDisks();
-      const before = (await origin.stats()).bytes;
-      process.stderr.write(`[${name}] ${tool}...`);
-      const r = await runners[tool](origin, { sha256 });
-      if (r.skipped) {
-        process.stderr.write(` skipped: ${r.skipped}\n`);
-        rows.push({ tool, skipped: r.skipped });
-        continue;
-      }
-      const bytes = (await origin.stats()).bytes - before;
-      process.stderr.write(` ${(r.ms / 1000).toFixed(1)} s, ${(size / MB / (r.ms / 1000)).toFixed(1)} MB/s, rss ${(r.peak / MB).toFixed(0)} MB ${r.ok ? '' : 'FAILED ' + r.note}\n`);
-      rows.push({ tool, ms: r.ms, mbps: size / MB / (r.ms / 1000), bytes, rss: r.peak, ok: r.ok, note: r.note });
-      freshDir(tool.startsWith('swift-fetch') ? 'sf' : tool);
+  for (const tool of toolList) {
+    if (!tools.has(toolGroup(tool))) continue;
+    syncDisks();
+    const before = await settledBytes(origin);
+    const cpu0 = origin.cpu();
+    const load = loadavg().split(' ')[0];
+    process.stderr.write(`[${name}] ${tool} (load ${load})...`);
+    const r = await runners[tool](ep, { sha256 });
+    if (r.skipped) {
+      process.stderr.write(` skipped: ${r.skipped}\n`);
+      rows.push({ tool, skipped: r.skipped });
+      continue;
     }
-  } finally {
-    origin.stop();
+    const bytes = (await settledBytes(origin)) - before;
+    const originCpu = origin.cpu() - cpu0;
+    const cpu = r.cpu ? r.cpu.user + r.cpu.sys : undefined;
+    process.stderr.write(` ${(r.ms / 1000).toFixed(1)} s, ${(size / MB / (r.ms / 1000)).toFixed(1)} MB/s, cpu ${cpu?.toFixed(1) ?? '?'} s, rss ${(r.peak / MB).toFixed(0)} MB ${r.ok ? '' : 'FAILED ' + r.note}\n`);
+    rows.push({ tool, ms: r.ms, mbps: size / MB / (r.ms / 1000), bytes, rss: r.peak, ok: r.ok, note: r.note, cpu: r.cpu, originCpu, load });
+    rmSync(join(cache, 'work'), { recursive: true, force: true });
   }
   return rows;
 }
 
-async function resumeWaste(file, sha256) {
-  const origin = await startOrigin(file, sha256, capRate);
-  try {
-    syncDisks();
-    const dir = freshDir('sf-resume');
-    const spec = { url: `${origin.base}/file`, sha256, size, partialDir: join(dir, 'partial'), stateDir: join(dir, 'state'), connections };
-    let child;
-    let killed = false;
-    const poll = setInterval(async () => {
-      const { bytes } = await origin.stats();
-      if (!killed && child && bytes >= 0.4 * size) {
+async function resumeWaste(origin, ep, sha256) {
+  syncDisks();
+  const dir = freshDir('sf-resume');
+  const spec = { url: ep.data, sha256, size, partialDir: join(dir, 'partial'), stateDir: join(dir, 'state'), progress: true };
+  const start = await settledBytes(origin);
+  let killed = false;
+  // Killed from the engine's own progress (bytes written): nginx only logs a request when it ends.
+  const r1 = await measure(process.execPath, [sfPull, JSON.stringify(spec)], {
+    onLine: (l, child) => {
+      const o = JSON.parse(l);
+      if (!killed && o.bytes >= 0.4 * size) {
         killed = true;
-        child.kill('SIGKILL');
+        // GNU time is the parent: kill the pull itself.
+        for (const pid of childrenOf(child.pid)) process.kill(pid, 'SIGKILL');
+        if (!TIME) child.kill('SIGKILL');
       }
-    }, 20);
-    const p1 = measure(process.execPath, [join(root, 'bench/sf-pull.mjs'), JSON.stringify(spec)], { onSpawn: (c) => (child = c) });
-    const r1 = await p1;
-    clearInterval(poll);
-    const atKill = (await origin.stats()).bytes;
-    const r2 = await measure(process.execPath, [join(root, 'bench/sf-pull.mjs'), JSON.stringify(spec)]);
-    const total = (await origin.stats()).bytes;
-    const last = r2.out.map((l) => JSON.parse(l)).find((o) => o.ok || o.error);
-    freshDir('sf-resume');
-    return { killedBy: r1.signal, atKill, second: total - atKill, waste: (total - size) / size, ok: !!last?.ok && last.sha256 === sha256 };
-  } finally {
-    origin.stop();
+    },
+  });
+  const atKill = (await settledBytes(origin)) - start;
+  const r2 = await measure(process.execPath, [sfPull, JSON.stringify({ ...spec, progress: false })]);
+  const total = (await settledBytes(origin)) - start;
+  const last = parseLines(r2.out).find((o) => o.ok || o.error);
+  rmSync(join(cache, 'work'), { recursive: true, force: true });
+  return { killed: killed && r1.code !== 0, atKill, second: total - atKill, waste: (total - size) / size, ok: !!last?.ok && last.sha256 === sha256 };
+}
+
+function childrenOf(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
   }
 }
 
-async function maxRateAccuracy(file, sha256) {
-  const origin = await startOrigin(file, sha256, 0);
-  try {
+async function maxRateAccuracy(ep, sha256) {
+  syncDisks();
+  let first;
+  let lastT;
+  let lastBytes = 0;
+  const r = await engine(ep, { sha256 }, {
+    spec: { maxRate, progress: true },
+    onLine: (l) => {
+      const o = JSON.parse(l);
+      if (o.bytes === undefined) return;
+      const t = performance.now();
+      if (!first) first = { t, bytes: o.bytes };
+      lastT = t;
+      lastBytes = o.bytes;
+    },
+  });
+  rmSync(join(cache, 'work'), { recursive: true, force: true });
+  const steady = first && lastT > first.t ? (lastBytes - first.bytes) / ((lastT - first.t) / 1000) : NaN;
+  return { target: maxRate, wall: size / (r.ms / 1000), steady, ok: r.ok };
+}
+
+/** CPU floors on the uncapped origin: what the parts of a verified pull cost on their own. */
+async function floors(ep, file, sha256) {
+  const rows = [];
+  const run = async (label, cmd, argv) => {
     syncDisks();
-    let first;
-    let lastT;
-    let lastBytes = 0;
-    const r = await runners['swift-fetch'](origin, { sha256 }, {
-      spec: { maxRate, progress: true },
-      onLine: (l) => {
-        const o = JSON.parse(l);
-        if (o.bytes === undefined) return;
-        const t = performance.now();
-        if (!first) first = { t, bytes: o.bytes };
-        lastT = t;
-        lastBytes = o.bytes;
-      },
-    });
-    freshDir('sf');
-    const steady = first && lastT > first.t ? (lastBytes - first.bytes) / ((lastT - first.t) / 1000) : NaN;
-    return { target: maxRate, wall: size / (r.ms / 1000), steady, ok: r.ok, rss: r.peak };
-  } finally {
-    origin.stop();
-  }
+    process.stderr.write(`[floors] ${label}...`);
+    const r = await measure(cmd, argv);
+    process.stderr.write(` ${(r.ms / 1000).toFixed(1)} s, cpu ${r.cpu ? (r.cpu.user + r.cpu.sys).toFixed(2) : '?'} s\n`);
+    rows.push({ label, ms: r.ms, cpu: r.cpu, ok: r.code === 0, err: r.code === 0 ? '' : r.err.slice(0, 200), rss: r.peak, stderr: r.err });
+    return r;
+  };
+  if (which('curl')) await run('curl -o /dev/null (receive only)', 'curl', ['-sS', '-f', '-o', '/dev/null', ep.data]);
+  await run('undici dispatch, 16 ranges, body discarded', process.execPath, [join(root, 'bench/floor.mjs'), 'dispatch', ep.data, String(size), '16']);
+  await run('undici request() + for await, 16 ranges, body discarded', process.execPath, [join(root, 'bench/floor.mjs'), 'request', ep.data, String(size), '16']);
+  await run('node:crypto SHA-256 of the file (page cache)', process.execPath, [join(root, 'bench/floor.mjs'), 'sha256', file]);
+  if (which('sha256sum')) await run('coreutils sha256sum of the file', 'sha256sum', [file]);
+  if (which('openssl')) await run('openssl dgst -sha256 of the file', 'openssl', ['dgst', '-sha256', file]);
+  const dir = freshDir('sf');
+  const spec = { url: ep.data, sha256, size, partialDir: join(dir, 'partial'), stateDir: join(dir, 'state') };
+  const eng = await run('swift-fetch engine (default), per thread', process.execPath, ['--import', join(root, 'bench/thread-cpu.mjs'), sfPull, JSON.stringify(spec)]);
+  rmSync(join(cache, 'work'), { recursive: true, force: true });
+  const m = /THREAD-CPU (\{.*\})/.exec(eng.err);
+  return { rows, threads: m ? JSON.parse(m[1]) : undefined };
 }
 
 // ------------------------------------------------------------------ report
 
-function table(title, rows, baseline) {
-  const ref = rows.find((r) => r.tool === baseline && !r.skipped);
-  const lines = [`### ${title}`, '', '| tool | time (s) | MB/s | time vs aria2c | origin bytes | peak RSS (MB) | result |', '| --- | ---: | ---: | ---: | ---: | ---: | --- |'];
+const fmtCpu = (c) => (c ? `${(c.user + c.sys).toFixed(1)} (${c.user.toFixed(1)} + ${c.sys.toFixed(1)})` : '–');
+
+function table(title, rows) {
+  const aria = rows.find((r) => r.tool.startsWith('aria2c') && !r.skipped);
+  const curl = rows.find((r) => r.tool === 'curl' && !r.skipped);
+  const lines = [
+    `### ${title}`,
+    '',
+    '| tool | time (s) | MB/s | vs aria2c | vs curl | CPU s (user + sys) | origin bytes | origin CPU s | peak RSS (MB) | load | result |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ];
   for (const r of rows) {
+    const name = r.tool.replaceAll('|', '\\|');
     if (r.skipped) {
-      lines.push(`| ${r.tool} | – | – | – | – | – | skipped: ${r.skipped} |`);
+      lines.push(`| ${name} | – | – | – | – | – | – | – | – | – | skipped: ${r.skipped} |`);
       continue;
     }
-    const ratio = ref ? (r.ms / ref.ms).toFixed(2) : 'n/a';
-    lines.push(`| ${r.tool} | ${(r.ms / 1000).toFixed(1)} | ${r.mbps.toFixed(1)} | ${ratio} | ${r.bytes} (${((r.bytes / size) * 100).toFixed(1)} %) | ${(r.rss / MB).toFixed(0)} | ${r.ok ? 'ok' : 'FAILED'}: ${r.note} |`);
+    const va = aria ? (r.ms / aria.ms).toFixed(2) : 'n/a';
+    const vc = curl ? (r.ms / curl.ms).toFixed(2) : '–';
+    lines.push(
+      `| ${name} | ${(r.ms / 1000).toFixed(1)} | ${r.mbps.toFixed(1)} | ${va} | ${vc} | ${fmtCpu(r.cpu)} | ${r.bytes} (${((r.bytes / size) * 100).toFixed(1)} %) | ${r.originCpu.toFixed(1)} | ${(r.rss / MB).toFixed(0)} | ${r.load} | ${r.ok ? 'ok' : 'FAILED'}: ${r.note} |`,
+    );
   }
   return lines.join('\n');
 }
 
 const { file, sha256 } = ensureFile();
 const started = new Date().toISOString();
-const sfRows = ['swift-fetch', 'swift-fetch --fsync', ...connectionList.slice(1).map((n) => `swift-fetch -c${n}`)];
-const loadBefore = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-const capped = await scenario('capped', file, sha256, capRate, [...sfRows, 'aria2c', ...(args.all ? ['curl', 'hf'] : [])]);
-if (!args.all) {
-  for (const t of ['curl', 'hf']) if (tools.has(t)) capped.push({ tool: t, skipped: `one stream at ${args['rate-per-conn']} takes ~${Math.round(size / capRate)} s; run with --all` });
-}
-const uncapped = await scenario('uncapped', file, sha256, 0, [...sfRows, 'aria2c', 'curl', 'hf']);
-const out = [
-  `Run ${started} on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}.`,
-  `Load average (1/5/15 min) before: ${loadBefore}, after: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')} (other work on the machine skews every row alike).`,
-  `File: ${size} bytes (${args.size}); swift-fetch --connections ${connections}; command: \`npm run bench -- ${process.argv.slice(2).join(' ')}\`.`,
-  '',
-  table(`Capped origin (${args['rate-per-conn']} per connection)`, capped, 'aria2c'),
-  '',
-  table('Uncapped origin', uncapped, 'aria2c'),
-];
-const sfU = uncapped.find((r) => r.tool === 'swift-fetch' && !r.skipped);
-const curlU = uncapped.find((r) => r.tool === 'curl' && !r.skipped);
-if (sfU && curlU) out.push('', `swift-fetch vs curl (uncapped): time ratio ${(sfU.ms / curlU.ms).toFixed(2)}.`);
-if (!args['skip-extra'] && tools.has('swift-fetch')) {
-  process.stderr.write('[resume] SIGKILL at 40 %...\n');
-  const rw = await resumeWaste(file, sha256);
-  process.stderr.write('[max-rate]...\n');
-  const mr = await maxRateAccuracy(file, sha256);
+const loadBefore = loadavg();
+const origin = await startOrigins({ root, file, sha256, size, capRate, prefer: args.origin });
+process.stderr.write(`origin: ${origin.label}\n`);
+process.once('SIGINT', () => {
+  origin.stop();
+  process.exit(130);
+});
+let capped;
+let uncapped;
+const out = [];
+try {
+  const capTools = [...sfRows, 'aria2c -x16 -s16', ...(args.all ? SINGLE : [])];
+  capped = await scenario('capped', origin, origin.capped, sha256, capTools);
+  if (!args.all) {
+    for (const t of SINGLE) if (tools.has(toolGroup(t))) capped.push({ tool: t, skipped: `one stream at ${args['rate-per-conn']} takes ~${Math.round(size / capRate)} s; run with --all` });
+  }
+  uncapped = await scenario('uncapped', origin, origin.uncapped, sha256, [...sfRows, 'aria2c -x16 -s16', ...SINGLE]);
   out.push(
+    `Run ${started} on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}.`,
+    `Origin: ${origin.label}.`,
+    `Load average (1/5/15 min) before: ${loadBefore}; the load column is the 1-minute average when each row started.`,
+    `File: ${size} bytes (${args.size}); engine default --connections ${DEFAULT_CONNECTIONS}; command: \`npm run bench${process.argv.length > 2 ? ' -- ' + process.argv.slice(2).join(' ') : ''}\`.`,
+    'CPU: user + sys seconds of the tool and all its threads and children (GNU time); origin CPU: the origin server during that row.',
     '',
-    '### swift-fetch: resume and rate limit',
+    table(`Capped origin (${args['rate-per-conn']} per connection)`, capped),
     '',
-    '| measure | value |',
-    '| --- | --- |',
-    `| SIGKILL at 40 %: origin bytes before kill | ${rw.atKill} (${((rw.atKill / size) * 100).toFixed(1)} %) |`,
-    `| resumed run: origin bytes | ${rw.second} (${((rw.second / size) * 100).toFixed(1)} %) |`,
-    `| resume waste (total − file) / file | ${(rw.waste * 100).toFixed(2)} % ${rw.ok ? '(verified)' : '(FAILED)'} |`,
-    `| --max-rate ${args['max-rate']}: achieved, whole run | ${(mr.wall / MB).toFixed(1)} MB/s (${(((mr.wall - mr.target) / mr.target) * 100).toFixed(1)} %) |`,
-    `| --max-rate ${args['max-rate']}: achieved, first to last byte | ${(mr.steady / MB).toFixed(1)} MB/s (${(((mr.steady - mr.target) / mr.target) * 100).toFixed(1)} %) |`,
+    table('Uncapped origin', uncapped),
   );
+  if (!args['skip-extra'] && tools.has('swift-fetch')) {
+    process.stderr.write('[resume] SIGKILL at 40 %...\n');
+    const rw = await resumeWaste(origin, origin.capped, sha256);
+    process.stderr.write('[max-rate]...\n');
+    const mr = await maxRateAccuracy(origin.uncapped, sha256);
+    out.push(
+      '',
+      '### swift-fetch: resume and rate limit',
+      '',
+      '| measure | value |',
+      '| --- | --- |',
+      `| SIGKILL once 40 % is written (capped origin): origin bytes of the killed run | ${rw.atKill} (${((rw.atKill / size) * 100).toFixed(1)} %)${rw.killed ? '' : ' (NOT killed)'} |`,
+      `| resumed run: origin bytes | ${rw.second} (${((rw.second / size) * 100).toFixed(1)} %) |`,
+      `| resume waste (total − file) / file | ${(rw.waste * 100).toFixed(2)} % ${rw.ok ? '(verified)' : '(FAILED)'} |`,
+      `| --max-rate ${args['max-rate']}: achieved, whole run | ${(mr.wall / MB).toFixed(1)} MB/s (${(((mr.wall - mr.target) / mr.target) * 100).toFixed(1)} %) |`,
+      `| --max-rate ${args['max-rate']}: achieved, first to last byte | ${(mr.steady / MB).toFixed(1)} MB/s (${(((mr.steady - mr.target) / mr.target) * 100).toFixed(1)} %) |`,
+    );
+    const fl = await floors(origin.uncapped, file, sha256).catch((e) => ({ rows: [], error: String(e) }));
+    out.push('', `### CPU floors (uncapped origin, ${args.size}; load ${loadavg()})`, '', '| work | time (s) | CPU s (user + sys) |', '| --- | ---: | ---: |');
+    for (const r of fl.rows) out.push(`| ${r.label} | ${(r.ms / 1000).toFixed(1)} | ${fmtCpu(r.cpu)}${r.ok ? '' : ' FAILED ' + r.err} |`);
+    if (fl.threads) {
+      const t = fl.threads;
+      out.push(
+        '',
+        `Engine CPU by thread (same run): main ${t.main} s (${t.mainUser} user + ${t.mainSys} sys), V8 platform threads (GC, compiler) ${t.v8Threads} s, libuv pool (file writes) ${t.fsPool} s, hash worker ${t.exitedThreads} s; total ${t.cpu} s, max RSS ${t.maxRssMB} MB.`,
+      );
+    }
+  }
+} finally {
+  origin.stop();
 }
 const md = out.join('\n') + '\n';
 mkdirSync(cache, { recursive: true });

@@ -1,4 +1,5 @@
-import { Agent, EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
+import { Agent, EnvHttpProxyAgent, type Dispatcher } from 'undici';
+import type { IncomingHttpHeaders } from 'undici/types/header.js';
 import { AuthError, NetworkError, NotFoundError } from '../core/errors.js';
 import type { Origin } from '../core/transfer.js';
 import { RETRYABLE_STATUS, RetryableError, parseRateLimitReset, parseRetryAfter } from './retry.js';
@@ -51,10 +52,166 @@ export class OriginSession {
 export interface RangeResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData['body'];
+  body: RawBody;
   url: string;
   /** The validator seen on this request chain, when the hub was asked. */
   validator: string | undefined;
+}
+
+/** Body bytes held before the socket is paused; the engine's write batch is what really buffers. */
+const BODY_HIGH_WATER = 128 * 1024;
+
+/**
+ * A response body straight from undici's dispatch handler: socket pieces are queued as they are
+ * parsed and handed out by a hand-written async iterator. This skips undici's Readable and Node's
+ * stream machinery (per piece: buffer list, read(), nextTick, iterator promise), which cost 0.3-0.9 s
+ * of CPU per 2 GiB on the main thread (docs/benchmarks.md). Backpressure is the same: past
+ * BODY_HIGH_WATER the parser pauses and the socket is not read until the consumer catches up.
+ */
+export class RawBody implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Array> {
+  private readonly queue: Uint8Array[] = [];
+  private head = 0;
+  private queued = 0;
+  private ended = false;
+  private error: unknown;
+  private discard = false;
+  private waiter: { resolve: (r: IteratorResult<Uint8Array>) => void; reject: (e: unknown) => void } | undefined;
+  private endWaiters: Array<() => void> = [];
+  /** @internal */ controller: Dispatcher.DispatchController | undefined;
+
+  /** @internal */ push(chunk: Uint8Array): void {
+    if (this.discard) return;
+    const w = this.waiter;
+    if (w) {
+      this.waiter = undefined;
+      w.resolve({ value: chunk, done: false });
+      return;
+    }
+    this.queue.push(chunk);
+    this.queued += chunk.length;
+    if (this.queued >= BODY_HIGH_WATER) this.controller?.pause();
+  }
+
+  /** @internal */ end(error?: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (error !== undefined) this.error = error;
+    const w = this.waiter;
+    this.waiter = undefined;
+    if (w) {
+      if (this.error !== undefined) w.reject(this.error);
+      else w.resolve({ value: undefined, done: true });
+    }
+    for (const f of this.endWaiters.splice(0)) f();
+  }
+
+  next(): Promise<IteratorResult<Uint8Array>> {
+    if (this.head < this.queue.length) {
+      const value = this.queue[this.head]!;
+      this.queue[this.head++] = undefined as unknown as Uint8Array;
+      this.queued -= value.length;
+      if (this.head === this.queue.length) {
+        this.queue.length = 0;
+        this.head = 0;
+      }
+      if (this.controller?.paused && this.queued < BODY_HIGH_WATER / 2 && !this.ended) this.controller.resume();
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.ended) return this.error !== undefined ? Promise.reject(this.error) : Promise.resolve({ value: undefined, done: true });
+    if (this.controller?.paused) this.controller.resume();
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** Leaving a for-await early (break, throw) stops the transfer, as destroying a stream would. */
+  return(): Promise<IteratorResult<Uint8Array>> {
+    this.destroy();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    return this;
+  }
+
+  /** Drop the rest: a finished body costs nothing, an unfinished one closes its connection. */
+  destroy(): void {
+    this.queue.length = 0;
+    this.head = 0;
+    this.queued = 0;
+    if (this.ended) return;
+    this.discard = true;
+    this.controller?.abort(new Error('response body discarded'));
+    this.end(new Error('response body discarded'));
+  }
+
+  /** Read and discard the rest so the connection can be reused (redirect bodies are tiny). */
+  dump(): Promise<void> {
+    this.discard = true;
+    this.queue.length = 0;
+    this.head = 0;
+    this.queued = 0;
+    if (this.controller?.paused) this.controller.resume();
+    if (this.ended) return Promise.resolve();
+    return new Promise((resolve) => this.endWaiters.push(resolve));
+  }
+}
+
+interface RawResponse {
+  statusCode: number;
+  headers: IncomingHttpHeaders;
+  body: RawBody;
+}
+
+/** One GET through undici's dispatch API; resolves at the response headers, like `request()`. */
+function dispatchGet(dispatcher: Dispatcher, u: URL, headers: Record<string, string>, signal: AbortSignal): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const body = new RawBody();
+    let started = false;
+    let aborted: unknown;
+    const onAbort = () => {
+      aborted = signal.reason;
+      if (body.controller) body.controller.abort(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    const finish = (err?: unknown) => {
+      signal.removeEventListener('abort', onAbort);
+      if (!started) reject(err ?? new Error('response ended before its headers'));
+      body.end(err);
+    };
+    try {
+      dispatcher.dispatch(
+        { origin: u.origin, path: `${u.pathname}${u.search}`, method: 'GET', headers },
+        {
+          onRequestStart(controller) {
+            body.controller = controller;
+            if (aborted !== undefined) controller.abort(aborted as Error);
+          },
+          onResponseStart(controller, statusCode, resHeaders) {
+            body.controller = controller;
+            started = true;
+            resolve({ statusCode, headers: resHeaders, body });
+          },
+          onResponseData(_controller, chunk) {
+            body.push(chunk);
+          },
+          onResponseEnd() {
+            finish();
+          },
+          onResponseError(_controller, err) {
+            finish(aborted !== undefined && signal.aborted ? signal.reason : err);
+          },
+        },
+      );
+    } catch (e) {
+      signal.removeEventListener('abort', onAbort);
+      reject(e);
+    }
+  });
 }
 
 function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
@@ -93,7 +250,7 @@ export async function openRange(
       range: end === undefined ? `bytes=${start}-` : `bytes=${start}-${end - 1}`,
     };
     if (toHub) Object.assign(headers, session.origin.hubHeaders);
-    const res = await request(u, { dispatcher, method: 'GET', headers, signal });
+    const res = await dispatchGet(dispatcher, u, headers, signal);
     const h = res.headers;
     if (toHub) {
       const etag = normalizeEtag(header(h, 'x-linked-etag') ?? header(h, 'etag'));
@@ -144,7 +301,7 @@ export function parseContentRange(v: string | undefined): { start: number; end: 
   return { start: Number(m[1]), end: Number(m[2]) + 1, total: m[3] === '*' ? undefined : Number(m[3]) };
 }
 
-async function readSmall(body: Dispatcher.ResponseData['body']): Promise<string> {
+async function readSmall(body: RawBody): Promise<string> {
   try {
     let out = '';
     for await (const piece of body) {

@@ -7,7 +7,7 @@ export interface EngineOptions {
   partialDir: string;
   /** Node-local folder for the resume database (SQLite, WAL). */
   stateDir: string;
-  /** Concurrent ranged requests across all blobs of this call (default 16). */
+  /** Concurrent ranged requests across all blobs of this call (default 24, see plan.ts). */
   connections?: number;
   /** Bytes per chunk; by default 16 MiB for big files, smaller for mid-sized ones. */
   chunkSize?: number;

@@ -5,11 +5,11 @@ import type { FileEntry, Manifest } from '../core/manifest.js';
 import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
 import { selectFiles } from '../core/select.js';
 import { blobKey, type BlobRequest, type ByteSource, type TransferEvent } from '../core/transfer.js';
-import { dispatcherFor, sourceFor } from '../sources/index.js';
+import { sourceFor } from '../sources/index.js';
 import { sleep } from '../core/sleep.js';
 import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
 import { Store, type PublishRecord } from '../store/store.js';
-import { fetchBlobs, forgetBlob, type ChunkEvent, type ChunkSource, type RateLimiter } from '../transfer/index.js';
+import { fetchBlobs, forgetBlob, proxyAwareDispatcher, type ChunkEvent, type ChunkSource, type RateLimiter } from '../transfer/index.js';
 
 export interface PullOptions {
   store: string;
@@ -83,7 +83,8 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
   const ref = typeof refOrString === 'string' ? parseRef(refOrString, env) : refOrString;
   const log = opts.logger?.child({ module: 'pull', ref: formatRef(ref) });
   const store = new Store(opts.store);
-  const dispatcher = dispatcherFor(env);
+  // Hub API calls (listings): a few connections, through the same proxies as the downloads.
+  const dispatcher = proxyAwareDispatcher(env, { connections: 4, headersTimeout: 60_000, bodyTimeout: 60_000 });
   try {
     const source = sourceFor(ref.hub, env, dispatcher);
     let manifest: Manifest;

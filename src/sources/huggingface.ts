@@ -7,7 +7,7 @@ import type { FileEntry, Manifest } from '../core/manifest.js';
 import { validateListing } from '../core/paths.js';
 import { isCommitId, repoId, type ModelRef } from '../core/ref.js';
 import type { Origin } from '../core/transfer.js';
-import { apiGet, dispatcherFor, header, parseJson, type ApiResponse } from './http.js';
+import { apiGet, header, parseJson, type ApiResponse } from './http.js';
 import { encodePath, type Source } from './source.js';
 
 export interface HfSettings {
@@ -46,10 +46,10 @@ export class HuggingFaceSource implements Source {
   private readonly token: string | undefined;
   private readonly dispatcher: Dispatcher;
 
-  constructor(settings: HfSettings, dispatcher?: Dispatcher, env: NodeJS.ProcessEnv = process.env) {
+  constructor(settings: HfSettings, dispatcher: Dispatcher) {
     this.endpoint = settings.endpoint;
     this.token = settings.token;
-    this.dispatcher = dispatcher ?? dispatcherFor(env);
+    this.dispatcher = dispatcher;
   }
 
   private authHeaders(): Record<string, string> {

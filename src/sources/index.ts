@@ -7,11 +7,8 @@ import type { Source } from './source.js';
 export type { Source } from './source.js';
 export { hfSettings } from './huggingface.js';
 export { msSettings } from './modelscope.js';
-export { dispatcherFor } from './http.js';
 
-/** The adapter for a hub, configured from that hub's own environment variables. */
-export function sourceFor(hub: Hub, env: NodeJS.ProcessEnv = process.env, dispatcher?: Dispatcher): Source {
-  return hub === 'hf'
-    ? new HuggingFaceSource(hfSettings(env), dispatcher, env)
-    : new ModelScopeSource(msSettings(env), dispatcher, env);
+/** The adapter for a hub, configured from that hub's own environment variables; API calls go through `dispatcher`. */
+export function sourceFor(hub: Hub, env: NodeJS.ProcessEnv, dispatcher: Dispatcher): Source {
+  return hub === 'hf' ? new HuggingFaceSource(hfSettings(env), dispatcher) : new ModelScopeSource(msSettings(env), dispatcher);
 }

@@ -4,7 +4,7 @@ import type { FileEntry, Manifest } from '../core/manifest.js';
 import { validateListing } from '../core/paths.js';
 import { isCommitId, repoId, type ModelRef } from '../core/ref.js';
 import type { Origin } from '../core/transfer.js';
-import { apiGet, dispatcherFor, parseJson, type ApiResponse } from './http.js';
+import { apiGet, parseJson, type ApiResponse } from './http.js';
 import { encodePath, type Source } from './source.js';
 
 export interface MsSettings {
@@ -49,10 +49,10 @@ export class ModelScopeSource implements Source {
   private readonly token: string | undefined;
   private readonly dispatcher: Dispatcher;
 
-  constructor(settings: MsSettings, dispatcher?: Dispatcher, env: NodeJS.ProcessEnv = process.env) {
+  constructor(settings: MsSettings, dispatcher: Dispatcher) {
     this.endpoint = settings.endpoint;
     this.token = settings.token;
-    this.dispatcher = dispatcher ?? dispatcherFor(env);
+    this.dispatcher = dispatcher;
   }
 
   private authHeaders(): Record<string, string> {

@@ -12,7 +12,8 @@ import { HashPool, type HashJob } from './hash-pool.js';
 import { OriginSession, createDispatcher, openRange, parseContentRange } from './http.js';
 import type { RateLimiter } from './limiter.js';
 import { DEFAULT_CONNECTIONS, chunkCount, planBlockSize, planChunkSize } from './plan.js';
-import { DEFAULT_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, sleep, type BackoffPolicy } from './retry.js';
+import { DEFAULT_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
+import { sleep } from '../core/sleep.js';
 import type { ChunkSource, ChunkEvent, EngineOptions } from './types.js';
 
 /**

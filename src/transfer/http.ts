@@ -2,7 +2,7 @@ import { Agent, EnvHttpProxyAgent, type Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'undici/types/header.js';
 import { AuthError, NetworkError, NotFoundError } from '../core/errors.js';
 import type { Origin } from '../core/transfer.js';
-import { RETRYABLE_STATUS, RetryableError, parseRateLimitReset, parseRetryAfter } from './retry.js';
+import { RETRYABLE_STATUS, RetryableError, parseRateLimitReset, parseRetryAfter } from '../core/retry.js';
 
 const USER_AGENT = 'swift-fetch/0.1';
 const MAX_HOPS = 6;
@@ -11,11 +11,10 @@ const MAX_RESIGNS = 4;
 
 /**
  * One dispatcher per engine call: keep-alive connections reused across chunks and files,
- * `connections` per origin. Proxies come from the given environment (not silently from
- * process.env, so tests and the daemon can pass their own); an empty value means "none".
+ * `connections` per origin, proxies from the given environment.
  */
 export function createDispatcher(connections: number, env: NodeJS.ProcessEnv): Dispatcher {
-  const agentOpts = {
+  return proxyAwareDispatcher(env, {
     connections,
     pipelining: 1,
     keepAliveTimeout: 30_000,
@@ -24,7 +23,14 @@ export function createDispatcher(connections: number, env: NodeJS.ProcessEnv): D
     // disk backpressure); undici's own timers would misfire then.
     headersTimeout: 0,
     bodyTimeout: 0,
-  };
+  });
+}
+
+/**
+ * An undici dispatcher that honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the given
+ * environment (not silently from process.env); an empty value means "none".
+ */
+export function proxyAwareDispatcher(env: NodeJS.ProcessEnv, agentOpts: Agent.Options): Dispatcher {
   const httpProxy = env.HTTP_PROXY ?? env.http_proxy ?? '';
   const httpsProxy = env.HTTPS_PROXY ?? env.https_proxy ?? '';
   if (!httpProxy && !httpsProxy) return new Agent(agentOpts);

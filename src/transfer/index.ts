@@ -9,6 +9,7 @@ import { Engine } from './engine.js';
 import type { EngineOptions } from './types.js';
 
 export { RateLimiter, type Clock } from './limiter.js';
+export { proxyAwareDispatcher } from './http.js';
 export type { EngineOptions, ChunkSource, ChunkSourceRequest, ChunkEvent } from './types.js';
 
 /**

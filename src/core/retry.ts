@@ -66,18 +66,3 @@ export function backoffDelay(failures: number, policy: BackoffPolicy, retryAfter
   // Half fixed, half jitter: never zero, still decorrelated between connections.
   return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}

@@ -12,6 +12,7 @@
  * line (1 s), then gets 503 with Retry-After, so serving peers never takes more than its budget
  * (slots and `uploadMaxRate`) from the node's own work.
  */
+import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { open } from 'node:fs/promises';
 import type { Logger } from 'pino';
@@ -71,6 +72,9 @@ export function registerPeerRoutes(router: RouteRegistrar, deps: PeerServerDeps)
   const maxUploads = Math.max(1, deps.uploadConcurrency ?? 4);
   const maxWaiters = Math.max(0, deps.maxWaiters ?? 256);
   const shutdown = new AbortController();
+  // Every held long-poll and every upload waiting on a slow socket listens here; dozens at once are
+  // normal in a swarm, not a leak (each removes its listener when it ends).
+  setMaxListeners(0, shutdown.signal);
   let active = 0;
   let waiting = 0;
 

@@ -8,5 +8,7 @@ export default defineConfig({
     // Integration tests start real servers and processes; two cores are all we have.
     pool: 'forks',
     maxWorkers: 2,
+    // The JSON report lets .ci/run print a plain "N passed, N failed" closing line.
+    reporters: ['default', ['json', { outputFile: '.cache/test-results.json' }]],
   },
 });

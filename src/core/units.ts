@@ -29,7 +29,8 @@ export function parseRate(input: string | number, what = 'rate'): number {
   if (typeof input === 'number') return parseSize(input, what);
   const s = input.trim();
   if (['0', 'off', 'none', 'unlimited', ''].includes(s.toLowerCase())) return 0;
-  const bits = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?(?:bit\/s|bps|bit)$/i.exec(s);
+  // Bits are lowercase (Mbit/s, Mbps); 'MBps' is bytes, as in 50MBps.
+  const bits = /^(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?(?:bit\/s|bps|bit)$/.exec(s);
   if (bits) {
     const mult = SIZE_UNITS[(bits[2] ?? '').toLowerCase()];
     if (mult === undefined) throw new UsageError(`invalid ${what} ${JSON.stringify(input)}`);

@@ -106,6 +106,8 @@ export async function watchModelsFile(file: string, opts: WatchOptions): Promise
     } catch {
       return; // the poll re-arms once the directory exists
     }
+    // close() or another arm() may have run during the await.
+    if (closed || watcher) return;
     const w = watch(dir, {
       ignoreInitial: true,
       // The directory's own entries are enough: `..data`, the timestamped dirs and the file.

@@ -111,7 +111,7 @@ export class LocalInventory {
     const f = this.fetching.get(sha);
     if (f) {
       f.seen = Date.now();
-      for (const [k, r] of f.inflight) if (r.start < e.end && r.end > e.start && r.start >= e.start && r.end <= e.end) f.inflight.delete(k);
+      for (const [k, r] of f.inflight) if (covers(ranges, r.start, r.end)) f.inflight.delete(k);
     }
     this.wake(sha);
   }

@@ -28,6 +28,9 @@ import { covers } from './ranges.js';
 import { ownerOf } from './rendezvous.js';
 import { sleep } from '../core/sleep.js';
 
+/** How long a peer may take to say what it holds of a blob. */
+const STATUS_TIMEOUT_MS = 5_000;
+
 export interface PeerChunkSourceOptions {
   nodeId: string;
   discovery: PeerDiscovery;
@@ -84,6 +87,8 @@ export class PeerChunkSource implements ChunkSource {
     if (!sha) return;
     switch (e.type) {
       case 'blob-start':
+        // Started over (origin changed, or a fresh file): nothing advertised of it is valid.
+        if (e.resumedBytes === 0) this.o.inventory.reset(sha);
         this.o.inventory.touchFetching(sha, e.size);
         void this.o.inventory.loadDurable(sha);
         this.probePending.add(e.key);
@@ -260,7 +265,9 @@ export class PeerChunkSource implements ChunkSource {
         if (!e || fresh || now - e.at > this.statusTtlMs) {
           e = {
             at: now,
-            value: this.o.client.status(p.url, sha, true, signal).then(
+            // Shared by every task that asks within the ttl: bound it by time, not by the first
+            // asker's signal, or one cancelled pull would mark healthy peers as failed for all.
+            value: this.o.client.status(p.url, sha, true, AbortSignal.timeout(STATUS_TIMEOUT_MS)).then(
               (s) => (s && s.nodeId !== p.id ? 'error' : s),
               () => 'error' as const,
             ),

@@ -1,4 +1,6 @@
+import { link, mkdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { NetworkError, StorageError } from '../core/errors.js';
 import type { FileEntry, Manifest } from '../core/manifest.js';
@@ -8,8 +10,9 @@ import { blobKey, type BlobRequest, type ByteSource, type TransferEvent } from '
 import { sourceFor } from '../sources/index.js';
 import { sleep } from '../core/sleep.js';
 import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
+import { storageError } from '../store/fsutil.js';
 import { Store, type PublishRecord } from '../store/store.js';
-import { fetchBlobs, forgetBlob, proxyAwareDispatcher, type ChunkEvent, type ChunkSource, type RateLimiter } from '../transfer/index.js';
+import { fetchBlobs, forgetBlobs, proxyAwareDispatcher, type ChunkEvent, type ChunkSource, type RateLimiter } from '../transfer/index.js';
 
 export interface PullOptions {
   store: string;
@@ -146,8 +149,11 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
       await sleep(opts.pollMs ?? 500, opts.signal);
     }
 
+    // Every blob this revision uses gets a second link here until it is published, so no sweep
+    // (GC evicting an older revision that shared it) can take it away mid-pull.
+    const pins = join(store.partialDir, `pin-${holder.replace(/[^A-Za-z0-9.-]/g, '_')}-${process.hrtime.bigint()}`);
     try {
-      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, { ...opts, signal }, bytesTotal, holder, onLost).catch((e: unknown) => {
+      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, { ...opts, signal }, bytesTotal, holder, onLost, pins).catch((e: unknown) => {
         throw lost.signal.aborted ? lost.signal.reason : e;
       });
       signal.throwIfAborted();
@@ -163,6 +169,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
       if (unverified.length > 0) log?.warn({ files: unverified }, 'the hub gave no hash for these files: stored unverified');
       return done(ref, rec, downloaded, false, opts);
     } finally {
+      await rm(pins, { recursive: true, force: true });
       await lease.release();
     }
   } finally {
@@ -196,14 +203,28 @@ async function fetchMissing(
   bytesTotal: number,
   holder: string,
   onLost: () => void,
+  pins: string,
 ): Promise<{ shas: Map<string, string>; downloaded: number }> {
   const shas = new Map<string, string>();
   const requests = new Map<string, BlobRequest>();
+  /** Link a stored blob into this pull's pin folder; false when it is no longer there. */
+  const pin = async (sha: string): Promise<boolean> => {
+    await mkdir(pins, { recursive: true });
+    try {
+      await link(store.blobPath(sha), join(pins, sha));
+      return true;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return true;
+      if (code === 'ENOENT') return false;
+      throw storageError(e, store.root);
+    }
+  };
   const pathsByKey = new Map<string, string[]>();
   let present = 0;
   for (const f of files) {
     const known = f.sha256 && (await store.hasBlob(f.sha256)) ? f.sha256 : f.gitOid && !f.sha256 ? await store.shaForGitOid(f.gitOid) : undefined;
-    if (known) {
+    if (known && (await pin(known))) {
       shas.set(f.path, known);
       present += f.size;
       continue;
@@ -261,9 +282,10 @@ async function fetchMissing(
     });
     for (const b of fetched) {
       await store.commitBlob(b.path, b.sha256, gitOids.get(b.key));
-      forgetBlob(b.key, { stateDir: opts.stateDir });
+      await pin(b.sha256);
       for (const p of pathsByKey.get(b.key) ?? []) shas.set(p, b.sha256);
     }
+    forgetBlobs(fetched.map((b) => b.key), { stateDir: opts.stateDir });
   };
 
   // Partial files live in the (possibly shared) store, named by blob. Two pulls of different
@@ -276,6 +298,14 @@ async function fetchMissing(
   for (const r of requests.values()) {
     // Unhashed files are keyed by revision and path: the revision lease already covers them.
     const lease = r.key.startsWith('path:') ? undefined : await blobLease(r);
+    // Committed by someone else between our look and our lease: nothing to fetch.
+    const landed = lease ? (r.sha256 ?? (r.gitOid ? await store.shaForGitOid(r.gitOid) : undefined)) : undefined;
+    if (lease && landed && (await pin(landed))) {
+      for (const p of pathsByKey.get(r.key) ?? []) shas.set(p, landed);
+      done += r.size;
+      await lease.release();
+      continue;
+    }
     if (lease || r.key.startsWith('path:')) {
       mine.push(r);
       if (lease) leases.push(lease);
@@ -292,7 +322,7 @@ async function fetchMissing(
     const still: BlobRequest[] = [];
     for (const r of theirs) {
       const sha = r.sha256 ?? (r.gitOid ? await store.shaForGitOid(r.gitOid) : undefined);
-      if (sha && (await store.hasBlob(sha))) {
+      if (sha && (await pin(sha))) {
         for (const p of pathsByKey.get(r.key) ?? []) shas.set(p, sha);
         done += r.size;
         opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });

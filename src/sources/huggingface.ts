@@ -80,6 +80,10 @@ export class HuggingFaceSource implements Source {
       if (!Array.isArray(items)) throw new NetworkError(`${this.hubName} file list of ${id} is not an array`, 'ESF_BAD_RESPONSE');
       entries.push(...(items as TreeEntry[]));
       next = nextLink(header(page.headers, 'link'), next);
+      // The token goes with every page: never follow a "next" page to another host.
+      if (next && new URL(next).origin !== new URL(this.endpoint).origin) {
+        throw new NetworkError(`${this.hubName} pointed the file list of ${id} at another host (${new URL(next).origin}); refusing to send the token there`, 'ESF_BAD_RESPONSE');
+      }
     }
 
     const files: FileEntry[] = [];

@@ -142,7 +142,9 @@ export async function runGc(store: GcStore, opts: GcOptions): Promise<GcResult> 
       return { ran: true, dryRun, evicted, usedBytesBefore: usedBytes, usedBytesAfter: plan.projectedBytes, freedBytes: Math.max(0, usedBytes - plan.projectedBytes), freedBlobs: 0, overQuota: plan.overQuota };
     }
     for (const r of plan.evict) await store.removeRevision(r, r.commit);
-    const sweep = await store.sweepBlobs(opts.sweepGraceMs === undefined ? {} : { graceMs: opts.sweepGraceMs });
+    // The evicted revisions' blobs go now; other unreferenced blobs only once past the grace period.
+    const immediate = plan.evict.flatMap((r: PublishRecord) => r.files.map((f) => f.sha256));
+    const sweep = await store.sweepBlobs({ immediate, ...(opts.sweepGraceMs === undefined ? {} : { graceMs: opts.sweepGraceMs }) });
     const after = await store.usage();
     return { ran: true, dryRun, evicted, usedBytesBefore: usedBytes, usedBytesAfter: after.usedBytes, ...sweep, overQuota: after.usedBytes > (opts.maxBytes > 0 ? opts.maxBytes : Infinity) };
   } finally {

@@ -1,6 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { NotFoundError } from '../core/errors.js';
+import { NotFoundError, StorageError } from '../core/errors.js';
 import { hfEtag, type FileEntry } from '../core/manifest.js';
 import { isCommitId, repoKey, type Hub } from '../core/ref.js';
 import { listLeases } from './lease.js';
@@ -166,7 +166,7 @@ export class Store {
   async publish(input: PublishInput): Promise<PublishRecord> {
     const { key, commit } = input;
     for (const f of input.files) {
-      if (!(await this.hasBlob(f.sha256))) throw new Error(`internal: publish of ${f.path} before its blob ${f.sha256} is stored`);
+      if (!(await this.hasBlob(f.sha256))) throw new StorageError(`blob ${f.sha256} of ${f.path} vanished from ${this.root} before publishing (removed by another process?)`, 'ESF_BLOB_MISSING');
       await this.freshen(this.blobPath(f.sha256));
     }
     const previous = await this.readRecord(key, commit);
@@ -331,6 +331,17 @@ export class Store {
     return out;
   }
 
+  /** The records of one repo only. */
+  private async repoRecords(key: RepoKeyParts): Promise<PublishRecord[]> {
+    const out: PublishRecord[] = [];
+    for (const file of await fsp.readdir(this.recordDir(key)).catch(() => [] as string[])) {
+      if (!file.endsWith('.json')) continue;
+      const rec = await this.readRecord(key, file.slice(0, -'.json'.length));
+      if (rec) out.push(rec);
+    }
+    return out;
+  }
+
   async touch(key: RepoKeyParts, commit: string): Promise<void> {
     await writeFileAtomic(join(this.recordDir(key), `${commit}.used`), new Date().toISOString());
   }
@@ -348,7 +359,11 @@ export class Store {
   async removeRevision(key: RepoKeyParts, commit: string): Promise<void> {
     const rec = await this.readRecord(key, commit);
     const trash = join(this.internal, 'trash', uniqueSuffix());
-    await fsp.mkdir(trash, { recursive: true });
+    try {
+      await fsp.mkdir(trash, { recursive: true });
+    } catch (e) {
+      throw storageError(e, this.root);
+    }
     const toTrash = async (p: string) => {
       if (await exists(p)) await fsp.rename(p, join(trash, uniqueSuffix()));
     };
@@ -358,14 +373,17 @@ export class Store {
         const repo = this.hfRepoDir(key);
         await this.removeRefsTo(join(repo, 'refs'), commit, false);
         await toTrash(join(repo, 'snapshots', commit));
-        // Drop the HF blob names no remaining snapshot of this repo uses, so their link counts fall.
-        const others = (await this.listRecords()).filter(
-          (r) => r.hub === key.hub && r.org === key.org && r.name === key.name && r.commit !== commit,
-        );
-        const keep = new Set(others.flatMap((r) => r.files.map((f) => hfEtag(f))));
-        for (const f of rec?.files ?? []) {
-          const etag = hfEtag(f);
-          if (!keep.has(etag)) await fsp.rm(join(repo, 'blobs', etag), { force: true });
+        // Drop the HF blob names no remaining snapshot of this repo uses, so their link counts
+        // fall - unless a pull of this repo is running: it may have linked a name it shares with
+        // us before writing its record. A later collection removes what is left.
+        const repoBusy = (await listLeases(this.leaseDir)).some((l) => !l.expired && l.name.startsWith(`${repoKey(key)}@`));
+        if (!repoBusy) {
+          const others = await this.repoRecords(key);
+          const keep = new Set(others.filter((r) => r.commit !== commit).flatMap((r) => r.files.map((f) => hfEtag(f))));
+          for (const f of rec?.files ?? []) {
+            const etag = hfEtag(f);
+            if (!keep.has(etag)) await fsp.rm(join(repo, 'blobs', etag), { force: true });
+          }
         }
       } else {
         const snaps = join(this.msRepoDir(key), 'snapshots');
@@ -379,6 +397,8 @@ export class Store {
       await toTrash(this.plainDir(key, commit));
       await fsp.rm(this.recordPath(key, commit), { force: true });
       await fsp.rm(join(this.recordDir(key), `${commit}.used`), { force: true });
+    } catch (e) {
+      throw storageError(e, this.root);
     } finally {
       await fsp.rm(trash, { recursive: true, force: true });
     }
@@ -396,44 +416,55 @@ export class Store {
   }
 
   /**
-   * Delete blobs that no view links any more (link count 1: only the blob store's own name).
-   * While any pull holds a live lease on this store, blobs younger than the grace period are
-   * spared: that pull may have committed them and be about to link them into its views.
+   * Delete blobs that nothing needs any more: no publish record lists them and no view links them
+   * (link count 1: only the blob store's own name). A blob younger than the grace period is spared
+   * unless the caller names it in `immediate` (blobs of revisions it has just removed): a pull or
+   * an import may have committed it and be about to link it.
    */
-  async sweepBlobs(opts: { graceMs?: number } = {}): Promise<{ freedBytes: number; freedBlobs: number }> {
-    // Pull leases are named <repo>@<commit>; other leases (the collector's own) don't link blobs.
-    const busy = (await listLeases(this.leaseDir).catch(() => [])).some((l) => !l.expired && l.name.includes('@'));
-    const grace = opts.graceMs ?? (busy ? DEFAULT_SWEEP_GRACE_MS : 0);
-    const base = join(this.internal, 'blobs', 'sha256');
+  async sweepBlobs(opts: { graceMs?: number; immediate?: Iterable<string> } = {}): Promise<{ freedBytes: number; freedBlobs: number }> {
+    const grace = opts.graceMs ?? DEFAULT_SWEEP_GRACE_MS;
+    const immediate = new Set(opts.immediate ?? []);
     let freedBytes = 0;
     let freedBlobs = 0;
-    for (const fan of await fsp.readdir(base).catch(() => [] as string[])) {
-      for (const name of await fsp.readdir(join(base, fan)).catch(() => [] as string[])) {
-        const p = join(base, fan, name);
+    try {
+      // Records count even where a view holds a copy instead of a link (no hard links allowed).
+      const referenced = new Set((await this.listRecords()).flatMap((r) => r.files.map((f) => f.sha256)));
+      for await (const { name, path: p } of this.blobs()) {
+        if (referenced.has(name)) continue;
         const st = await fsp.stat(p).catch(() => undefined);
-        if (!st || st.nlink > 1 || Date.now() - st.mtimeMs < grace) continue;
+        if (!st || st.nlink > 1) continue;
+        if (!immediate.has(name) && Date.now() - st.mtimeMs < grace) continue;
         await fsp.rm(p, { force: true });
         freedBytes += st.size;
         freedBlobs++;
       }
-    }
-    // Aliases (git oid -> sha256) whose blob is gone are stale.
-    const aliases = join(this.internal, 'aliases', 'git');
-    for (const oid of await fsp.readdir(aliases).catch(() => [] as string[])) {
-      const sha = (await readText(join(aliases, oid)))?.trim();
-      if (!sha || !(await this.hasBlob(sha))) await fsp.rm(join(aliases, oid), { force: true });
+      // Aliases (git oid -> sha256) whose blob is gone are stale.
+      const aliases = join(this.internal, 'aliases', 'git');
+      for (const oid of await fsp.readdir(aliases).catch(() => [] as string[])) {
+        const sha = (await readText(join(aliases, oid)))?.trim();
+        if (!sha || !(await this.hasBlob(sha))) await fsp.rm(join(aliases, oid), { force: true });
+      }
+    } catch (e) {
+      throw storageError(e, this.root);
     }
     return { freedBytes, freedBlobs };
   }
 
-  async usage(): Promise<{ usedBytes: number; freeBytes: number }> {
-    let usedBytes = 0;
+  /** Every blob in the blob store: its name (the SHA-256) and path. */
+  private async *blobs(): AsyncGenerator<{ name: string; path: string }> {
     const base = join(this.internal, 'blobs', 'sha256');
     for (const fan of await fsp.readdir(base).catch(() => [] as string[])) {
       for (const name of await fsp.readdir(join(base, fan)).catch(() => [] as string[])) {
-        const st = await fsp.stat(join(base, fan, name)).catch(() => undefined);
-        if (st) usedBytes += st.size;
+        yield { name, path: join(base, fan, name) };
       }
+    }
+  }
+
+  async usage(): Promise<{ usedBytes: number; freeBytes: number }> {
+    let usedBytes = 0;
+    for await (const { path: p } of this.blobs()) {
+      const st = await fsp.stat(p).catch(() => undefined);
+      if (st) usedBytes += st.size;
     }
     let freeBytes = 0;
     try {

@@ -670,11 +670,9 @@ export class Engine {
       // Keep what arrived before the failure: the retry continues from t.pos.
       t.waitingSince = 0;
       if (t.epoch === j.epoch && this.failure === undefined) {
-        try {
-          await flush();
-        } catch {
-          // The original error is the one worth reporting.
-        }
+        // A failed write here (disk full, I/O error) must surface: swallowing it would leave a
+        // hole before t.pos that no retry fills, and the blob would never finish.
+        await flush();
       }
       if (signal.aborted && signal.reason instanceof Superseded) throw signal.reason;
       if (t.stalled) throw new RetryableError(`${j.req.label}: no bytes for ${Math.round(this.stallMs / 1000)} s`, undefined, { cause: e });

@@ -45,13 +45,14 @@ export function proxyAwareDispatcher(env: NodeJS.ProcessEnv, agentOpts: Agent.Op
 
 /** Per-blob origin knowledge shared by all of the blob's connections. */
 export class OriginSession {
-  readonly hubHost: string;
+  /** Scheme, host and port of the hub: the only origin that gets `hubHeaders` (never over a downgrade to http). */
+  readonly hubOrigin: string;
   /** The signed CDN URL (or the final same-host URL) the hub last pointed at. */
   target: string | undefined;
   /** `etag|size` as the hub (or the final server) described the content. */
   validator: string | undefined;
   constructor(readonly origin: Origin) {
-    this.hubHost = new URL(origin.url).host;
+    this.hubOrigin = new URL(origin.url).origin;
   }
 }
 
@@ -249,7 +250,7 @@ export async function openRange(
   let validator: string | undefined;
   for (let hop = 0; hop < MAX_HOPS + MAX_RESIGNS; hop++) {
     const u = new URL(url);
-    const toHub = u.host === session.hubHost;
+    const toHub = u.origin === session.hubOrigin;
     const headers: Record<string, string> = {
       'user-agent': USER_AGENT,
       'accept-encoding': 'identity',

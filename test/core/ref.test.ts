@@ -55,6 +55,8 @@ describe('units', () => {
     expect(parseRate('50MiB/s')).toBe(50 * 1024 * 1024);
     expect(parseRate('400Mbit/s')).toBe(50e6);
     expect(parseRate('1Gbps')).toBe(125e6);
+    expect(parseRate('50MBps')).toBe(50e6);
+    expect(parseRate('400mbit/s')).toBe(50e6);
     expect(parseRate('0')).toBe(0);
     expect(parseRate('unlimited')).toBe(0);
     expect(() => parseRate('fast')).toThrow(UsageError);

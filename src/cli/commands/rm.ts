@@ -19,7 +19,7 @@ export function register(program: Command): void {
         : (await store.listRecords()).filter((r) => r.hub === ref.hub && r.org === ref.org && r.name === ref.name);
       if (all.length === 0) throw new NotFoundError(`${refText} is not in the store ${store.root}`, 'ESF_NOT_IN_STORE');
       for (const rec of all) await store.removeRevision(rec, rec.commit);
-      const freed = await store.sweepBlobs();
+      const freed = await store.sweepBlobs({ immediate: all.flatMap((r) => r.files.map((f) => f.sha256)) });
       if (g.json) emitJson({ removed: all.map((r) => ({ ref: `${r.hub}://${r.org}/${r.name}`, commit: r.commit })), ...freed });
       else process.stdout.write(`removed ${all.length} revision(s), freed ${formatBytes(freed.freedBytes)}\n`);
     });

@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { IntegrityError } from '../core/errors.js';
+import { totalBytes } from '../core/manifest.js';
 import { isCommitId } from '../core/ref.js';
 import { storageError, uniqueSuffix } from '../store/fsutil.js';
 import { Store } from '../store/store.js';
@@ -143,7 +144,7 @@ async function publishAll(store: Store, manifest: BundleManifest): Promise<Impor
       revisions: names,
       path,
       files: m.files.length,
-      bytes: m.files.reduce((n, f) => n + f.size, 0),
+      bytes: totalBytes(m.files),
     });
   }
   return out;

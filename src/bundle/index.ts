@@ -1,5 +1,6 @@
 /** Offline bundles: one tar file that carries verified model revisions across an air gap. */
 import type { Readable } from 'node:stream';
+import { totalBytes } from '../core/manifest.js';
 import { modelLabel } from './format.js';
 import { openBundle, readBundle } from './read.js';
 
@@ -19,7 +20,7 @@ export async function verifyBundle(source: string | Readable, opts: { signal?: A
   const input = typeof source === 'string' ? await openBundle(source) : source;
   const s = await readBundle(input, opts.signal ? { signal: opts.signal } : {});
   return {
-    models: s.manifest.models.map((m) => ({ ref: modelLabel(m), commit: m.commit, files: m.files.length, bytes: m.files.reduce((n, f) => n + f.size, 0) })),
+    models: s.manifest.models.map((m) => ({ ref: modelLabel(m), commit: m.commit, files: m.files.length, bytes: totalBytes(m.files) })),
     blobs: s.blobs,
     bytes: s.bytes,
   };

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { NetworkError, StorageError } from '../core/errors.js';
-import type { FileEntry, Manifest } from '../core/manifest.js';
+import { totalBytes, type FileEntry, type Manifest } from '../core/manifest.js';
 import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
 import { selectFiles } from '../core/select.js';
 import { blobKey, type BlobRequest, type ByteSource, type TransferEvent } from '../core/transfer.js';
@@ -109,7 +109,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     await store.init();
     const files = selectFiles(manifest.files, opts.include, opts.exclude);
     const complete = files.length === manifest.files.length;
-    const bytesTotal = files.reduce((n, f) => n + f.size, 0);
+    const bytesTotal = totalBytes(files);
     opts.onEvent?.({ type: 'resolved', ref: formatRef(ref), commit: manifest.commit, files: files.length, bytesTotal });
     log?.info({ commit: manifest.commit, files: files.length, bytes: bytesTotal }, 'resolved');
 

@@ -1,7 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { NotFoundError, StorageError } from '../core/errors.js';
-import { hfEtag, type FileEntry } from '../core/manifest.js';
+import { hfEtag, totalBytes, type FileEntry } from '../core/manifest.js';
 import { isCommitId, repoKey, type Hub } from '../core/ref.js';
 import { listLeases } from './lease.js';
 import { exists, linkOrCopy, readText, storageError, symlinkAtomic, uniqueSuffix, writeFileAtomic } from './fsutil.js';
@@ -189,7 +189,7 @@ export class Store {
         commit,
         revisions,
         files,
-        bytes: files.reduce((n, f) => n + f.size, 0),
+        bytes: totalBytes(files),
         complete: input.complete || Boolean(previous?.complete),
         publishedAt: previous?.publishedAt ?? now,
         lastUsedAt: now,

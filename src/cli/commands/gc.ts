@@ -7,10 +7,8 @@ import { loadConfig, parseModelsFile } from '../../daemon/config.js';
 import { revisionKey, runGc } from '../../store/gc.js';
 import { Store } from '../../store/store.js';
 import { emitJson, globals } from '../context.js';
+import { collect } from './pull.js';
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
 
 export function register(program: Command): void {
   program

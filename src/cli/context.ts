@@ -30,6 +30,20 @@ export function logger(level: string): Logger {
   return rootLogger;
 }
 
+/**
+ * Abort `controller` on SIGINT/SIGTERM, so a command unwinds (temp files, staging folders, leases)
+ * instead of dying mid-write. Returns the function that stops listening.
+ */
+export function abortOnSignals(controller: AbortController): () => void {
+  const on = () => controller.abort(new Error('interrupted'));
+  process.once('SIGINT', on);
+  process.once('SIGTERM', on);
+  return () => {
+    process.off('SIGINT', on);
+    process.off('SIGTERM', on);
+  };
+}
+
 /** One JSON object per line on stdout: the machine-readable output of every command. */
 export function emitJson(obj: unknown): void {
   process.stdout.write(JSON.stringify(obj) + '\n');

@@ -3,19 +3,15 @@ import { createBundle, createBundleFile, importBundle, verifyBundle, type Create
 import { UsageError } from '../../core/errors.js';
 import { parseRef } from '../../core/ref.js';
 import { formatBytes } from '../../core/units.js';
-import { emitJson, globals, logger } from '../context.js';
+import { abortOnSignals, emitJson, globals, logger } from '../context.js';
 
-/** Abort on SIGINT/SIGTERM so temp files and staging folders are cleaned up on the way out. */
 async function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const abort = new AbortController();
-  const on = () => abort.abort(new Error('interrupted'));
-  process.once('SIGINT', on);
-  process.once('SIGTERM', on);
+  const stopListening = abortOnSignals(abort);
   try {
     return await fn(abort.signal);
   } finally {
-    process.off('SIGINT', on);
-    process.off('SIGTERM', on);
+    stopListening();
   }
 }
 

@@ -28,7 +28,7 @@ import { pullModel } from '../../pull/index.js';
 import { symlinkAtomic, writeFileAtomic } from '../../store/fsutil.js';
 import { Store, type PublishRecord } from '../../store/store.js';
 import { verifyRecord } from '../../store/verify.js';
-import { emitJson, globals, logger } from '../context.js';
+import { abortOnSignals, emitJson, globals, logger } from '../context.js';
 import { sleep } from '../../core/sleep.js';
 
 interface InitFlags {
@@ -444,9 +444,7 @@ export function register(program: Command): void {
       const abort = new AbortController();
       const timedOut = new TimeoutError('init timed out');
       const timer = timeoutMs > 0 ? setTimeout(() => abort.abort(timedOut), timeoutMs) : undefined;
-      const onSignal = () => abort.abort(new Error('interrupted'));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const stopListening = abortOnSignals(abort);
       const ctx: Context = {
         store: new Store(g.store), storeDir: g.store, stateDir: g.stateDir, signal: abort.signal, say, log: logger(g.logLevel), verify: Boolean(flags.verify),
       };
@@ -533,8 +531,7 @@ export function register(program: Command): void {
       } finally {
         if (timer) clearTimeout(timer);
         if (ticker) clearInterval(ticker);
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        stopListening();
         await client?.close();
       }
     });

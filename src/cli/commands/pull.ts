@@ -4,7 +4,7 @@ import { formatRef, parseRef } from '../../core/ref.js';
 import { parseRate, parseSize } from '../../core/units.js';
 import { pullModel } from '../../pull/index.js';
 import { RateLimiter } from '../../transfer/index.js';
-import { emitJson, globals, logger } from '../context.js';
+import { abortOnSignals, emitJson, globals, logger } from '../context.js';
 import { reporter } from '../progress.js';
 
 export function collect(value: string, previous: string[] = []): string[] {
@@ -40,9 +40,7 @@ export function register(program: Command): void {
       const rep = reporter({ json: events, quiet: g.quiet });
       const limiter = new RateLimiter(o.maxRate ?? 0);
       const abort = new AbortController();
-      const onSignal = () => abort.abort(new Error('interrupted'));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const stopListening = abortOnSignals(abort);
       try {
         for (const ref of parsed) {
           const label = formatRef(ref);
@@ -67,8 +65,7 @@ export function register(program: Command): void {
         }
       } finally {
         rep.stop();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        stopListening();
       }
     });
 }

@@ -1,5 +1,5 @@
 import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative, sep } from 'node:path';
 import { NotFoundError, StorageError } from '../core/errors.js';
 import { hfEtag, totalBytes, type FileEntry } from '../core/manifest.js';
 import { isCommitId, repoKey, type Hub } from '../core/ref.js';
@@ -37,7 +37,19 @@ export interface PublishRecord {
   complete: boolean;
   publishedAt: string;
   lastUsedAt: string;
-  paths: { plain: string; hf?: string; ms?: string };
+  /**
+   * Where the views of this revision are, under the root of the store that read the record.
+   * On disk they are kept relative to the store (the store is a volume mounted at different paths
+   * by different containers); a record is never trusted for an absolute path (older versions wrote
+   * absolute ones, which are ignored).
+   */
+  paths: ViewPaths;
+}
+
+export interface ViewPaths {
+  plain: string;
+  hf?: string;
+  ms?: string;
 }
 
 export interface PublishInput {
@@ -172,13 +184,10 @@ export class Store {
     const previous = await this.readRecord(key, commit);
     const files = mergeFiles(previous?.files ?? [], input.files.map(toRecordFile));
     try {
-      const paths: PublishRecord['paths'] = { plain: this.plainDir(key, commit) };
+      const paths = this.viewPaths(key, commit);
       await this.buildTree(paths.plain, input.files, (f) => ({ kind: 'link', src: this.blobPath(f.sha256) }));
-      if (key.hub === 'hf') {
-        paths.hf = await this.publishHf(input);
-      } else {
-        paths.ms = await this.publishMs(input);
-      }
+      if (key.hub === 'hf') await this.publishHf(input);
+      else await this.publishMs(input);
       const revisions = [...new Set([...(previous?.revisions ?? []), ...(isCommitId(input.revision) ? [] : [input.revision])])];
       const now = new Date().toISOString();
       const record: PublishRecord = {
@@ -195,7 +204,7 @@ export class Store {
         lastUsedAt: now,
         paths,
       };
-      await writeFileAtomic(this.recordPath(key, commit), JSON.stringify(record, null, 2));
+      await writeFileAtomic(this.recordPath(key, commit), JSON.stringify({ ...record, paths: this.relativePaths(paths) }, null, 2));
       await this.touch(key, commit);
       if (!isCommitId(input.revision)) await writeFileAtomic(this.localRefPath(key, input.revision), commit);
       return record;
@@ -204,7 +213,28 @@ export class Store {
     }
   }
 
-  private async publishHf(input: PublishInput): Promise<string> {
+  /** The views of one revision under this store's root (whatever root it was published under). */
+  viewPaths(key: RepoKeyParts, commit: string): ViewPaths {
+    const paths: ViewPaths = { plain: this.plainDir(key, commit) };
+    if (key.hub === 'hf') paths.hf = join(this.hfRepoDir(key), 'snapshots', commit);
+    else paths.ms = join(this.msRepoDir(key), 'snapshots', commit);
+    return paths;
+  }
+
+  private relativePaths(paths: ViewPaths): ViewPaths {
+    const rel = (p: string) => relative(this.root, p).split(sep).join('/');
+    const out: ViewPaths = { plain: rel(paths.plain) };
+    if (paths.hf) out.hf = rel(paths.hf);
+    if (paths.ms) out.ms = rel(paths.ms);
+    return out;
+  }
+
+  /** A record as read from disk, its view paths placed under this store's root. */
+  private located(rec: PublishRecord): PublishRecord {
+    return { ...rec, paths: this.viewPaths(rec, rec.commit) };
+  }
+
+  private async publishHf(input: PublishInput): Promise<void> {
     const repo = this.hfRepoDir(input.key);
     await fsp.mkdir(join(repo, 'blobs'), { recursive: true });
     for (const f of input.files) {
@@ -220,10 +250,9 @@ export class Store {
       // huggingface_hub writes refs/<rev> without a trailing newline.
       await writeFileAtomic(join(repo, 'refs', ...input.revision.split('/')), input.commit);
     }
-    return snap;
   }
 
-  private async publishMs(input: PublishInput): Promise<string> {
+  private async publishMs(input: PublishInput): Promise<void> {
     // modelscope (modelscope_hub) reads <cache>/models/<org>--<name>/snapshots/<revision>/ offline,
     // trying the requested revision, then master/main. The commit directory holds the files; the
     // revision names are symlinks to it, swapped atomically when a branch moves.
@@ -233,7 +262,6 @@ export class Store {
     if (!isCommitId(input.revision) && !input.revision.includes('/')) {
       await symlinkAtomic(input.commit, join(snaps, input.revision));
     }
-    return dir;
   }
 
   /**
@@ -287,7 +315,7 @@ export class Store {
   async readRecord(key: RepoKeyParts, commit: string): Promise<PublishRecord | undefined> {
     const text = await readText(this.recordPath(key, commit));
     if (text === undefined) return undefined;
-    const rec = JSON.parse(text) as PublishRecord;
+    const rec = this.located(JSON.parse(text) as PublishRecord);
     rec.lastUsedAt = await this.lastUsed(key, commit, rec.lastUsedAt);
     return rec;
   }
@@ -323,7 +351,7 @@ export class Store {
         if (!file.endsWith('.json')) continue;
         const text = await readText(join(base, repo, file));
         if (!text) continue;
-        const rec = JSON.parse(text) as PublishRecord;
+        const rec = this.located(JSON.parse(text) as PublishRecord);
         rec.lastUsedAt = await this.lastUsed(rec, rec.commit, rec.lastUsedAt);
         out.push(rec);
       }

@@ -100,9 +100,10 @@ export const VENV_IN_IMAGE = '/opt/venv';
 /**
  * The ms-swift stand-in: root user, the venv at /opt/venv (its interpreter's prefix mounted at
  * the path the venv names), and `swift` on PATH running fixtures/swift.py with `expect` as its
- * expectations file.
+ * expectations file. `driverVersions` puts an `nvidia-smi` at /usr/bin, where the NVIDIA container
+ * toolkit mounts it, answering the driver-version query with one line per GPU.
  */
-export function msSwiftStandIn(expect: unknown): Image {
+export function msSwiftStandIn(expect: unknown, driverVersions?: string[]): Image {
   const venv = realpathSync(join(repoRoot, '.venv'));
   const cfg = readFileSync(join(venv, 'pyvenv.cfg'), 'utf8');
   const home = /^home\s*=\s*(.+)$/m.exec(cfg)?.[1]?.trim();
@@ -130,6 +131,13 @@ export function msSwiftStandIn(expect: unknown): Image {
       files: [
         { path: '/usr/local/bin/swift', content: `#!${VENV_IN_IMAGE}/bin/python\n${stub}`, mode: 0o755 },
         { path: '/opt/swift-stand-in/expect.json', content: JSON.stringify(expect), mode: 0o644 },
+        ...(driverVersions
+          ? [{
+              path: '/usr/bin/nvidia-smi',
+              content: `#!/bin/sh\n[ "$*" = "--query-gpu=driver_version --format=csv,noheader" ] || exit 2\nprintf '%s\\n' ${driverVersions.join(' ')}\n`,
+              mode: 0o755,
+            }]
+          : []),
       ],
     },
   };

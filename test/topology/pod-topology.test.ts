@@ -19,8 +19,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
-import { parseConfig } from '../../src/daemon/config.js';
-import { configMapFiles, find, findTool, helmPath, isCI, podSpec, render, type Container, type K8sObject, type PodSpec, type Rendered } from '../chart/support.js';
+import { configMapFiles, daemonKnowsMirror, find, findTool, helmPath, isCI, podSpec, render, type Container, type K8sObject, type PodSpec, type Rendered } from '../chart/support.js';
 import { DEMO_REPO, demoFiles, startFakeHub, type AddedRepo, type FakeHub } from '../fakehub/index.js';
 import { PYTHON_MISSING, pythonBin, repoRoot, tmpDir, type RunResult } from '../support/index.js';
 import { msSwiftStandIn, swiftFetchImage, type Image } from './images.js';
@@ -41,16 +40,6 @@ function missing(): string | undefined {
 const why = missing();
 if (why && !isCI) console.warn(`skipping the pod-topology test: ${why}`);
 const runs = why === undefined || isCI;
-
-/** Whether the daemon's config parser knows `mirror`, i.e. the hub mirror has landed. */
-function daemonKnowsMirror(): boolean {
-  try {
-    parseConfig('store: /s\nstateDir: /t\nlisten: 127.0.0.1:7070\nmirror: true\n', '/etc/swift-fetch/config.yaml', { env: {} });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const ONDEMAND_REPO = 'demo/on-demand';
 const UNREACHED_REPO = 'demo/unreached';
@@ -195,11 +184,11 @@ class TestNode {
   }
 
   /** The inference Deployment's pod for `model`, its spec changed by `mutate` first. */
-  async inferencePod(model: string, mutate: (spec: PodSpec) => void = () => {}, extra: string[] = []): Promise<PodRun> {
+  async inferencePod(model: string, mutate: (spec: PodSpec) => void = () => {}, extra: string[] = [], driverVersions?: string[]): Promise<PodRun> {
     const r = await release(model, extra);
     const spec = structuredClone(podSpec(find(r, 'Deployment', '-inference')));
     mutate(spec);
-    return this.runPod('sf-swift-fetch-inference', spec, r.objects, msSwiftStandIn(expectation(model)));
+    return this.runPod('sf-swift-fetch-inference', spec, r.objects, msSwiftStandIn(expectation(model), driverVersions));
   }
 
   async close(): Promise<void> {
@@ -305,6 +294,22 @@ describe.skipIf(!runs)('pod topology', () => {
       expect(p.init[0]?.code, describeRun(p)).toBe(0);
       expect(p.init[0]?.stderr).toContain(`asked the daemon at http://${node.net.hostIP}:${node.daemonPort}`);
       expect(p.main?.code, describeRun(p)).toBe(0);
+    }, 120_000);
+
+    it.each([
+      ['a new enough', ['550.54.15'], 0],
+      ['an old', ['550.54.15', '470.82.01'], 1],
+    ] as const)('the driver-check init container, on a node with %s NVIDIA driver, exits %i', async (_what, versions, code) => {
+      const p = await node.inferencePod(`hf://${DEMO_REPO}`, () => {}, ['inference.driverCheck.minVersion=535.104.05'], [...versions]);
+      expect(p.init[0]?.name).toBe('driver-check');
+      expect(p.init[0]?.code, describeRun(p)).toBe(code);
+      if (code === 0) {
+        expect(p.init.map((i) => i.code)).toEqual([0, 0]);
+        expect(p.main?.code, describeRun(p)).toBe(0);
+      } else {
+        expect(p.init[0]?.stderr).toMatch(/NVIDIA driver 470\.82\.01 is older than the required 535\.104\.05/);
+        expect(p.main).toBeUndefined();
+      }
     }, 120_000);
 
     describe("a chart that breaks the pod's view of the store fails the pod", () => {

@@ -372,6 +372,27 @@ describe.skipIf(!runs)('pod topology', () => {
     });
   });
 
+  describe('mode mirror, the pod alone', () => {
+    // Until the daemon serves /hf and /ms this runs the rendered mirror-mode pod with its two
+    // endpoints pointed straight at the hub: everything but the daemon's part (no store, the
+    // command, a writable cache, the real clients) is the chart's.
+    it.each(['hf', 'ms'])('%s: downloads and verifies every file with the real client into its cache', async (h) => {
+      const node = nodes[0]!;
+      const model = `${h}://${DEMO_REPO}`;
+      const p = await node.inferencePod(model, (spec) => {
+        const env = container(spec, 'swift').env!;
+        expect(env.find((e) => e.name === 'HF_ENDPOINT')!.value).toMatch(/^http:\/\/\$\(HOST_IP\):\d+\/hf$/);
+        env.find((e) => e.name === 'HF_ENDPOINT')!.value = hub.hfEndpoint;
+        env.find((e) => e.name === 'MODELSCOPE_ENDPOINT')!.value = hub.msEndpoint;
+      }, ['inference.mode=mirror']);
+      expect(p.init).toEqual([]);
+      expect(p.main?.code, describeRun(p)).toBe(0);
+      const report = JSON.parse(p.main!.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
+      expect(report).toMatchObject({ mode: 'mirror', viewFiles: Object.keys(expectation(model).files).length });
+      expect(String(report.view)).toMatch(/^\/cache\//);
+    }, 120_000);
+  });
+
   describe.skipIf(!daemonKnowsMirror())('mode mirror (runs once the daemon config knows `mirror`; until then skipped)', () => {
     let node: TestNode;
     beforeAll(async () => {

@@ -9,6 +9,7 @@ import YAML from 'yaml';
 import { kubernetesValidatePath, schemaErrors, strictErrors } from './schema.js';
 import {
   NAMESPACE,
+  OWN_NODE_SELECTION,
   RELEASE,
   VALUE_SETS,
   allContainers,
@@ -24,6 +25,7 @@ import {
   probePort,
   render,
   renderError,
+  renderSet,
   requireTool,
   valuesDir,
   type Container,
@@ -36,15 +38,7 @@ const strictRuns = runs && requireTool('kubernetes-validate', kubernetesValidate
 const KUBE_VERSIONS = ['1.27.0', '1.37.0'];
 const FULL = `${RELEASE}-swift-fetch`;
 
-const renders = new Map<string, Rendered>();
-async function rendered(set: string): Promise<Rendered> {
-  let r = renders.get(set);
-  if (!r) {
-    r = await render(VALUE_SETS[set]);
-    renders.set(set, r);
-  }
-  return r;
-}
+const rendered = renderSet;
 
 function daemonContainer(r: Rendered): Container {
   const c = podSpec(find(r, 'DaemonSet')).containers.find((x) => x.name === 'daemon');
@@ -158,7 +152,7 @@ describe.skipIf(!runs)('helm chart', () => {
       expect(c.args).toEqual(['daemon', '--config', '/etc/swift-fetch/config.yaml']);
     });
 
-    it('runs on GPU nodes and tolerates the nvidia.com/gpu taint', () => {
+    it.skipIf(OWN_NODE_SELECTION.has(set))('runs on GPU nodes and tolerates the nvidia.com/gpu taint (sets keeping the default node selection)', () => {
       const spec = podSpec(find(r, 'DaemonSet'));
       expect(spec.tolerations).toContainEqual({ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' });
       expect(spec.nodeSelector).toEqual({ 'nvidia.com/gpu.present': 'true' });
@@ -371,73 +365,6 @@ describe.skipIf(!runs)('helm chart', () => {
       const r = await rendered('defaults');
       expect(findAll(r, 'ServiceMonitor')).toEqual([]);
       expect(r.objects.filter((o) => o.metadata.name.endsWith('-dashboard'))).toEqual([]);
-    });
-  });
-
-  describe('inference Deployment', () => {
-    it.each(['inference', 'inference-hostnetwork'])('%s: gates ms-swift on swift-fetch init against the node daemon', async (set) => {
-      const r = await rendered(set);
-      const dep = find(r, 'Deployment', '-inference');
-      const spec = podSpec(dep);
-      const ds = daemonContainer(r);
-      const hostNetwork = podSpec(find(r, 'DaemonSet')).hostNetwork === true;
-      // The port a pod reaches its node's daemon on at status.hostIP.
-      const nodePort = hostNetwork ? ds.ports![0]!.containerPort : ds.ports![0]!.hostPort;
-      expect(nodePort).toBeGreaterThan(0);
-      if (hostNetwork) expect(ds.ports![0]!.hostPort).toBe(ds.ports![0]!.containerPort);
-
-      const init = spec.initContainers!.find((c) => c.name === 'wait-for-model')!;
-      expect(init.args).toEqual([
-        'init',
-        'ms://Qwen/Qwen2.5-7B-Instruct',
-        '--store',
-        '/models',
-        '--daemon',
-        `http://$(HOST_IP):${nodePort}`,
-        '--timeout',
-        '30m',
-        '--link-file',
-        '/models-path/path',
-      ]);
-      expect(init.env).toContainEqual({ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } });
-      expect(init.securityContext?.runAsNonRoot).toBe(true);
-
-      const main = spec.containers[0]!;
-      expect(main.command?.slice(0, 2)).toEqual(['sh', '-c']);
-      expect(main.command?.[2]).toContain('swift deploy --model "$(cat /models-path/path)"');
-      expect(main.args).toEqual(['--infer_backend', 'vllm', '--served_model_name', 'qwen']);
-      expect(main.resources?.limits).toEqual({ 'nvidia.com/gpu': 2, memory: '64Gi' });
-      const store = main.volumeMounts!.find((m) => m.mountPath === '/models')!;
-      expect(store.readOnly).toBe(true);
-      expect(init.volumeMounts!.find((m) => m.mountPath === '/models')!.readOnly).toBe(true);
-      // Same volume source as the daemon's store.
-      const dsStore = podSpec(find(r, 'DaemonSet')).volumes!.find((v) => v.name === 'store');
-      expect(spec.volumes!.find((v) => v.name === store.name)).toEqual(dsStore);
-      expect(spec.tolerations).toContainEqual({ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' });
-      expect(find(r, 'Service', '-inference')).toBeDefined();
-    });
-
-    it('opens the store to the init container only when it may pull by itself', async () => {
-      const ro = podSpec(find(await rendered('inference'), 'Deployment', '-inference'));
-      const roInit = ro.initContainers![0]!;
-      expect(roInit.env!.map((e) => e.name)).not.toContain('HF_TOKEN');
-      const r = await render(['inference.yaml', 'models.yaml'], ['inference.selfPullFallback=true']);
-      const spec = podSpec(find(r, 'Deployment', '-inference'));
-      const init = spec.initContainers![0]!;
-      expect(init.volumeMounts!.find((m) => m.mountPath === '/models')!.readOnly).toBe(false);
-      expect(init.env!.find((e) => e.name === 'HF_TOKEN')!.valueFrom).toEqual({ secretKeyRef: { name: 'hf-token', key: 'HF_TOKEN', optional: false } });
-      expect(init.env).toContainEqual({ name: 'SWIFT_FETCH_STATE_DIR', value: '/tmp/state' });
-      expect(init.volumeMounts!.find((m) => m.mountPath === '/tmp')).toBeDefined();
-      expect(spec.containers[0]!.volumeMounts!.find((m) => m.mountPath === '/models')!.readOnly).toBe(true);
-    });
-
-    it('is off by default', async () => {
-      expect(findAll(await rendered('defaults'), 'Deployment')).toEqual([]);
-    });
-
-    it('refuses to render without a way to reach the node daemon or without an image tag', async () => {
-      expect(await renderError(['inference.yaml'], ['daemon.hostPort=0'])).toMatch(/hostPort or daemon\.hostNetwork/);
-      expect(await renderError([], ['inference.enabled=true'])).toMatch(/inference\.image\.tag is required/);
     });
   });
 

@@ -31,6 +31,9 @@ const MODULES: Record<string, string> = {
   'v1/Pod': `${CORE}/v1/Pod`,
   'apps/v1/DaemonSet': `${CORE}/apps/v1/DaemonSet`,
   'apps/v1/Deployment': `${CORE}/apps/v1/Deployment`,
+  'networking.k8s.io/v1/Ingress': `${CORE}/networking.k8s.io/v1/Ingress`,
+  'autoscaling/v2/HorizontalPodAutoscaler': `${CORE}/autoscaling/v2/HorizontalPodAutoscaler`,
+  'policy/v1/PodDisruptionBudget': `${CORE}/policy/v1/PodDisruptionBudget`,
   'monitoring.coreos.com/v1/ServiceMonitor': '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor',
 };
 
@@ -77,7 +80,8 @@ export async function strictErrors(objects: K8sObject[], kubeVersion: string): P
   try {
     const file = join(dir, 'rendered.yaml');
     const builtin = objects.filter((o) => !NOT_BUILTIN.has(o.apiVersion));
-    await writeFile(file, builtin.map((o) => YAML.stringify(o)).join('---\n'));
+    // kubernetes-validate reads YAML 1.1 (PyYAML), where an unquoted `off` or `yes` is a boolean.
+    await writeFile(file, builtin.map((o) => YAML.stringify(o, { version: '1.1' })).join('---\n'));
     try {
       await promisify(execFile)(bin, ['--strict', '--quiet', '--no-warn', '-k', kubeVersion, file]);
       return [];

@@ -9,6 +9,7 @@ import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
+import { parseConfig } from '../../src/daemon/config.js';
 
 const run = promisify(execFile);
 
@@ -90,10 +91,10 @@ export async function helm(args: string[]): Promise<{ stdout: string; stderr: st
   return run(bin, args, { env, maxBuffer: 64 * 1024 * 1024 });
 }
 
-/** `helm template` with the given values files (relative to test/chart/values) and --set pairs. */
+/** `helm template` with the given values files (relative to test/chart/values, or absolute) and --set pairs. */
 export async function render(valuesFiles: string[] = [], set: string[] = []): Promise<Rendered> {
   const args = ['template', RELEASE, chartDir, '--namespace', NAMESPACE, '--include-crds'];
-  for (const f of valuesFiles) args.push('--values', join(valuesDir, f));
+  for (const f of valuesFiles) args.push('--values', resolve(valuesDir, f));
   for (const s of set) args.push('--set', s);
   const { stdout } = await helm(args);
   const objects = YAML.parseAllDocuments(stdout)
@@ -130,7 +131,11 @@ export function findAll(r: Rendered, kind: string): K8sObject[] {
 export interface EnvVar {
   name: string;
   value?: string;
-  valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean }; fieldRef?: { fieldPath: string } };
+  valueFrom?: {
+    secretKeyRef?: { name: string; key: string; optional?: boolean };
+    configMapKeyRef?: { name: string; key: string; optional?: boolean };
+    fieldRef?: { fieldPath: string };
+  };
 }
 export interface Probe {
   httpGet?: { path: string; port: number | string };
@@ -211,4 +216,39 @@ export const VALUE_SETS: Record<string, string[]> = {
   monitoring: ['monitoring.yaml'],
   inference: ['inference.yaml'],
   'inference-hostnetwork': ['inference.yaml', 'hostnetwork.yaml'],
+  'inference-ascend': ['inference-ascend.yaml'],
+  'inference-cpu': ['inference-cpu.yaml'],
+  'inference-mig': ['inference-mig.yaml'],
+  'inference-shared': ['inference-shared.yaml'],
+  'inference-mirror': ['inference-mirror.yaml'],
 };
+
+const renders = new Map<string, Promise<Rendered>>();
+
+/** One of VALUE_SETS rendered (once per test file: the renderings are cached). */
+export function renderSet(set: string): Promise<Rendered> {
+  const files = VALUE_SETS[set];
+  if (!files) throw new Error(`no value set ${set}`);
+  let r = renders.get(set);
+  if (!r) {
+    r = render(files);
+    renders.set(set, r);
+  }
+  return r;
+}
+
+/** Value sets that move the daemons off the default NVIDIA GPU nodes. */
+export const OWN_NODE_SELECTION = new Set(['inference-ascend', 'inference-cpu']);
+
+/**
+ * Whether the daemon's config parser accepts `mirror` (the hub mirror has landed). Until then a
+ * rendered config with `mirror` cannot be loaded, and the tests that need one say so and skip.
+ */
+export function daemonKnowsMirror(): boolean {
+  try {
+    parseConfig('store: /s\nstateDir: /t\nlisten: 127.0.0.1:7070\nmirror: true\n', '/etc/swift-fetch/config.yaml', { env: {} });
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -175,6 +175,10 @@ hostPath:
 {{- if $d.gc.maxBytes }}
 {{- $_ := set $config "gc" (dict "maxBytes" (toString $d.gc.maxBytes)) }}
 {{- end }}
+{{- /* Inference pods in mode mirror download through their node's daemon: they need the mirror on. */}}
+{{- if or $d.mirror.enabled (and .Values.inference.enabled (eq .Values.inference.mode "mirror")) }}
+{{- $_ := set $config "mirror" (ternary (dict "allow" $d.mirror.allow) true (gt (len ($d.mirror.allow | default list)) 0)) }}
+{{- end }}
 {{- if .Values.peers.enabled }}
 {{- $peers := dict
   "static" (.Values.peers.static | default list)
@@ -189,4 +193,116 @@ hostPath:
 {{- $_ := set $config "peers" $peers }}
 {{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/*
+A model ref parsed as the daemon parses it (src/core/ref.ts parseRef): `hf://` (or `huggingface://`),
+`ms://` (or `modelscope://`), a bare ORG/NAME meaning ModelScope, an optional @REVISION defaulting to
+main (hf) / master (ms). Call with the ref string; returns YAML {hub, org, name, revision,
+explicitRevision, key}, key being the canonical `HUB://ORG/NAME@REVISION`.
+*/}}
+{{- define "swift-fetch.parseRef" -}}
+{{- $raw := trim . }}
+{{- $hub := "ms" }}
+{{- $rest := $raw }}
+{{- if regexMatch "^[a-z]+://" $raw }}
+{{- $scheme := regexReplaceAll "://.*$" $raw "" }}
+{{- $rest = regexReplaceAll "^[a-z]+://" $raw "" }}
+{{- if has $scheme (list "hf" "huggingface") }}
+{{- $hub = "hf" }}
+{{- else if not (has $scheme (list "ms" "modelscope")) }}
+{{- fail (printf "model ref %q: unknown scheme %s:// (use hf:// or ms://)" $raw $scheme) }}
+{{- end }}
+{{- end }}
+{{- $rev := "" }}
+{{- if contains "@" $rest }}
+{{- $rev = regexReplaceAll "^[^@]*@" $rest "" }}
+{{- $rest = regexReplaceAll "@.*$" $rest "" }}
+{{- end }}
+{{- $parts := splitList "/" $rest }}
+{{- if or (ne (len $parts) 2) (not (regexMatch "^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$" $rest)) }}
+{{- fail (printf "model ref %q: expected ORG/NAME" $raw) }}
+{{- end }}
+{{- $explicit := ne $rev "" }}
+{{- if not $explicit }}
+{{- $rev = ternary "main" "master" (eq $hub "hf") }}
+{{- end }}
+hub: {{ $hub }}
+org: {{ index $parts 0 | quote }}
+name: {{ index $parts 1 | quote }}
+revision: {{ $rev | quote }}
+explicitRevision: {{ $explicit }}
+key: {{ printf "%s://%s/%s@%s" $hub (index $parts 0) (index $parts 1) $rev | quote }}
+{{- end }}
+
+{{/*
+The node label the daemon sets once a model is verified on its node (Kubernetes integration):
+models.swift-fetch.io/<first 16 hex of sha256(canonical key)>. Call with the ref string.
+*/}}
+{{- define "swift-fetch.modelLabel" -}}
+{{- $ref := include "swift-fetch.parseRef" . | fromYaml }}
+{{- printf "models.swift-fetch.io/%s" (trunc 16 (sha256sum $ref.key)) }}
+{{- end }}
+
+{{/* The inference accelerator's settings (resource name after gpuResource, node selector, tolerations). */}}
+{{- define "swift-fetch.accelerator" -}}
+{{- $i := .Values.inference }}
+{{- $a := index $i.accelerators $i.accelerator }}
+{{- $resource := $a.resource }}
+{{- if and $i.gpuResource (ne $i.accelerator "cpu") }}
+{{- $resource = $i.gpuResource }}
+{{- end }}
+resource: {{ $resource | quote }}
+count: {{ ternary 0 (int $i.gpus) (eq $i.accelerator "cpu") }}
+nodeSelector:
+  {{- merge (deepCopy ($i.nodeSelector | default dict)) ($a.nodeSelector | default dict) | toYaml | nindent 2 }}
+tolerations:
+  {{- concat ($a.tolerations | default list) ($i.tolerations | default list) | toYaml | nindent 2 }}
+{{- end }}
+
+{{/*
+`swift deploy` arguments the chart derives from the values: backend, tensor parallel size for the
+backends that take one, served model name; extraArgs come after them.
+*/}}
+{{- define "swift-fetch.deployArgs" -}}
+{{- $i := .Values.inference }}
+{{- $args := list "--infer_backend" $i.inferBackend }}
+{{- $tp := int (default $i.gpus $i.tensorParallelSize) }}
+{{- if ne $i.accelerator "cpu" }}
+{{- $flag := get (dict "vllm" "--vllm_tensor_parallel_size" "sglang" "--sglang_tp_size" "lmdeploy" "--lmdeploy_tp") $i.inferBackend }}
+{{- if $flag }}
+{{- $args = concat $args (list $flag (toString $tp)) }}
+{{- end }}
+{{- end }}
+{{- with $i.servedModelName }}
+{{- $args = concat $args (list "--served_model_name" .) }}
+{{- end }}
+{{- toYaml (concat $args ($i.extraArgs | default list)) }}
+{{- end }}
+
+{{/* Node affinity of inference pods: the user's, plus the placement on nodes labelled with the model (mode init). */}}
+{{- define "swift-fetch.inferenceAffinity" -}}
+{{- $i := .Values.inference }}
+{{- $aff := deepCopy ($i.affinity | default dict) }}
+{{- if and (eq $i.mode "init") (ne $i.placement "none") }}
+{{- $expr := dict "key" (include "swift-fetch.modelLabel" $i.model) "operator" "In" "values" (list "ready") }}
+{{- $na := $aff.nodeAffinity | default dict }}
+{{- if eq $i.placement "required" }}
+{{- $req := $na.requiredDuringSchedulingIgnoredDuringExecution | default dict }}
+{{- /* nodeSelectorTerms are ORed: the label must be in every one of them. */}}
+{{- $terms := list }}
+{{- range ($req.nodeSelectorTerms | default (list dict)) }}
+{{- $terms = append $terms (set (deepCopy .) "matchExpressions" (append (.matchExpressions | default list) $expr)) }}
+{{- end }}
+{{- $_ := set $req "nodeSelectorTerms" $terms }}
+{{- $_ := set $na "requiredDuringSchedulingIgnoredDuringExecution" $req }}
+{{- else }}
+{{- $pref := append ($na.preferredDuringSchedulingIgnoredDuringExecution | default list) (dict "weight" 100 "preference" (dict "matchExpressions" (list $expr))) }}
+{{- $_ := set $na "preferredDuringSchedulingIgnoredDuringExecution" $pref }}
+{{- end }}
+{{- $_ := set $aff "nodeAffinity" $na }}
+{{- end }}
+{{- if $aff }}
+{{- toYaml $aff }}
+{{- end }}
 {{- end }}

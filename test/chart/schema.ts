@@ -31,6 +31,11 @@ const MODULES: Record<string, string> = {
   'v1/Pod': `${CORE}/v1/Pod`,
   'apps/v1/DaemonSet': `${CORE}/apps/v1/DaemonSet`,
   'apps/v1/Deployment': `${CORE}/apps/v1/Deployment`,
+  'apiextensions.k8s.io/v1/CustomResourceDefinition': `${CORE}/apiextensions.k8s.io/v1/CustomResourceDefinition`,
+  'rbac.authorization.k8s.io/v1/ClusterRole': `${CORE}/rbac.authorization.k8s.io/v1/ClusterRole`,
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': `${CORE}/rbac.authorization.k8s.io/v1/ClusterRoleBinding`,
+  'rbac.authorization.k8s.io/v1/Role': `${CORE}/rbac.authorization.k8s.io/v1/Role`,
+  'rbac.authorization.k8s.io/v1/RoleBinding': `${CORE}/rbac.authorization.k8s.io/v1/RoleBinding`,
   'monitoring.coreos.com/v1/ServiceMonitor': '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor',
 };
 

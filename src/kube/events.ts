@@ -18,26 +18,19 @@ export interface EventInput {
   message: string;
 }
 
+const FAILURE_REASONS: Record<number, string> = {
+  [ExitCode.auth]: 'AuthFailed',
+  [ExitCode.integrity]: 'IntegrityFailed',
+  [ExitCode.storage]: 'StorageFailed',
+  [ExitCode.notFound]: 'NotFound',
+  [ExitCode.network]: 'NetworkFailed',
+  [ExitCode.timeout]: 'TimedOut',
+  [ExitCode.usage]: 'InvalidSpec',
+};
+
 /** The event reason for a failed pull, by the exit code the failure carries. */
 export function failureReason(exitCode: number | null): string {
-  switch (exitCode) {
-    case ExitCode.auth:
-      return 'AuthFailed';
-    case ExitCode.integrity:
-      return 'IntegrityFailed';
-    case ExitCode.storage:
-      return 'StorageFailed';
-    case ExitCode.notFound:
-      return 'NotFound';
-    case ExitCode.network:
-      return 'NetworkFailed';
-    case ExitCode.timeout:
-      return 'TimedOut';
-    case ExitCode.usage:
-      return 'InvalidSpec';
-    default:
-      return 'PullFailed';
-  }
+  return (exitCode !== null && FAILURE_REASONS[exitCode]) || 'PullFailed';
 }
 
 export class EventRecorder {

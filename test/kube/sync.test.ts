@@ -20,29 +20,22 @@ import { startFakeHub, type AddedRepo, type FakeHub } from '../fakehub/index.js'
 import { kubeSuiteRuns, startKubeCluster, type KubeCluster } from '../support/kube.js';
 import { run } from '../support/spawn.js';
 import { tmpDir } from '../support/tmp.js';
+import { makeContent } from '../transfer/helpers.js';
 
 const NS = 'models';
 const SA = 'sf-swift-fetch';
 const NODES = { n1: { gpu: 'a100' }, n2: { gpu: 'a100' }, n3: { gpu: 't4' } } as const;
-type NodeName = keyof typeof NODES | 'n4';
 
 let k: KubeCluster;
 let hub: FakeHub;
 let dir: string;
 const repos: Record<string, AddedRepo> = {};
-const daemons = new Map<NodeName, { d: Daemon; logs: Record<string, unknown>[]; store: string }>();
-
-function bytes(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed * 2654435761 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
+interface Running {
+  d: Daemon;
+  logs: Record<string, unknown>[];
+  store: string;
 }
+const daemons = new Map<string, Running>();
 
 function capture(): { logger: Logger; logs: Record<string, unknown>[] } {
   const logs: Record<string, unknown>[] = [];
@@ -56,7 +49,8 @@ async function labelFor(canonicalRef: string): Promise<string> {
   return `models.swift-fetch.io/${r.stdout.slice(0, 16)}`;
 }
 
-async function startNode(node: NodeName, kubeconfig: string, extra = ''): Promise<void> {
+/** A daemon as node `node`, authenticated by `kubeconfig`; `extra` is more config YAML. */
+async function startNode(node: string, kubeconfig: string, extra = ''): Promise<Running> {
   const { logger, logs } = capture();
   const store = join(dir, `store-${node}`);
   const file = join(dir, `${node}.yaml`);
@@ -69,7 +63,14 @@ async function startNode(node: NodeName, kubeconfig: string, extra = ''): Promis
     backoff: { baseMs: 500, maxMs: 2_000, slowBaseMs: 500, slowMaxMs: 2_000 },
     kube: { statusIntervalMs: 100, nodePollMs: 300, retryMs: 200 },
   });
-  daemons.set(node, { d, logs, store });
+  const running = { d, logs, store };
+  daemons.set(node, running);
+  return running;
+}
+
+async function stopNode(node: string): Promise<void> {
+  await daemons.get(node)?.d.stop();
+  daemons.delete(node);
 }
 
 interface Mc {
@@ -88,8 +89,8 @@ describe.skipIf(!kubeSuiteRuns(true))('daemons and ModelCaches on a real API ser
   beforeAll(async () => {
     dir = await tmpDir('sf-kube-sync-');
     [k, hub] = await Promise.all([startKubeCluster(), startFakeHub()]);
-    repos['org/model'] = await hub.addRepo({ id: 'org/model', files: { 'config.json': '{"model_type":"llama"}', 'model.safetensors': bytes(3 * 1024 * 1024 + 7, 1) } });
-    repos['org/other'] = await hub.addRepo({ id: 'org/other', files: { 'config.json': '{"a":1}', 'model.safetensors': bytes(1024 * 1024, 2) } });
+    repos['org/model'] = await hub.addRepo({ id: 'org/model', files: { 'config.json': '{"model_type":"llama"}', 'model.safetensors': makeContent(3 * 1024 * 1024 + 7, 1) } });
+    repos['org/other'] = await hub.addRepo({ id: 'org/other', files: { 'config.json': '{"a":1}', 'model.safetensors': makeContent(1024 * 1024, 2) } });
     repos['org/gated'] = await hub.addRepo({ id: 'org/gated', files: { 'config.json': '{}' }, gated: { token: 'hf_right' } });
     await k.kubectlOk(['apply', '--server-side', '-f', join(chartDir, 'crds')]);
     await k.kubectlOk(['wait', '--for=condition=Established', '--timeout=30s', 'crd/modelcaches.swift-fetch.io']);
@@ -103,7 +104,7 @@ describe.skipIf(!kubeSuiteRuns(true))('daemons and ModelCaches on a real API ser
       await k.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: node, labels: { ...labels, 'models.swift-fetch.io/0000000000000000': 'ready' } } }) });
     }
     const kc = await k.serviceAccountKubeconfig(NS, SA);
-    await Promise.all((Object.keys(NODES) as NodeName[]).map((n) => startNode(n, kc)));
+    await Promise.all(Object.keys(NODES).map((n) => startNode(n, kc)));
   }, 120_000);
 
   afterAll(async () => {
@@ -238,8 +239,7 @@ describe.skipIf(!kubeSuiteRuns(true))('daemons and ModelCaches on a real API ser
     expect((await nodeLabels('n4'))[await labelFor('hf://org/model@main')]).toBeUndefined();
     const described = await k.kubectlOk(['describe', 'modelcache', 'tiny']);
     expect(described).toMatch(/Warning\s+IntegrityFailed\s+.*node n4: verification failed: model\.safetensors: hash mismatch/);
-    await daemons.get('n4')!.d.stop();
-    daemons.delete('n4');
+    await stopNode('n4');
   });
 
   it('a daemon whose RBAC lacks a verb keeps pulling and logs once what it lacks', async () => {
@@ -252,16 +252,8 @@ describe.skipIf(!kubeSuiteRuns(true))('daemons and ModelCaches on a real API ser
       await k.kubectlOk(['create', 'clusterrolebinding', r, `--clusterrole=${r}`, `--serviceaccount=${NS}:limited`]);
     }
     await k.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n5' } }) });
-    const { logger, logs } = capture();
-    const file = join(dir, 'n5.yaml');
     const kc = await k.serviceAccountKubeconfig(NS, 'limited');
-    await writeFile(file, `listen: 127.0.0.1:0\nstore: ${join(dir, 'store-n5')}\nstateDir: ${join(dir, 'state-n5')}\nmodels: [hf://org/other]\nkubernetes: {enabled: true, kubeconfig: ${kc}}\n`);
-    const d = await startDaemon(parseConfig(await readFile(file, 'utf8'), file), {
-      logger,
-      env: { ...process.env, NODE_NAME: 'n5', HF_ENDPOINT: hub.hfEndpoint, HF_TOKEN: '' },
-      resyncMs: 0,
-      kube: { statusIntervalMs: 100, nodePollMs: 200, retryMs: 100 },
-    });
+    const { d, logs } = await startNode('n5', kc, 'models: [hf://org/other]\n');
     try {
       // The model from the config and the one from the ModelCache both arrive.
       await until(() => d.reconciler.get('hf://org/other@main')?.state === 'ready' && d.reconciler.get('hf://org/model@main')?.state === 'ready', 100, 60_000);
@@ -280,23 +272,15 @@ describe.skipIf(!kubeSuiteRuns(true))('daemons and ModelCaches on a real API ser
       const events = logs.filter((l) => l.area === 'record Events');
       expect(events.length).toBeLessThanOrEqual(1);
     } finally {
-      await d.stop();
+      await stopNode('n5');
     }
   });
 
   it('a daemon that cannot reach the API at all logs it once and still pulls its configured models', async () => {
-    const { logger, logs } = capture();
-    const file = join(dir, 'n6.yaml');
     const kc = join(dir, 'wrong.kubeconfig');
     // A valid kubeconfig with a token the server does not know.
     await writeFile(kc, (await readFile(k.kubeconfig, 'utf8')).replace(k.adminToken, 'not-a-token'));
-    await writeFile(file, `listen: 127.0.0.1:0\nstore: ${join(dir, 'store-n6')}\nstateDir: ${join(dir, 'state-n6')}\nmodels: [hf://org/other]\nkubernetes: {enabled: true, kubeconfig: ${kc}}\n`);
-    const d = await startDaemon(parseConfig(await readFile(file, 'utf8'), file), {
-      logger,
-      env: { ...process.env, NODE_NAME: 'n6', HF_ENDPOINT: hub.hfEndpoint, HF_TOKEN: '' },
-      resyncMs: 0,
-      kube: { statusIntervalMs: 100, nodePollMs: 200, retryMs: 100 },
-    });
+    const { d, logs } = await startNode('n6', kc, 'models: [hf://org/other]\n');
     try {
       await until(() => d.reconciler.get('hf://org/other@main')?.state === 'ready', 100, 60_000);
       await new Promise((r) => setTimeout(r, 1_000));
@@ -304,7 +288,7 @@ describe.skipIf(!kubeSuiteRuns(true))('daemons and ModelCaches on a real API ser
       expect(watch).toHaveLength(1);
       expect(watch[0]!.err).toMatch(/^the API server rejected our credentials \(401\)/);
     } finally {
-      await d.stop();
+      await stopNode('n6');
     }
   });
 });

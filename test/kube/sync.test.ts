@@ -6,7 +6,8 @@
  * so the RBAC is exercised by the real behaviour; a daemon whose RBAC lacks a verb keeps pulling and
  * says what it lacks.
  */
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -240,6 +241,34 @@ describe.skipIf(!kubeSuiteRuns(true))('daemons and ModelCaches on a real API ser
     const described = await k.kubectlOk(['describe', 'modelcache', 'tiny']);
     expect(described).toMatch(/Warning\s+IntegrityFailed\s+.*node n4: verification failed: model\.safetensors: hash mismatch/);
     await stopNode('n4');
+  });
+
+  it('reports a full disk as StorageFailed on the cache, and the node stays unlabelled', async (ctx) => {
+    // n7's store is a 1 MiB tmpfs; the cache's model is 3 MiB.
+    const store = join(dir, 'store-n7');
+    await mkdir(store);
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', store], { stdio: 'pipe' });
+    } catch (e) {
+      const why = `cannot mount a tmpfs (needs root): ${(e as Error).message.split('\n')[0]}`;
+      if (process.env.CI === 'true') throw new Error(`${why}; CI must run this test`);
+      return ctx.skip(why);
+    }
+    try {
+      await k.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n7' } }) });
+      await startNode('n7', await k.serviceAccountKubeconfig(NS, SA));
+      const entry = await until(async () => (await getMc('tiny')).status?.nodes?.find((n) => n.node === 'n7' && n.state === 'failed'), 100, 60_000);
+      expect(entry.error).toContain(store);
+      const described = await until(async () => {
+        const out = await k.kubectlOk(['describe', 'modelcache', 'tiny']);
+        return /Warning\s+StorageFailed\s+.*node n7: /.test(out) ? out : undefined;
+      }, 200, 30_000);
+      expect(described).not.toMatch(/StorageFailed\s+.*node n[1-3]: /);
+      expect((await nodeLabels('n7'))[await labelFor('hf://org/model@main')]).toBeUndefined();
+    } finally {
+      await stopNode('n7');
+      execFileSync('umount', ['-l', store], { stdio: 'pipe' });
+    }
   });
 
   it('a daemon whose RBAC lacks a verb keeps pulling and logs once what it lacks', async () => {

@@ -90,6 +90,7 @@ class Sync {
   private readonly dirty = new Set<string>();
   private flushTimer: NodeJS.Timeout | undefined;
   private lastFlushAt = 0;
+  private flushFailures = 0;
   private flushing: Promise<void> = Promise.resolve();
   private readonly verified = new Map<string, Verified>();
   private verifying: Promise<void> = Promise.resolve();
@@ -253,6 +254,10 @@ class Sync {
         selected.set(name, { invalid: (e as Error).message });
       }
     }
+    for (const [name, s] of selected) {
+      const before = this.selected.get(name);
+      if ('invalid' in s && !(before && 'invalid' in before && before.invalid === s.invalid)) this.emitFor(name, 'Warning', 'InvalidSpec', s.invalid);
+    }
     this.selected = selected;
     const specs: ModelSpecLike[] = [];
     const seen = new Set<string>();
@@ -293,17 +298,17 @@ class Sync {
   };
 
   private emit(key: string, type: 'Normal' | 'Warning', reason: string, message: string): void {
-    const ev = this.events;
-    if (!ev) return;
-    for (const name of this.cachesFor(key)) {
-      const mc = this.caches.get(name);
-      if (!mc) continue;
-      const cache = mc.metadata.uid ? { name, uid: mc.metadata.uid } : { name };
-      void ev.record({ cache, type, reason, message }).then(
-        () => this.problems.ok('record Events'),
-        (e) => this.problems.fail('record Events', e),
-      );
-    }
+    for (const name of this.cachesFor(key)) this.emitFor(name, type, reason, message);
+  }
+
+  private emitFor(name: string, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    const mc = this.caches.get(name);
+    if (!this.events || !mc) return;
+    const cache = mc.metadata.uid ? { name, uid: mc.metadata.uid } : { name };
+    void this.events.record({ cache, type, reason, message }).then(
+      () => this.problems.ok('record Events'),
+      (e) => this.problems.fail('record Events', e),
+    );
   }
 
   // ---- verification and labels ----------------------------------------------------------
@@ -417,7 +422,9 @@ class Sync {
   private markDirty(name: string): void {
     this.dirty.add(name);
     if (this.flushTimer || this.signal.aborted) return;
-    const delay = Math.max(0, this.lastFlushAt + this.t.statusIntervalMs - Date.now());
+    // After failed writes (a missing verb, an unreachable server) back off instead of retrying every interval.
+    const interval = this.flushFailures === 0 ? this.t.statusIntervalMs : Math.min(60_000, this.t.retryMs * 2 ** Math.min(this.flushFailures, 10));
+    const delay = Math.max(0, this.lastFlushAt + interval - Date.now());
     this.flushTimer = setTimeout(() => {
       this.flushTimer = undefined;
       this.flushing = this.flushing.then(() => this.flush());
@@ -432,9 +439,11 @@ class Sync {
     for (const name of names) {
       try {
         await this.writeStatus(name);
+        this.flushFailures = 0;
         this.problems.ok('write ModelCache status');
       } catch (e) {
         if (this.signal.aborted) return;
+        this.flushFailures++;
         this.problems.fail('write ModelCache status', e);
         // Try again on the next round; a forbidden write keeps failing quietly (logged once).
         this.markDirty(name);

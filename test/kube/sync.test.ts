@@ -219,6 +219,21 @@ describe.skipIf(!kubeSuiteRuns(true))('daemons and ModelCaches on a real API ser
     await k.kubectlOk(['delete', 'modelcache', 'gated']);
   });
 
+  it('reports a ref the CRD pattern lets through but the daemon cannot parse as InvalidSpec, per node', async () => {
+    await createMc('dotdot', { ref: 'hf://org/model@a..b' });
+    const mc = await until(async () => {
+      const m = await getMc('dotdot');
+      return m.status?.failed === 3 ? m : undefined;
+    }, 100, 30_000);
+    for (const e of mc.status!.nodes!) expect(e.error).toMatch(/^invalid model reference "hf:\/\/org\/model@a\.\.b": bad revision "a\.\.b"$/);
+    const described = await until(async () => {
+      const out = await k.kubectlOk(['describe', 'modelcache', 'dotdot']);
+      return (out.match(/Warning\s+InvalidSpec/g) ?? []).length === 3 ? out : undefined;
+    }, 200, 30_000);
+    expect(described).toMatch(/node n1: invalid model reference/);
+    await k.kubectlOk(['delete', 'modelcache', 'dotdot']);
+  });
+
   it('re-hashes before labelling: a store whose bytes no longer match the record is reported failed, not ready', async () => {
     // n4 starts on a copy of the model whose content was altered in place after it was published.
     await k.kubectlOk(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n4' } }) });

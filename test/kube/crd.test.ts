@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KubeClient, loadKubeconfig } from '../../src/kube/index.js';
+import { KubeApiError, KubeClient, loadKubeconfig } from '../../src/kube/index.js';
 import { chartDir } from '../chart/support.js';
 import { kubeSuiteRuns, startKubeCluster, type KubeCluster } from '../support/kube.js';
 
@@ -76,6 +76,32 @@ describe.skipIf(!kubeSuiteRuns())('ModelCache CRD against a real API server', ()
     expect(badState.stderr).toMatch(/status\.nodes\[0\]\.state: Unsupported value: "done"/);
     const dup = await k.kubectl(['patch', '--subresource=status', 'modelcache', 'qwen', '--type=merge', '-p', JSON.stringify({ status: { nodes: [entry('n1', 'ready'), entry('n1', 'failed')] } })]);
     expect(dup.stderr).toMatch(/Duplicate value/);
+  });
+
+  it('answers a watch from a version older than its history with 410 Gone, which the client reports as expired', async () => {
+    const client = new KubeClient(await loadKubeconfig(k.kubeconfig));
+    try {
+      const err = await (async () => {
+        for await (const ev of client.watch('/apis/swift-fetch.io/v1alpha1/modelcaches', '1', { timeoutSeconds: 5 })) void ev;
+      })().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(KubeApiError);
+      expect((err as KubeApiError).expired).toBe(true);
+      expect((err as KubeApiError).message).toMatch(/too old resource version/);
+      // From the version a list returns, the same watch streams.
+      const list = await client.get<{ metadata: { resourceVersion: string } }>('/apis/swift-fetch.io/v1alpha1/modelcaches');
+      const seen: string[] = [];
+      const watching = (async () => {
+        for await (const ev of client.watch<{ metadata: { name: string } }>('/apis/swift-fetch.io/v1alpha1/modelcaches', list.metadata.resourceVersion, { timeoutSeconds: 3 })) {
+          seen.push(`${ev.type} ${ev.object.metadata.name}`);
+        }
+      })();
+      await new Promise((r) => setTimeout(r, 300));
+      await k.kubectlOk(['apply', '-f', '-'], { input: mc('watched', { ref: 'hf://org/watched' }) });
+      await watching;
+      expect(seen).toContain('ADDED watched');
+    } finally {
+      await client.close();
+    }
   });
 
   it('shows progress in `kubectl get modelcaches`', async () => {

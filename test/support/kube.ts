@@ -151,6 +151,17 @@ process.once('exit', () => {
 export async function startKubeCluster(): Promise<KubeCluster> {
   const why = missingKubeTools();
   if (why) throw new Error(`cannot start a Kubernetes API server: ${why}`);
+  // A free port found here can be taken by another test process before etcd or the server binds it.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce();
+    } catch (e) {
+      if (attempt >= 3 || !/address already in use/.test((e as Error).message)) throw e;
+    }
+  }
+}
+
+async function startOnce(): Promise<KubeCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'sf-kube-'));
   const [etcdClient, etcdPeer, apiPort] = [await freePort(), await freePort(), await freePort()];
   const adminToken = randomBytes(24).toString('hex');

@@ -19,8 +19,9 @@ import { verifyRecord } from '../store/verify.js';
 import { KubeApiError, KubeClient, type KubeList } from './client.js';
 import { inClusterConnection, loadKubeconfig } from './connection.js';
 import { EventRecorder, failureReason } from './events.js';
-import { MODEL_LABEL_PREFIX, MODEL_LABEL_READY, modelLabelKey, nodeFieldManager } from './labels.js';
+import { modelLabelKey, nodeFieldManager } from './labels.js';
 import { GROUP, KIND, MODELCACHES_PATH, VERSION, sameEntry, selectsNode, toModelSpec, totals, type ModelCache, type NodeEntry } from './modelcache.js';
+import { NodeLabels } from './node.js';
 import { ProblemLog } from './problems.js';
 import type { ModelFeed, ModelSpecLike, ModelStatusLike } from './types.js';
 
@@ -82,7 +83,7 @@ class Sync {
   private events: EventRecorder | undefined;
   private readonly caches = new Map<string, ModelCache>();
   private listed = false;
-  private nodeLabels: Record<string, string> | undefined;
+  private readonly nodeLabels: NodeLabels;
   /** Caches that select this node: their model spec, or why their spec is unusable. */
   private selected = new Map<string, ModelSpecLike | { invalid: string }>();
   private declaredJson = '';
@@ -95,10 +96,6 @@ class Sync {
   private readonly verified = new Map<string, Verified>();
   private verifying: Promise<void> = Promise.resolve();
   private readonly queuedVerify = new Set<string>();
-  private readonly labelWant = new Map<string, 'ready' | 'absent'>();
-  private labelsRunning: Promise<void> | undefined;
-  private labelsAgain = false;
-  private staleLabelsChecked = false;
   private readonly seen = new Map<string, { state: string; attempts: number }>();
   private readonly main: Promise<void>;
 
@@ -107,9 +104,16 @@ class Sync {
     this.problems = new ProblemLog(this.log);
     this.t = { statusIntervalMs: 2_000, nodePollMs: 30_000, retryMs: 2_000, watchTimeoutSeconds: 300, ...opts.tuning };
     this.node = opts.env.NODE_NAME?.trim() || undefined;
+    this.nodeLabels = new NodeLabels(this.node ?? '', {
+      signal: this.signal,
+      problems: this.problems,
+      log: this.log,
+      onOtherLabelsChanged: () => this.cachesChanged(this.caches.keys()),
+    });
     opts.signal?.addEventListener('abort', () => void this.close(), { once: true });
-    if (!this.node) {
-      this.log.warn('kubernetes.enabled but NODE_NAME is unset (the chart sets it from spec.nodeName): not syncing with the API');
+    if (!this.node || opts.signal?.aborted) {
+      if (opts.signal?.aborted) this.abort.abort(opts.signal.reason);
+      else this.log.warn('kubernetes.enabled but NODE_NAME is unset (the chart sets it from spec.nodeName): not syncing with the API');
       this.main = Promise.resolve();
       return;
     }
@@ -127,7 +131,7 @@ class Sync {
     this.opts.models.off('removed', this.onRemoved);
     if (this.flushTimer) clearTimeout(this.flushTimer);
     await this.main;
-    await Promise.allSettled([this.flushing, this.verifying, this.labelsRunning]);
+    await Promise.allSettled([this.flushing, this.verifying, this.nodeLabels.idle()]);
     await this.client?.close();
   }
 
@@ -137,8 +141,9 @@ class Sync {
     this.client = await this.connect();
     if (!this.client) return;
     this.events = new EventRecorder(this.client, this.node!);
+    this.nodeLabels.attach(this.client);
     this.log.info({ server: this.client.conn.server, node: this.node }, 'kubernetes: syncing ModelCaches and node labels');
-    await this.readNode();
+    await this.nodeLabels.read();
     await Promise.all([this.watchLoop(), this.nodeLoop()]);
   }
 
@@ -215,36 +220,17 @@ class Sync {
       } catch {
         return;
       }
-      await this.readNode();
+      await this.nodeLabels.read();
       await this.checkEvicted();
-      this.syncLabels();
+      this.nodeLabels.sync();
     }
-  }
-
-  private async readNode(): Promise<void> {
-    try {
-      const node = await this.client!.get<{ metadata: { labels?: Record<string, string> } }>(`/api/v1/nodes/${encodeURIComponent(this.node!)}`, { signal: this.signal });
-      this.setNodeLabels(node.metadata.labels ?? {});
-      this.problems.ok('read Node');
-    } catch (e) {
-      if (this.signal.aborted) return;
-      this.problems.fail('read Node', e);
-    }
-  }
-
-  private setNodeLabels(labels: Record<string, string>): void {
-    const others = (l: Record<string, string> | undefined) =>
-      JSON.stringify(Object.entries(l ?? {}).filter(([k]) => !k.startsWith(MODEL_LABEL_PREFIX)).sort());
-    const changed = others(labels) !== others(this.nodeLabels);
-    this.nodeLabels = labels;
-    if (changed) this.cachesChanged([...this.caches.keys()]);
   }
 
   // ---- which caches select this node ----------------------------------------------------
 
   /** Recompute the caches that select this node, declare their models, and mark `names` for a status write. */
   private cachesChanged(names: Iterable<string>): void {
-    const labels = this.nodeLabels ?? {};
+    const labels = this.nodeLabels.labels ?? {};
     const selected = new Map<string, ModelSpecLike | { invalid: string }>();
     for (const [name, mc] of this.caches) {
       if (!selectsNode(mc.spec ?? { ref: '' }, labels)) continue;
@@ -269,7 +255,13 @@ class Sync {
       this.opts.declare(specs);
     }
     for (const n of names) this.markDirty(n);
-    this.syncLabels();
+    if (this.listed) this.nodeLabels.removeStaleOnce(() => this.knownLabels());
+  }
+
+  /** Placement labels of every model this daemon has or is asked for. */
+  private knownLabels(): Set<string> {
+    const keys = [...this.opts.models.list().map((s) => s.ref), ...[...this.selected.values()].flatMap((s) => ('key' in s ? [s.key] : []))];
+    return new Set(keys.map(safeLabel).filter((l): l is string => l !== undefined));
   }
 
   private cachesFor(key: string): string[] {
@@ -283,7 +275,7 @@ class Sync {
     this.seen.set(s.ref, { state: s.state, attempts: s.attempts });
     const label = safeLabel(s.ref);
     if (s.state === 'failed' && (prev?.state !== 'failed' || prev.attempts !== s.attempts)) {
-      if (label) this.setLabel(label, 'absent');
+      if (label) this.nodeLabels.setWanted(label, 'absent');
       this.emit(s.ref, 'Warning', failureReason(s.exitCode), s.error ?? 'pull failed');
     }
     if (s.state === 'ready' && s.commit) this.maybeVerify(s.ref, s.commit);
@@ -294,7 +286,7 @@ class Sync {
     this.seen.delete(key);
     this.verified.delete(key);
     const label = safeLabel(key);
-    if (label) this.setLabel(label, 'absent');
+    if (label) this.nodeLabels.setWanted(label, 'absent');
   };
 
   private emit(key: string, type: 'Normal' | 'Warning', reason: string, message: string): void {
@@ -326,7 +318,7 @@ class Sync {
         const v = await this.verify(key, commit);
         this.verified.set(key, v);
         const label = safeLabel(key);
-        if (label) this.setLabel(label, v.outcome === 'ok' ? 'ready' : 'absent');
+        if (label) this.nodeLabels.setWanted(label, v.outcome === 'ok' ? 'ready' : 'absent');
         if (v.outcome === 'ok') this.emit(key, 'Normal', 'Ready', `verified at commit ${commit}`);
         else this.emit(key, 'Warning', 'IntegrityFailed', v.error ?? 'verification failed');
         for (const n of this.cachesFor(key)) this.markDirty(n);
@@ -363,57 +355,8 @@ class Sync {
       if (rec) continue;
       this.verified.set(key, { commit: v.commit, outcome: 'gone', error: 'no longer in the store' });
       const label = safeLabel(key);
-      if (label) this.setLabel(label, 'absent');
+      if (label) this.nodeLabels.setWanted(label, 'absent');
       for (const n of this.cachesFor(key)) this.markDirty(n);
-    }
-  }
-
-  private setLabel(label: string, want: 'ready' | 'absent'): void {
-    if (this.labelWant.get(label) === want) return;
-    this.labelWant.set(label, want);
-    this.syncLabels();
-  }
-
-  /** Bring the Node's labels in line with labelWant; coalesced, one patch at a time. */
-  private syncLabels(): void {
-    if (this.labelsRunning) {
-      this.labelsAgain = true;
-      return;
-    }
-    this.labelsRunning = (async () => {
-      do {
-        this.labelsAgain = false;
-        await this.patchLabels();
-      } while (this.labelsAgain && !this.signal.aborted);
-    })().finally(() => (this.labelsRunning = undefined));
-  }
-
-  private async patchLabels(): Promise<void> {
-    const have = this.nodeLabels;
-    if (!this.client || !have || this.signal.aborted) return;
-    const patch: Record<string, string | null> = {};
-    for (const [k, want] of this.labelWant) {
-      if (want === 'ready' && have[k] !== MODEL_LABEL_READY) patch[k] = MODEL_LABEL_READY;
-      if (want === 'absent' && k in have) patch[k] = null;
-    }
-    // Once the caches are listed, our labels for models this daemon no longer has at all are stale
-    // (left by an earlier run); labels of models it still has wait for their re-verification.
-    if (this.listed && !this.staleLabelsChecked) {
-      const known = new Set(this.opts.models.list().map((s) => safeLabel(s.ref)));
-      for (const s of this.selected.values()) if ('key' in s) known.add(safeLabel(s.key));
-      for (const k of Object.keys(have)) if (k.startsWith(MODEL_LABEL_PREFIX) && !known.has(k) && this.labelWant.get(k) !== 'ready') patch[k] = null;
-      this.staleLabelsChecked = true;
-    }
-    if (Object.keys(patch).length === 0) return;
-    try {
-      const node = await this.client.patch<{ metadata: { labels?: Record<string, string> } }>(
-        `/api/v1/nodes/${encodeURIComponent(this.node!)}`, 'merge', { metadata: { labels: patch } }, { query: { fieldManager: 'swift-fetch' }, signal: this.signal },
-      );
-      this.log.info({ labels: patch }, 'node labels updated');
-      this.setNodeLabels(node.metadata.labels ?? {});
-      this.problems.ok('label Node');
-    } catch (e) {
-      if (!this.signal.aborted) this.problems.fail('label Node', e);
     }
   }
 

@@ -3,13 +3,16 @@
  * sha256sum, not against itself), nodeSelector matching, totals, field-manager names, the
  * kubeconfig loader on real files, RBAC-naming of failures, and the daemon's `kubernetes` config key.
  */
+import { EventEmitter } from 'node:events';
 import { writeFile } from 'node:fs/promises';
+import { pino } from 'pino';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { KubeApiError, inClusterConnection, loadKubeconfig, modelLabelKey, modelRefHash, nodeFieldManager, selectsNode, totals } from '../../src/kube/index.js';
+import { KubeApiError, startKubeSync, inClusterConnection, loadKubeconfig, modelLabelKey, modelRefHash, nodeFieldManager, selectsNode, totals } from '../../src/kube/index.js';
 import { describeKubeError, resourceOf } from '../../src/kube/problems.js';
 import { run } from '../support/spawn.js';
+import { Store } from '../../src/store/store.js';
 import { tmpDir } from '../support/tmp.js';
 
 async function sha256sum(text: string): Promise<string> {
@@ -124,5 +127,20 @@ describe('daemon config key `kubernetes`', () => {
     });
     expect(() => parseConfig('kubernetes: {enabled: yes please}', 'config.yaml', { env: {} })).toThrow(/^config\.yaml: kubernetes\.enabled: expected true or false, got "yes please"$/);
     expect(() => parseConfig('kubernetes: {enable: true}', 'config.yaml', { env: {} })).toThrow(/^config\.yaml: kubernetes\.enable: unknown key \(expected one of: enabled, kubeconfig, context\)$/);
+  });
+});
+
+describe('startKubeSync without a node name', () => {
+  it('says once why it does not sync, declares nothing, and closes at once', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const feed = Object.assign(new EventEmitter(), { list: () => [], get: () => undefined });
+    const declared: unknown[] = [];
+    const sync = startKubeSync({ settings: { enabled: true, kubeconfig: '/nonexistent' }, env: {}, logger, models: feed, store: new Store(await tmpDir()), declare: (s) => declared.push(s) });
+    await sync.close();
+    expect(sync.signal.aborted).toBe(true);
+    expect(declared).toEqual([]);
+    expect(lines.map((l) => l.msg)).toEqual(['kubernetes.enabled but NODE_NAME is unset (the chart sets it from spec.nodeName): not syncing with the API']);
+    expect(feed.listenerCount('change')).toBe(0);
   });
 });

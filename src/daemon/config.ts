@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { SwiftFetchError, UsageError } from '../core/errors.js';
 import { formatRef, parseRef, type ModelRef } from '../core/ref.js';
 import { parseDuration, parseRate, parseSize } from '../core/units.js';
+import type { KubeSettings } from '../kube/index.js';
 import {
   DEFAULT_GC_INTERVAL_MS,
   DEFAULT_LISTEN,
@@ -63,6 +64,8 @@ export interface DaemonConfig {
   gc: { maxBytes: number; intervalMs: number };
   imports?: string;
   logLevel: LogLevel;
+  /** ModelCache objects, node labels and Events through the Kubernetes API (off by default). */
+  kubernetes: KubeSettings;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,6 +164,8 @@ const globList = leaf('a list of glob patterns such as ["*.json", "*.safetensors
   Array.isArray(v) && v.every((g) => typeof g === 'string' && g !== '') ? (v as string[]) : undefined,
 );
 
+const bool = leaf('true or false', (v) => (typeof v === 'boolean' ? v : undefined));
+
 const logLevel = leaf(`one of ${LOG_LEVELS.join(', ')}`, (v) =>
   typeof v === 'string' && (LOG_LEVELS as readonly string[]).includes(v) ? (v as LogLevel) : undefined,
 );
@@ -204,6 +209,7 @@ function configSchema(env: NodeJS.ProcessEnv) {
     gc: z.strictObject({ maxBytes: size().nullish(), interval: duration.optional() }).nullish(),
     imports: nonEmptyString.nullish(),
     logLevel: logLevel.optional(),
+    kubernetes: z.strictObject({ enabled: bool.optional(), kubeconfig: nonEmptyString.nullish(), context: nonEmptyString.nullish() }).nullish(),
   });
 }
 
@@ -216,10 +222,11 @@ function formatPath(path: readonly PropertyKey[]): string {
 }
 
 const KEYS: Record<string, string[]> = {
-  '': ['store', 'stateDir', 'listen', 'models', 'modelsFile', 'maxRate', 'connections', 'chunkSize', 'maxConcurrentPulls', 'peers', 'gc', 'imports', 'logLevel'],
+  '': ['store', 'stateDir', 'listen', 'models', 'modelsFile', 'maxRate', 'connections', 'chunkSize', 'maxConcurrentPulls', 'peers', 'gc', 'imports', 'logLevel', 'kubernetes'],
   peers: ['static', 'dns', 'port', 'tokenFile', 'uploadMaxRate', 'uploadConcurrency'],
   gc: ['maxBytes', 'interval'],
   model: ['ref', 'include', 'exclude'],
+  kubernetes: ['enabled', 'kubeconfig', 'context'],
 };
 
 function allowedKeys(path: readonly PropertyKey[]): string | undefined {
@@ -345,6 +352,7 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
     },
     gc: { maxBytes: c.gc?.maxBytes ?? 0, intervalMs: c.gc?.interval ?? DEFAULT_GC_INTERVAL_MS },
     logLevel: c.logLevel ?? DEFAULT_LOG_LEVEL,
+    kubernetes: { enabled: c.kubernetes?.enabled ?? false },
   };
   if (c.modelsFile) cfg.modelsFile = path(c.modelsFile);
   if (c.connections) cfg.connections = c.connections;
@@ -352,6 +360,8 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
   if (c.peers?.dns) cfg.peers.dns = c.peers.dns;
   if (c.peers?.tokenFile) cfg.peers.tokenFile = path(c.peers.tokenFile);
   if (c.imports) cfg.imports = path(c.imports);
+  if (c.kubernetes?.kubeconfig) cfg.kubernetes.kubeconfig = path(c.kubernetes.kubeconfig);
+  if (c.kubernetes?.context) cfg.kubernetes.context = c.kubernetes.context;
   return cfg;
 }
 

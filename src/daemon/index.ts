@@ -15,6 +15,7 @@ import { pullModel } from '../pull/index.js';
 import { revisionKey, runGc, type GcResult } from '../store/gc.js';
 import { Store } from '../store/store.js';
 import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
+import { startKubeSync, type KubeSyncTuning } from '../kube/index.js';
 import { RateLimiter } from '../transfer/index.js';
 import { registerApi } from './api.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
@@ -43,6 +44,8 @@ export interface DaemonDeps {
   gcSweepGraceMs?: number;
   /** P2P tuning (tests: a DNS server, faster discovery rounds). */
   p2p?: Pick<Parameters<typeof createP2PNode>[0], 'dnsServers' | 'discoveryIntervalMs' | 'tuning' | 'nodeId'>;
+  /** Kubernetes sync tuning (tests: faster status writes and node polls). */
+  kube?: KubeSyncTuning;
 }
 
 export interface Daemon {
@@ -136,7 +139,8 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
 
   // Declared = config models + models-file models (the config wins on duplicates).
   let fileModels: ModelSpec[] = [];
-  const applyDeclared = () => reconciler.setDeclared(dedupeModels([...config.models, ...fileModels]));
+  let kubeModels: ModelSpec[] = [];
+  const applyDeclared = () => reconciler.setDeclared(dedupeModels([...config.models, ...fileModels, ...kubeModels]));
   let watcher: ModelsFileWatcher | undefined;
   if (config.modelsFile) {
     watcher = await watchModelsFile(config.modelsFile, {
@@ -151,6 +155,10 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     });
   }
   applyDeclared();
+  // ModelCaches add to the declared models; the sync never blocks or stops the daemon.
+  const kube = config.kubernetes.enabled
+    ? startKubeSync({ settings: config.kubernetes, env, logger: root, models: reconciler, store, tuning: deps.kube, declare: (specs) => ((kubeModels = specs), applyDeclared()) })
+    : undefined;
 
   // Bundles dropped into `imports` land in the store; a model that failed for want of a network
   // may now be satisfied from it.
@@ -263,6 +271,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   }).catch((e: NodeJS.ErrnoException) => {
     void watcher?.close();
     void imports?.close();
+    void kube?.close();
     throw new StorageError(`cannot listen on ${config.listen.host}:${config.listen.port}: ${e.code ?? e.message}`, 'ESF_LISTEN', { cause: e });
   });
   const addr = server.address() as AddressInfo;
@@ -282,6 +291,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (gcTimer) clearTimeout(gcTimer);
       await watcher?.close();
       await imports?.close();
+      await kube?.close();
       // Ends held peer long-polls before the server closes.
       await p2p?.stop();
       const closing = new Promise<void>((r) => server.close(() => r()));

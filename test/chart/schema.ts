@@ -34,6 +34,11 @@ const MODULES: Record<string, string> = {
   'networking.k8s.io/v1/Ingress': `${CORE}/networking.k8s.io/v1/Ingress`,
   'autoscaling/v2/HorizontalPodAutoscaler': `${CORE}/autoscaling/v2/HorizontalPodAutoscaler`,
   'policy/v1/PodDisruptionBudget': `${CORE}/policy/v1/PodDisruptionBudget`,
+  'apiextensions.k8s.io/v1/CustomResourceDefinition': `${CORE}/apiextensions.k8s.io/v1/CustomResourceDefinition`,
+  'rbac.authorization.k8s.io/v1/ClusterRole': `${CORE}/rbac.authorization.k8s.io/v1/ClusterRole`,
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': `${CORE}/rbac.authorization.k8s.io/v1/ClusterRoleBinding`,
+  'rbac.authorization.k8s.io/v1/Role': `${CORE}/rbac.authorization.k8s.io/v1/Role`,
+  'rbac.authorization.k8s.io/v1/RoleBinding': `${CORE}/rbac.authorization.k8s.io/v1/RoleBinding`,
   'monitoring.coreos.com/v1/ServiceMonitor': '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor',
 };
 

@@ -192,6 +192,9 @@ hostPath:
 {{- end }}
 {{- $_ := set $config "peers" $peers }}
 {{- end }}
+{{- if .Values.kubernetes.enabled }}
+{{- $_ := set $config "kubernetes" (dict "enabled" true) }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 

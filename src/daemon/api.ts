@@ -11,7 +11,9 @@ import { parseRate } from '../core/units.js';
 import type { ModelSpec } from './config.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { ModelStatus, Reconciler } from './reconciler.js';
+import { ROUTES, modelPath, type ModelView } from './routes.js';
 import { HttpError, readJson, sendJson, sendText, type Router } from './router.js';
+import { formatComment, formatEvent } from './sse.js';
 
 export interface ApiContext {
   reconciler: Reconciler;
@@ -28,7 +30,7 @@ export interface ApiContext {
 }
 
 /** Public view of a model: the contract's fields first, then extras. */
-function view(s: ModelStatus) {
+function view(s: ModelStatus): ModelView {
   return {
     ref: s.ref, commit: s.commit, state: s.state, bytesDone: s.bytesDone, bytesTotal: s.bytesTotal, path: s.path, error: s.error,
     exitCode: s.exitCode, errorCode: s.errorCode, declared: s.declared, attempts: s.attempts, nextRetryAt: s.nextRetryAt, waitingFor: s.waitingFor, updatedAt: s.updatedAt,
@@ -53,21 +55,21 @@ export function registerApi(router: Router, ctx: ApiContext): void {
   const { reconciler, metrics, limiter, env } = ctx;
   const log = ctx.logger.child({ module: 'api' });
 
-  router.add('GET', '/healthz', ({ res }) => sendText(res, 200, 'ok\n'));
+  router.add('GET', ROUTES.healthz, ({ res }) => sendText(res, 200, 'ok\n'));
 
-  router.add('GET', '/readyz', async ({ res }) => {
+  router.add('GET', ROUTES.readyz, async ({ res }) => {
     const why = await ctx.notReady();
     if (why) sendText(res, 503, `not ready: ${why}\n`);
     else sendText(res, 200, 'ready\n');
   });
 
-  router.add('GET', '/metrics', async ({ res }) => {
+  router.add('GET', ROUTES.metrics, async ({ res }) => {
     sendText(res, 200, await metrics.text(), metrics.contentType);
   });
 
-  router.add('GET', '/v1/models', ({ res }) => sendJson(res, 200, reconciler.list().map(view)));
+  router.add('GET', ROUTES.models, ({ res }) => sendJson(res, 200, reconciler.list().map(view)));
 
-  router.add('GET', '/v1/models/*ref', async (rc) => {
+  router.add('GET', ROUTES.model, async (rc) => {
     // Decide on the still-encoded path: `hf%3A%2F%2Forg%2Fevents` is the model org/events.
     let raw = rc.rawParams.ref!;
     const follow = raw.endsWith('/events');
@@ -87,7 +89,7 @@ export function registerApi(router: Router, ctx: ApiContext): void {
     followModel(rc.res, reconciler, key, until === 'ready', ctx.keepAliveMs ?? 15_000);
   });
 
-  router.add('POST', '/v1/pulls', async ({ req, res }) => {
+  router.add('POST', ROUTES.pulls, async ({ req, res }) => {
     const body = await readJson(req);
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'expected a JSON object {"ref": "..."}');
     const b = body as Record<string, unknown>;
@@ -103,13 +105,13 @@ export function registerApi(router: Router, ctx: ApiContext): void {
     const status = reconciler.request(spec);
     log.info({ ref: spec.key, state: status.state }, 'pull requested');
     if (status.state === 'ready') ctx.onRequested?.(status);
-    res.setHeader('location', `/v1/models/${encodeURIComponent(spec.key)}`);
+    res.setHeader('location', modelPath(spec.key));
     sendJson(res, 202, view(status));
   });
 
-  router.add('GET', '/v1/config/max-rate', ({ res }) => sendJson(res, 200, { maxRate: limiter.rate }));
+  router.add('GET', ROUTES.maxRate, ({ res }) => sendJson(res, 200, { maxRate: limiter.rate }));
 
-  router.add('PUT', '/v1/config/max-rate', async ({ req, res }) => {
+  router.add('PUT', ROUTES.maxRate, async ({ req, res }) => {
     const body = await readJson(req);
     const v = typeof body === 'object' && body !== null ? (body as { maxRate?: unknown }).maxRate : undefined;
     if (typeof v !== 'string' && typeof v !== 'number') throw new HttpError(400, 'maxRate: expected a rate such as "50MB/s", or 0 for unlimited');
@@ -147,7 +149,7 @@ function followModel(res: ServerResponse, reconciler: Reconciler, key: string, u
   let ended = false;
 
   const write = (event: string, s: ModelStatus) => {
-    res.write(`event: ${event}\ndata: ${JSON.stringify(view(s))}\n\n`);
+    res.write(formatEvent(event, JSON.stringify(view(s))));
     lastSent = Date.now();
     lastState = s.state;
   };
@@ -182,10 +184,10 @@ function followModel(res: ServerResponse, reconciler: Reconciler, key: string, u
   };
   const onRemoved = (k: string) => {
     if (k !== key || ended) return;
-    res.write(`event: removed\ndata: ${JSON.stringify({ ref: key })}\n\n`);
+    res.write(formatEvent('removed', JSON.stringify({ ref: key })));
     end();
   };
-  const ping = setInterval(() => res.write(': keep-alive\n\n'), keepAliveMs);
+  const ping = setInterval(() => res.write(formatComment('keep-alive')), keepAliveMs);
   ping.unref();
   const cleanup = () => {
     clearInterval(ping);

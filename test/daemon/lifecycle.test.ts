@@ -1,7 +1,6 @@
 /**
  * The daemon as a real process: `swift-fetch daemon --config FILE` against the fake hub.
- * Uses the built CLI (`bin/swift-fetch.js`, after `npm run build`) when it registers the daemon
- * command, else the same command modules run from source.
+ * Runs the built CLI (`bin/swift-fetch.js`, after `npm run build`): the exit codes are main.ts's own.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -16,7 +16,7 @@ import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { RateLimiter } from '../transfer/limiter.js';
+import { RateLimiter } from '../transfer/index.js';
 import type { P2PCounters } from './counters.js';
 import { sendJson } from '../http/respond.js';
 import type { LocalHolding, LocalInventory } from './inventory.js';

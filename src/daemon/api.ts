@@ -27,6 +27,8 @@ export interface ApiContext {
   onRequested?: (status: ModelStatus) => void;
   /** Interval between SSE keep-alive comments. */
   keepAliveMs?: number;
+  /** Aborts when the daemon stops: event streams end with a final `shutdown` event. */
+  signal?: AbortSignal;
 }
 
 /** Public view of a model: the contract's fields first, then extras. */

@@ -194,6 +194,11 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     return e ? { ...e.status } : undefined;
   }
 
+  /** The spec a tracked model was declared or requested with. */
+  spec(key: string): ModelSpec | undefined {
+    return this.entries.get(key)?.spec;
+  }
+
   declaredSpecs(): ModelSpec[] {
     return [...this.entries.values()].filter((e) => e.declared).map((e) => e.spec);
   }

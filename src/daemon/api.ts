@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { UsageError } from '../core/errors.js';
 import { formatRef, parseRef } from '../core/ref.js';
 import { parseRate } from '../core/units.js';
-import type { ModelSpec } from './config.js';
+import { parseModelRequest } from './config.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { ModelStatus, Reconciler } from './reconciler.js';
 import { ROUTES, modelPath, type ModelView } from './routes.js';
@@ -39,18 +39,11 @@ function view(s: ModelStatus): ModelView {
   };
 }
 
-function keyOf(raw: string, env: NodeJS.ProcessEnv): string {
+/** The canonical model key (`hub://ORG/NAME@REV`) named by a model route's path. */
+function modelKeyFromPath(raw: string, env: NodeJS.ProcessEnv): string {
   // A proxy may have merged the `//` of an unencoded scheme into one slash.
   const fixed = raw.replace(/^([a-z]+):\/(?!\/)/, '$1://');
   return formatRef(parseRef(fixed, env));
-}
-
-function strings(v: unknown, field: string): string[] | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v) || !v.every((g) => typeof g === 'string' && g !== '')) {
-    throw new HttpError(400, `${field}: expected a list of glob patterns`);
-  }
-  return v as string[];
 }
 
 export function registerApi(router: Router, ctx: ApiContext): void {
@@ -82,7 +75,7 @@ export function registerApi(router: Router, ctx: ApiContext): void {
     } catch {
       throw new HttpError(400, 'malformed percent-encoding in the path');
     }
-    const key = keyOf(ref, env);
+    const key = modelKeyFromPath(ref, env);
     const status = reconciler.get(key);
     if (!status) throw new HttpError(404, `model ${key} is not known to this daemon (POST /v1/pulls first)`);
     if (!follow) return sendJson(rc.res, 200, view(status));
@@ -94,16 +87,7 @@ export function registerApi(router: Router, ctx: ApiContext): void {
   router.add('POST', ROUTES.pulls, async ({ req, res }) => {
     const body = await readJson(req);
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'expected a JSON object {"ref": "..."}');
-    const b = body as Record<string, unknown>;
-    const unknown = Object.keys(b).filter((k) => !['ref', 'include', 'exclude'].includes(k));
-    if (unknown.length > 0) throw new HttpError(400, `unknown field ${JSON.stringify(unknown[0])} (expected ref, include, exclude)`);
-    if (typeof b.ref !== 'string') throw new HttpError(400, 'ref: expected a model reference string such as hf://ORG/NAME');
-    const ref = parseRef(b.ref, env); // UsageError → 400 with parseRef's reason
-    const spec: ModelSpec = { ref, key: formatRef(ref) };
-    const include = strings(b.include, 'include');
-    const exclude = strings(b.exclude, 'exclude');
-    if (include) spec.include = include;
-    if (exclude) spec.exclude = exclude;
+    const spec = parseModelRequest(body, env); // UsageError → 400 naming the field and the form expected
     const status = reconciler.request(spec);
     log.info({ ref: spec.key, state: status.state }, 'pull requested');
     if (status.state === 'ready') ctx.onRequested?.(status);

@@ -108,7 +108,7 @@ describe('daemon HTTP API', () => {
       [{ ref: 'org' }, /expected exactly ORG\/NAME/],
       [{}, /ref: expected a model reference/],
       [{ ref: 'hf://a/b', include: 'x' }, /include: expected a list/],
-      [{ ref: 'hf://a/b', extra: 1 }, /unknown field "extra"/],
+      [{ ref: 'hf://a/b', extra: 1 }, /extra: unknown key \(expected one of: ref, include, exclude\)/],
       ['{not json', /invalid JSON/],
       [[1], /expected a JSON object/],
     ];

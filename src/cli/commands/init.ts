@@ -18,7 +18,7 @@ import { DaemonClient, DaemonUnreachable } from '../../daemon/client.js';
 import type { ModelView } from '../../daemon/routes.js';
 import { symlinkAtomic, writeFileAtomic } from '../../store/fsutil.js';
 import { Store, type PublishRecord } from '../../store/store.js';
-import { abortOnSignals, emitJson, globals, logger, type GlobalOptions } from '../context.js';
+import { abortOnSignals, checkStore, emitJson, globals, logger, type GlobalOptions } from '../context.js';
 import { viaDaemon } from '../init/follow.js';
 import { checkRecord, fromStore, missingSummary, progressLine, pullSelf, type InitContext, type Tracked } from '../init/model.js';
 
@@ -119,7 +119,7 @@ export function register(program: Command): void {
       const timeoutError = () => new TimeoutError(`timed out after ${flags.timeout}; still missing: ${missingSummary(items)}`);
       const stopListening = abortOnSignals(abort);
       const ctx: InitContext = {
-        store: new Store(g.store),
+        store: new Store(checkStore(g.store)),
         storeDir: g.store,
         stateDir: g.stateDir,
         signal: abort.signal,

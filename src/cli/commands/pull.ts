@@ -4,7 +4,7 @@ import { formatRef, parseRef } from '../../core/ref.js';
 import { parseRate, parseSize } from '../../core/units.js';
 import { pullModel } from '../../pull/index.js';
 import { RateLimiter } from '../../transfer/index.js';
-import { abortOnSignals, emitJson, globals, logger } from '../context.js';
+import { abortOnSignals, checkStore, emitJson, globals, logger } from '../context.js';
 import { reporter } from '../progress.js';
 
 export function collect(value: string, previous: string[] = []): string[] {
@@ -34,6 +34,7 @@ export function register(program: Command): void {
     .action(async (refs: string[], o: { fsync?: boolean; connections?: number; chunkSize?: number; maxRate?: number; include?: string[]; exclude?: string[] }, cmd: Command) => {
       const g = globals(cmd);
       const parsed = refs.map((r) => parseRef(r));
+      checkStore(g.store);
       const log = logger(g.logLevel);
       // NDJSON events when asked, or when stdout is a pipe (unless --quiet: then only the path).
       const events = g.json || (!process.stdout.isTTY && !g.quiet);

@@ -373,6 +373,41 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
   return cfg;
 }
 
+/** Daemon flags that override (or, for models, add to) the config file. */
+export interface ConfigFlags {
+  store?: string;
+  stateDir?: string;
+  listen?: string;
+  /** `--model`, repeatable: added to the declared models (the file's declaration wins on duplicates). */
+  models?: string[];
+  logLevel?: string;
+}
+
+/** One flag's value through the config's own validator; the message names the flag. */
+function flagValue<T>(schema: z.ZodType<T>, value: unknown, flag: string): T {
+  const r = schema.safeParse(value, { reportInput: true });
+  if (r.success) return r.data;
+  throw new UsageError(issueLines(r.error).map((l) => `${flag}: ${l.replace(/^\(top level\): /, '')}`).join('\n'), 'ESF_USAGE');
+}
+
+/**
+ * A config with command-line flags applied: what a quick try needs (`swift-fetch daemon --store DIR
+ * --listen :7070 --model REF ...`) without writing a file. Validated by the same rules as the file.
+ */
+export function applyFlags(config: DaemonConfig, flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
+  const out: DaemonConfig = { ...config };
+  const path = (p: string) => resolve(expandHome(p, env));
+  if (flags.store) out.store = path(flags.store);
+  if (flags.stateDir) out.stateDir = path(flags.stateDir);
+  if (flags.listen !== undefined) out.listen = flagValue(listen, flags.listen, '--listen');
+  if (flags.logLevel !== undefined) out.logLevel = flagValue(logLevel, flags.logLevel, '--log-level');
+  if (flags.models?.length) {
+    const ref = refLeaf(env);
+    out.models = dedupeModels([...config.models, ...flags.models.map((m) => toSpec(flagValue(ref, m, '--model')))]);
+  }
+  return out;
+}
+
 /** Read and parse a config file; a missing or unreadable file is a usage error too. */
 export async function loadConfig(file: string, opts: ParseOptions = {}): Promise<DaemonConfig> {
   let text: string;

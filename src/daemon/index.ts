@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { promises as fsp, constants as fsc } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { ExitCode, isSwiftFetchError, StorageError } from '../core/errors.js';
+import { ExitCode, isSwiftFetchError, NetworkError, StorageError, UsageError, type SwiftFetchError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import { pullModel } from '../pull/index.js';
 import type { GcResult } from '../store/gc.js';
@@ -292,7 +292,7 @@ async function listen(config: DaemonConfig, router: Router, signal: AbortSignal,
       resolve();
     });
   }).catch((e: NodeJS.ErrnoException) => {
-    throw new StorageError(`cannot listen on ${config.listen.host}:${config.listen.port}: ${e.code ?? e.message}`, 'ESF_LISTEN', { cause: e });
+    throw listenError(`${config.listen.host}:${config.listen.port}`, e);
   });
   const self: Promise<void> = onShutdown(signal, async () => {
     const closed = new Promise<void>((r) => server.close(() => r()));
@@ -305,4 +305,20 @@ async function listen(config: DaemonConfig, router: Router, signal: AbortSignal,
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   return `http://${host}:${addr.port}`;
+}
+
+/**
+ * Why the API cannot listen. The address is configuration (`listen:` / `--listen`): a port another
+ * process holds, a privileged port or an address this host does not have is bad input (2), with what
+ * to change; anything else is the network's (7). Never "storage": no disk is involved.
+ */
+function listenError(address: string, e: NodeJS.ErrnoException): SwiftFetchError {
+  const why: Record<string, string> = {
+    EADDRINUSE: 'the address is already in use (another process listens there): stop it, or choose another port with listen: or --listen',
+    EACCES: 'permission denied (ports below 1024 need privileges): choose a port above 1023 with listen: or --listen',
+    EADDRNOTAVAIL: 'this host has no such address: choose one of its addresses, or 0.0.0.0, with listen: or --listen',
+  };
+  const reason = e.code ? why[e.code] : undefined;
+  if (reason) return new UsageError(`cannot listen on ${address}: ${reason}`, 'ESF_LISTEN', { cause: e });
+  return new NetworkError(`cannot listen on ${address}: ${e.code ?? e.message}`, 'ESF_LISTEN', { cause: e });
 }

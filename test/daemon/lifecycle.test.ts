@@ -3,8 +3,11 @@
  * Runs the built CLI (`bin/swift-fetch.js`, after `npm run build`): the exit codes are main.ts's own.
  */
 import { readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DaemonClient } from '../../src/daemon/client.js';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { cliArgs, spawnNode, tempDir, until, type Child } from './helpers.js';
 
@@ -32,9 +35,9 @@ afterEach(async () => {
   await cleanup();
 });
 
-function daemon(config: string): Child {
+function daemon(config: string | string[]): Child {
   const { args, ts } = cliArgs('daemon');
-  const c = spawnNode([...args, 'daemon', '--config', config], {
+  const c = spawnNode([...args, 'daemon', ...(typeof config === 'string' ? ['--config', config] : config)], {
     ts,
     env: { HF_ENDPOINT: hub.hfEndpoint, MODELSCOPE_ENDPOINT: hub.msEndpoint, HF_TOKEN: '', NO_PROXY: '*' },
   });
@@ -94,4 +97,46 @@ describe('swift-fetch daemon process', () => {
     again.proc.kill('SIGINT');
     expect((await again.exited).code).toBe(0);
   }, 120_000);
+
+  it('starts without a config file from --store, --listen and repeated --model (a quick try)', async () => {
+    await hub.addRepo({ id: 'org/quick', files: { 'config.json': '{"q":1}' } });
+    const c = daemon(['--store', join(dir, 'store'), '--state-dir', join(dir, 'state'), '--listen', '127.0.0.1:0', '--model', 'hf://org/quick', '--model', 'hf://org/slow', '--log-level', 'info']);
+    const client = new DaemonClient(await urlOf(c));
+    try {
+      const models = await until(async () => {
+        const list = await client.models();
+        return list.length === 2 && list.every((m) => m.state === 'ready') ? list : undefined;
+      }, 50);
+      expect(models.map((m) => m.ref).sort()).toEqual(['hf://org/quick@main', 'hf://org/slow@main']);
+      for (const m of models) expect(m.path!.startsWith(join(dir, 'store'))).toBe(true);
+      expect(await readFile(join(models.find((m) => m.ref === 'hf://org/quick@main')!.path!, 'config.json'), 'utf8')).toBe('{"q":1}');
+    } finally {
+      await client.close();
+    }
+    c.proc.kill('SIGTERM');
+    expect((await c.exited).code).toBe(0);
+  });
+
+  it.each([
+    [['--listen', 'localhost'], /^swift-fetch: --listen: expected host:port/],
+    [['--model', 'ftp://x/y'], /^swift-fetch: --model: invalid model reference "ftp:\/\/x\/y"/],
+  ])('exits 2 for a bad flag %j, naming it', async (flags, message) => {
+    const c = daemon(['--store', join(dir, 'store'), '--listen', '127.0.0.1:0', ...flags]);
+    expect((await c.exited).code).toBe(2);
+    expect(c.errLines).toHaveLength(1);
+    expect(c.errLines[0]).toMatch(message);
+  });
+
+  it('exits 2 with one line saying so when its port is taken', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const c = daemon(['--store', join(dir, 'store'), '--state-dir', join(dir, 'state'), '--listen', `127.0.0.1:${port}`]);
+      expect((await c.exited).code).toBe(2);
+      expect(c.errLines).toEqual([`swift-fetch: cannot listen on 127.0.0.1:${port}: the address is already in use (another process listens there): stop it, or choose another port with listen: or --listen`]);
+    } finally {
+      await new Promise<void>((r) => taken.close(() => r()));
+    }
+  });
 });

@@ -81,7 +81,7 @@ export function registerApi(router: Router, ctx: ApiContext): void {
     if (!follow) return sendJson(rc.res, 200, view(status));
     const until = rc.url.searchParams.get('until');
     if (until !== null && until !== 'ready' && until !== 'settled') throw new HttpError(400, 'until: expected "ready" or "settled"');
-    followModel(rc.res, reconciler, key, until === 'ready', ctx.keepAliveMs ?? 15_000);
+    followModel(rc.res, { reconciler, key, untilReady: until === 'ready', keepAliveMs: ctx.keepAliveMs ?? 15_000, signal: ctx.signal });
   });
 
   router.add('POST', ROUTES.pulls, async ({ req, res }) => {
@@ -118,9 +118,12 @@ export function registerApi(router: Router, ctx: ApiContext): void {
  * view. Event names: `progress` while it moves, then a final `ready` or `failed` after which the
  * stream ends. With `until=ready`, failures are reported as `progress` (with `error` set) and the
  * stream stays open through the daemon's retries until the model is ready. `removed` ends the
- * stream if the model stops being tracked.
+ * stream if the model stops being tracked; `shutdown` (the model's last state) when the daemon stops.
  */
-function followModel(res: ServerResponse, reconciler: Reconciler, key: string, untilReady: boolean, keepAliveMs: number): void {
+function followModel(
+  res: ServerResponse,
+  { reconciler, key, untilReady, keepAliveMs, signal }: { reconciler: Reconciler; key: string; untilReady: boolean; keepAliveMs: number; signal: AbortSignal | undefined },
+): void {
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-store',
@@ -173,6 +176,13 @@ function followModel(res: ServerResponse, reconciler: Reconciler, key: string, u
     res.write(formatEvent('removed', JSON.stringify({ ref: key })));
     end();
   };
+  // The daemon is stopping: say so with the model's last state, rather than cutting the stream.
+  const onShutdown = () => {
+    if (ended) return;
+    const s = reconciler.get(key);
+    res.write(formatEvent('shutdown', JSON.stringify(s ? view(s) : { ref: key })));
+    end();
+  };
   const ping = setInterval(() => res.write(formatComment('keep-alive')), keepAliveMs);
   ping.unref();
   const cleanup = () => {
@@ -180,12 +190,15 @@ function followModel(res: ServerResponse, reconciler: Reconciler, key: string, u
     if (throttle) clearTimeout(throttle);
     reconciler.off('change', onChange);
     reconciler.off('removed', onRemoved);
+    signal?.removeEventListener('abort', onShutdown);
   };
   reconciler.on('change', onChange);
   reconciler.on('removed', onRemoved);
+  signal?.addEventListener('abort', onShutdown, { once: true });
   res.on('close', end);
   res.write('retry: 2000\n\n');
   const now = reconciler.get(key);
-  if (now) send(now);
+  if (signal?.aborted) onShutdown();
+  else if (now) send(now);
   else onRemoved(key);
 }

@@ -66,7 +66,7 @@ describe('swift-fetch daemon process', () => {
     expect(c.errLines.join('\n')).toContain('peers.port: expected an integer 1-65535, got "abc"');
   });
 
-  it('on SIGTERM mid-download stops and exits 0; restarted, it finishes the model', async () => {
+  it('on SIGTERM mid-download stops, ends event streams with a final event and exits 0; restarted, it finishes the model', async () => {
     hub.perConnectionRate = 256 * 1024; // slow enough that SIGTERM lands mid-transfer
     const file = await writeConfig();
     const c = daemon(file);
@@ -76,10 +76,22 @@ describe('swift-fetch daemon process', () => {
       const [m] = (await (await fetch(`${url}/v1/models`)).json()) as Array<{ state: string; bytesDone: number }>;
       return m?.state === 'downloading' && m.bytesDone > 0;
     }, 50);
+    // A follower of the model's event stream gets a final event, not a cut connection.
+    const client = new DaemonClient(url);
+    const followed = (async () => {
+      const got: string[] = [];
+      for await (const e of client.events('hf://org/slow@main', 'ready')) got.push(`${e.event}:${e.model.state}`);
+      return got;
+    })();
+    await new Promise((r) => setTimeout(r, 200));
     c.proc.kill('SIGTERM');
     const { code, signal } = await c.exited;
     expect(signal).toBeNull();
     expect(code).toBe(0);
+    const events = await followed;
+    await client.close();
+    expect(events.at(-1)).toMatch(/^shutdown:(downloading|pending)$/);
+    expect(events.slice(0, -1).every((e) => e.startsWith('progress:'))).toBe(true);
     const logs = c.errLines.map((l) => JSON.parse(l) as { msg: string; module?: string });
     expect(logs.some((l) => l.msg === 'stopped')).toBe(true);
     // One logger, a child per module.

@@ -11,6 +11,8 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { ExitCode, isSwiftFetchError, NetworkError, StorageError, UsageError, type SwiftFetchError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
+import { formatRef, parseRef } from '../core/ref.js';
+import type { TransferEvent } from '../core/transfer.js';
 import { pullModel } from '../pull/index.js';
 import type { GcResult } from '../store/gc.js';
 import { Store } from '../store/store.js';
@@ -19,6 +21,7 @@ import { RateLimiter } from '../transfer/index.js';
 import { registerApi } from './api.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
 import { startGcLoop } from './gc.js';
+import { heldRevision, startStoreSync } from './store-sync.js';
 import { DaemonMetrics } from './metrics.js';
 import { Reconciler, type BackoffOptions, type PullFn } from './reconciler.js';
 import { Router } from './router.js';
@@ -42,6 +45,8 @@ export interface DaemonDeps {
   leaseTtlMs?: number;
   /** Grace period for sweeping fresh blobs in GC (store default when absent). */
   gcSweepGraceMs?: number;
+  /** How often the store is compared with the daemon's view (default 10 s; 0 never). */
+  storeSyncMs?: number;
   /** P2P tuning (tests: a DNS server, faster discovery rounds). */
   p2p?: Pick<Parameters<typeof createP2PNode>[0], 'dnsServers' | 'discoveryIntervalMs' | 'tuning' | 'nodeId'>;
 }
@@ -67,6 +72,8 @@ export interface Daemon {
 
 /** How long pulls get to wind down (write their checkpoint) once the daemon stops. */
 const PULL_STOP_MS = 7_000;
+/** How often the daemon compares what it lists with what the store holds. */
+const STORE_SYNC_MS = 10_000;
 
 export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): Promise<Daemon> {
   const env = deps.env ?? process.env;
@@ -83,6 +90,10 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   const p2p = createPeers(config, store, deps, root);
   const usage = cachedUsage(store);
   let reconciler!: Reconciler;
+  // Bytes as the engine receives them: each byte once, however many pulls were waiting on it.
+  const countBytes = (e: TransferEvent) => {
+    if (e.type === 'progress') metrics.addBytes(e.source, e.bytes);
+  };
   const metrics = new DaemonMetrics({
     models: () => reconciler.list(),
     activeTransfers: () => reconciler.active,
@@ -97,14 +108,14 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (config.connections) o.connections = config.connections;
       if (config.chunkSize) o.chunkSize = config.chunkSize;
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
-      if (p2p) o.engineHooks = p2p.engineHooks();
+      o.engineHooks = p2p ? p2p.engineHooks({ onEvent: countBytes }) : { onEvent: countBytes };
       return o;
     },
     concurrency: config.maxConcurrentPulls,
     logger: root,
     backoff: deps.backoff,
     resyncMs: deps.resyncMs,
-    onBytes: (source, n) => metrics.addBytes(source, n),
+    fromStore: (spec) => heldRevision(store, spec),
     onPullDone: (status, error) => {
       metrics.pullFinished(error === undefined, isSwiftFetchError(error) && error.exitCode === ExitCode.integrity);
       if (error === undefined && status.commit) {
@@ -122,15 +133,25 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     },
   });
   parts.push(gc.closed);
+  parts.push(startStoreSync({ store, reconciler, intervalMs: deps.storeSyncMs ?? STORE_SYNC_MS, logger: root, signal }).closed);
 
   let url: string;
   const router = new Router();
   try {
     parts.push((await followDeclared(config, reconciler, deps, root, env, signal)).closed);
     if (config.imports) {
-      // Bundles dropped into `imports` land in the store; a model that failed for want of a network
-      // may now be satisfied from it.
-      const imports = await startImportsWatcher({ dir: config.imports, store: config.store, logger: root, onImported: () => reconciler.retryFailedNow() });
+      // Bundles dropped into `imports` land in the store: their models are listed (ready) at once, and
+      // a model that failed for want of a network may now be satisfied from them.
+      const imports = await startImportsWatcher({
+        dir: config.imports, store: config.store, logger: root,
+        onImported: ({ result }) => {
+          for (const m of result.models) {
+            const ref = parseRef(m.ref, env);
+            reconciler.adopt({ ref, key: formatRef(ref) }, { commit: m.commit, path: m.path, bytes: m.bytes });
+          }
+          reconciler.retryFailedNow();
+        },
+      });
       parts.push(onShutdown(signal, () => imports.close()));
     }
     registerApi(router, {

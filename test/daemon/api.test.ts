@@ -22,7 +22,8 @@ beforeEach(async () => {
     `store: ${join(dir, 'store')}\nstateDir: ${join(dir, 'state')}\nlisten: 127.0.0.1:0\nmaxRate: 10MB/s\nmodels: [hf://org/declared]\n`,
     join(dir, 'config.yaml'),
   );
-  daemon = await startDaemon(cfg, { pull: fp.pull, logger: log, backoff: { baseMs: 20, maxMs: 50, slowBaseMs: 20, slowMaxMs: 50 }, resyncMs: 0 });
+  // storeSyncMs 0: the fake pull publishes nothing, so the store would say every model is gone.
+  daemon = await startDaemon(cfg, { pull: fp.pull, logger: log, backoff: { baseMs: 20, maxMs: 50, slowBaseMs: 20, slowMaxMs: 50 }, resyncMs: 0, storeSyncMs: 0 });
 });
 afterEach(async () => {
   await daemon.stop();

@@ -22,10 +22,15 @@ export function sendText(res: ServerResponse, status: number, body: string, cont
   res.end(body);
 }
 
-/** Read a JSON request body of at most `limit` bytes; HttpError 400/413/415 otherwise. */
+/**
+ * Read a JSON request body of at most `limit` bytes; HttpError 400/413/415 otherwise. The
+ * content-type must say JSON: a browser sends a cross-site form post (text/plain, form encoding)
+ * without asking first, but never application/json, so this keeps other sites' pages from driving
+ * the API through a user's browser.
+ */
 export async function readJson(req: IncomingMessage, limit = 64 * 1024): Promise<unknown> {
   const type = req.headers['content-type'];
-  if (type && !/^application\/(json|[\w.+-]+\+json)\b/i.test(type)) throw new HttpError(415, 'expected a JSON body (content-type: application/json)');
+  if (!type || !/^application\/(json|[\w.+-]+\+json)\b/i.test(type)) throw new HttpError(415, 'expected a JSON body with content-type: application/json');
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of req) {

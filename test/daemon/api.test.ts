@@ -119,6 +119,14 @@ describe('daemon HTTP API', () => {
       expect(res.json.error).toMatch(reason);
     }
     expect((await http('POST', '/v1/pulls', 'x', { 'content-type': 'text/plain' })).status).toBe(415);
+    // JSON routes require the content-type (what a cross-site form post cannot send), also for a JSON body.
+    for (const [method, path] of [['POST', '/v1/pulls'], ['PUT', '/v1/config/max-rate']]) {
+      const res = await fetch(daemon.url + path, { method, body: new Blob(['{"ref":"hf://org/x","maxRate":1}']) });
+      expect(res.headers.get('content-type')).toMatch(/json/);
+      expect([res.status, ((await res.json()) as { error: string }).error]).toEqual([415, 'expected a JSON body with content-type: application/json']);
+    }
+    expect(daemon.reconciler.get('hf://org/x@main')).toBeUndefined();
+    expect(daemon.limiter.rate).toBe(10_000_000);
     const wrong = await http('DELETE', '/v1/pulls');
     expect(wrong.status).toBe(405);
     expect(wrong.headers.allow).toBe('POST');

@@ -27,12 +27,14 @@ export function buildProgram(): Command {
   const program = new Command('swift-fetch')
     .description('resumable, verified model distribution for Hugging Face and ModelScope')
     .version(version())
-    .option('--store <dir>', 'store directory (env SWIFT_FETCH_STORE)')
-    .option('--state-dir <dir>', 'node-local state directory (env SWIFT_FETCH_STATE_DIR)')
-    .option('--json', 'machine-readable NDJSON on stdout')
-    .option('-q, --quiet', 'no progress output')
+    .option('--store <dir>', 'store directory (env SWIFT_FETCH_STORE; default: ~/.cache/swift-fetch/store)')
+    .option('--state-dir <dir>', 'node-local resume state (env SWIFT_FETCH_STATE_DIR; default: ~/.local/state/swift-fetch)')
+    .option('--json', 'machine-readable NDJSON on stdout (pull: also whenever stdout is not a terminal)')
+    .option('-q, --quiet', 'no progress output; print only the result')
     .option('-v, --verbose', 'info-level logs on stderr')
     .addOption(new Option('--log-level <level>', 'log level (env SWIFT_FETCH_LOG_LEVEL; default warn, info with -v)').choices(LOG_LEVELS))
+    // Each command's --help also lists these, since they apply to it (--store above all).
+    .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError(false)
     .exitOverride()
     .configureOutput({ writeErr: () => undefined });

@@ -10,6 +10,7 @@ import { revisionKey, runGc, type GcResult } from '../store/gc.js';
 import type { Store } from '../store/store.js';
 import type { DaemonConfig } from './config.js';
 import type { Reconciler } from './reconciler.js';
+import { onShutdown } from './shutdown.js';
 
 /**
  * Keys GC must not evict: every declared model at the commit the daemon resolved or the store's
@@ -93,13 +94,9 @@ export function startGcLoop(o: GcLoopOptions): GcLoop {
     timer.unref();
   };
 
-  const closed = new Promise<void>((resolve) => {
-    const stop = () => {
-      if (timer) clearTimeout(timer);
-      void Promise.resolve(running).then(() => resolve());
-    };
-    if (signal.aborted) stop();
-    else signal.addEventListener('abort', stop, { once: true });
+  const closed = onShutdown(signal, async () => {
+    if (timer) clearTimeout(timer);
+    await running;
   });
 
   return { collect, schedule, closed };

@@ -21,6 +21,7 @@ import { RateLimiter } from '../transfer/index.js';
 import { registerApi } from './api.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
 import { startGcLoop } from './gc.js';
+import { onShutdown } from './shutdown.js';
 import { heldRevision, startStoreSync } from './store-sync.js';
 import { DaemonMetrics } from './metrics.js';
 import { Reconciler, type BackoffOptions, type PullFn } from './reconciler.js';
@@ -187,15 +188,6 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     })());
 
   return { config, url, reconciler, router, metrics, limiter, store, logger: root, signal, collectGarbage: gc.collect, stop };
-}
-
-/** A part that only needs a stop call: `stop` runs when `signal` aborts; settles when it is done. */
-function onShutdown(signal: AbortSignal, stop: () => unknown): Promise<void> {
-  return new Promise((resolve) => {
-    const run = () => void Promise.resolve().then(stop).catch(() => undefined).then(() => resolve());
-    if (signal.aborted) run();
-    else signal.addEventListener('abort', run, { once: true });
-  });
 }
 
 async function openStore(config: DaemonConfig): Promise<Store> {

@@ -7,10 +7,11 @@
  * volume that sends no change events.
  */
 import type { Logger } from 'pino';
+import { NotFoundError } from '../core/errors.js';
+import type { Store } from '../store/store.js';
 import type { ModelSpec } from './config.js';
 import type { HeldRevision, Reconciler } from './reconciler.js';
-import type { Store } from '../store/store.js';
-import { NotFoundError } from '../core/errors.js';
+import { onShutdown } from './shutdown.js';
 
 /**
  * The revision the store holds for a model's declared revision (through its local ref), when it
@@ -63,13 +64,9 @@ export function startStoreSync(o: StoreSyncOptions): { closed: Promise<void>; sy
   // 0 turns the periodic look off (tests whose pulls publish nothing real).
   const timer = o.intervalMs > 0 ? setInterval(() => void syncNow(), o.intervalMs) : undefined;
   timer?.unref();
-  const closed = new Promise<void>((resolve) => {
-    const stop = () => {
-      if (timer) clearInterval(timer);
-      void Promise.resolve(running).then(() => resolve());
-    };
-    if (signal.aborted) stop();
-    else signal.addEventListener('abort', stop, { once: true });
+  const closed = onShutdown(signal, async () => {
+    if (timer) clearInterval(timer);
+    await running;
   });
   return { closed, syncNow };
 }

@@ -2,23 +2,15 @@
  * Progress a person can trust, seen on a real terminal: the built CLI runs under `script`, which
  * gives it a pseudo-terminal, against the fake hub; the test reads what the terminal received.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hubEnv, pattern, storeArgs } from '../bundle/helpers.js';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { DEFAULT_CONNECTIONS } from '../../src/transfer/index.js';
 import { cliPath, run, runCli, tmpDir } from '../support/index.js';
+import { toolMissing } from '../support/tools.js';
 
-function hasScript(): boolean {
-  try {
-    execFileSync('script', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const NO_PTY = !hasScript();
-if (NO_PTY && process.env.CI === 'true') throw new Error('CI: util-linux `script` is needed to give the CLI a terminal');
+const NO_PTY = toolMissing('script', 'to give the CLI a terminal (util-linux)');
 
 const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 

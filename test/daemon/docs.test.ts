@@ -3,7 +3,6 @@
  * `curl` line of their code blocks, with only the daemon's address changed (the fake hub serves the
  * Qwen repos the examples name, so nothing leaves the machine).
  */
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -13,6 +12,7 @@ import { startDaemon, type Daemon } from '../../src/daemon/index.js';
 import { hubEnv } from '../bundle/helpers.js';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { repoRoot, run, tmpDir } from '../support/index.js';
+import { toolMissing } from '../support/tools.js';
 
 /** `curl` command lines inside the fenced code blocks of a markdown file (a leading `$ ` dropped). */
 function curlExamples(file: string): string[] {
@@ -21,17 +21,7 @@ function curlExamples(file: string): string[] {
   return blocks.flatMap((b) => b.split('\n')).map((l) => l.replace(/^\$ /, '')).filter((l) => l.startsWith('curl '));
 }
 
-function hasCurl(): boolean {
-  try {
-    execFileSync('curl', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const CURL_MISSING = !hasCurl();
-if (CURL_MISSING && process.env.CI === 'true') throw new Error('CI: curl is needed to run the documented API examples');
+const CURL_MISSING = toolMissing('curl', 'to run the documented API examples');
 
 describe.skipIf(CURL_MISSING)('documented API examples (skipped without curl)', () => {
   let hub: FakeHub;

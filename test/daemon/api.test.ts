@@ -46,15 +46,22 @@ async function http(method: string, path: string, body?: unknown, headers: Recor
   return { status: res.status, headers: Object.fromEntries(res.headers), text, json };
 }
 
-/** Read a server-sent event stream to its end; returns the events in order. */
-function readEvents(path: string): Promise<Array<{ event: string; data: any }>> {
+/** Read a server-sent event stream to its end; returns the events in order. `onFirst` runs when the first event arrives. */
+function readEvents(path: string, onFirst?: () => void): Promise<Array<{ event: string; data: any }>> {
   return new Promise((resolve, reject) => {
     const req = request(daemon.url + path, (res) => {
       if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
       expect(res.headers['content-type']).toMatch(/^text\/event-stream/);
       let buf = '';
       res.setEncoding('utf8');
-      res.on('data', (c: string) => (buf += c));
+      res.on('data', (c: string) => {
+        buf += c;
+        if (onFirst && /^data: .*\n\n/m.test(buf)) {
+          const first = onFirst;
+          onFirst = undefined;
+          first();
+        }
+      });
       res.on('end', () => {
         const events = buf
           .split('\n\n')
@@ -137,10 +144,8 @@ describe('daemon HTTP API', () => {
     fp.script.set('hf://org/big@main', ['block']);
     await http('POST', '/v1/pulls', { ref: 'hf://org/big' });
     await until(() => fp.running() === 1);
-    const events = readEvents(`/v1/models/${enc('hf://org/big@main')}/events`);
-    await new Promise((r) => setTimeout(r, 100));
-    fp.release('hf://org/big@main');
-    const got = await events;
+    // Released once the stream is surely open: its first event has arrived.
+    const got = await readEvents(`/v1/models/${enc('hf://org/big@main')}/events`, () => fp.release('hf://org/big@main'));
     expect(got.length).toBeGreaterThanOrEqual(2);
     expect(got[0]).toMatchObject({ event: 'progress', data: { state: 'downloading', bytesTotal: 1000 } });
     const last = got[got.length - 1]!;

@@ -96,8 +96,6 @@ interface Entry {
   running: { controller: AbortController; generation: number; done: Promise<void> } | undefined;
   queued: boolean;
   nextAttemptAt: number;
-  /** Neither declared nor requested: a bundle import put it in the store, and it is listed as such. */
-  imported: boolean;
 }
 
 function sameFilters(a: ModelSpec, b: ModelSpec): boolean {
@@ -150,6 +148,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     return { ...e.status };
   }
 
+  /** `imported`: neither declared nor requested, listed because a bundle import put it in the store; never pulled. */
   private upsert(spec: ModelSpec, why: 'declared' | 'requested' | 'imported'): Entry {
     let e = this.entries.get(spec.key);
     if (!e) {
@@ -161,7 +160,6 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
         running: undefined,
         queued: false,
         nextAttemptAt: 0,
-        imported: why === 'imported',
         status: {
           ref: spec.key, commit: null, state: 'pending', bytesDone: 0, bytesTotal: 0, path: null, error: null, exitCode: null, errorCode: null,
           declared: why === 'declared', attempts: 0, nextRetryAt: null, waitingFor: null, updatedAt: new Date().toISOString(),

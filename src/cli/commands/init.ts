@@ -107,6 +107,7 @@ export function register(program: Command): void {
       const intervalMs = Math.max(100, parseDuration(flags.progressInterval, '--progress-interval'));
       const daemonUrl = (flags.daemon ?? process.env.SWIFT_FETCH_DAEMON ?? '').replace(/\/+$/, '');
       if (daemonUrl && !/^https?:\/\/[^/]+/.test(daemonUrl)) throw new UsageError(`--daemon ${JSON.stringify(daemonUrl)}: expected a URL such as http://10.0.0.5:7070`);
+      const storeDir = checkStore(g.store);
       const now = Date.now();
       const items: Tracked[] = refs.map((r) => {
         const ref = parseRef(r);
@@ -119,8 +120,8 @@ export function register(program: Command): void {
       const timeoutError = () => new TimeoutError(`timed out after ${flags.timeout}; still missing: ${missingSummary(items)}`);
       const stopListening = abortOnSignals(abort);
       const ctx: InitContext = {
-        store: new Store(checkStore(g.store)),
-        storeDir: g.store,
+        store: new Store(storeDir),
+        storeDir,
         stateDir: g.stateDir,
         signal: abort.signal,
         log: logger(g.logLevel),

@@ -56,6 +56,7 @@ export class TerminalProgress {
   private current = { ref: '', done: 0, total: 0 };
   /** Bytes that arrived in this run, and when the first did: the base of rate and ETA. */
   private received: { bytes: number; since: number } | undefined;
+  private lastNotice: string | undefined;
 
   constructor(private readonly out: NodeJS.WriteStream, private readonly now: () => number = Date.now) {}
 
@@ -74,7 +75,7 @@ export class TerminalProgress {
         this.bar?.update(e.bytesDone, this.payload());
         return;
       case 'waiting':
-        return this.setStatus(`${ref}: another process is downloading this revision (${e.holder}); waiting for it`);
+        return this.notice(`${ref}: waiting for another process to download it (${e.holder})`);
       case 'retry':
         return this.line(`${ref}: ${e.file}: retry ${e.attempt} in ${Math.max(1, Math.round(e.delayMs / 1000))} s (${e.reason})`);
       case 'verifying':
@@ -102,10 +103,20 @@ export class TerminalProgress {
     this.bar?.stop();
     this.bar = undefined;
     this.received = undefined;
+    this.lastNotice = undefined;
   }
 
-  /** A line that counts its seconds, rewritten in place until something replaces it. */
+  /** A state worth a line: the status line before the bar, a line above it once the bar is up. */
+  private notice(text: string): void {
+    if (!this.bar) return this.setStatus(text);
+    if (text === this.lastNotice) return;
+    this.lastNotice = text;
+    this.line(text);
+  }
+
+  /** A line that counts its seconds, rewritten in place until something replaces it (the same text keeps counting). */
   private setStatus(text: string): void {
+    if (this.status?.text === text) return;
     this.clearStatus();
     const since = this.now();
     const draw = () => this.out.write(`\r\x1b[K${text} (${Math.floor((this.now() - since) / 1000)} s)`);

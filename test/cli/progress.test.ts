@@ -54,6 +54,26 @@ describe.skipIf(NO_PTY)('pull progress on a terminal (skipped without util-linux
     }
   });
 
+  it('while another process downloads the revision, says so and keeps counting the seconds', async () => {
+    const dir = await tmpDir();
+    hub.perConnectionRate = 1024 * 1024;
+    try {
+      const first = spawn(process.execPath, [cliPath, 'pull', 'hf://demo/bar', '--json', '--connections', '2', ...storeArgs(dir)], { env: { ...process.env, ...hubEnv(hub), HF_TOKEN: '' } });
+      let out = '';
+      first.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      const firstDone = new Promise((r) => first.once('exit', r));
+      while (!/"type":"progress","bytesDone":[1-9]/.test(out)) await new Promise((r) => setTimeout(r, 20));
+      const r = await onTerminal(['pull', 'hf://demo/bar', ...storeArgs(dir, 'store')], hubEnv(hub));
+      await firstDone;
+      expect(r.code, r.screen).toBe(0);
+      const waiting = frames(r.screen).filter((f) => f.includes('waiting for another process to download it'));
+      expect(waiting[0]).toMatch(/\(0 s\)$/);
+      expect(waiting.some((f) => /\(2 s\)$/.test(f)), waiting.join('\n')).toBe(true);
+    } finally {
+      hub.perConnectionRate = undefined;
+    }
+  });
+
   it('a resumed pull starts its bar at the bytes it already holds', async () => {
     const dir = await tmpDir();
     hub.perConnectionRate = 512 * 1024;

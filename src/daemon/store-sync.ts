@@ -4,8 +4,9 @@
  * it looks at each model it tracks: a ready one whose publish record is gone is lost (pulled again
  * if declared), a pending or failed one that the store now holds is ready. It reads only records
  * and local refs, a few small files per model, so it also works where the store is a network
- * volume that sends no change events.
+ * volume that sends no change events. A store that is gone altogether is left alone.
  */
+import { access } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { NotFoundError } from '../core/errors.js';
 import type { Store } from '../store/store.js';
@@ -42,7 +43,17 @@ export function startStoreSync(o: StoreSyncOptions): { closed: Promise<void>; sy
   const log = o.logger.child({ module: 'store-sync' });
   let running: Promise<void> | undefined;
 
+  let storeGone = false;
   const once = async (): Promise<void> => {
+    // No store at all is an unmounted or replaced volume, not models removed one by one: pulling
+    // them again would write into whatever is under the mount point. Wait for it to come back.
+    const present = await access(store.internal).then(() => true, () => false);
+    if (!present) {
+      if (!storeGone) log.warn({ store: store.root }, 'the store is gone (unmounted?); not following it until it is back');
+      storeGone = true;
+      return;
+    }
+    storeGone = false;
     for (const status of reconciler.list()) {
       const spec = reconciler.spec(status.ref);
       if (!spec || signal.aborted) continue;

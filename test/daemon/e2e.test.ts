@@ -224,6 +224,18 @@ describe("the daemon's view follows the store", () => {
     }
   }, 120_000);
 
+  it('a store that vanished altogether (an unmounted volume) is not taken for removed models', async () => {
+    const d = await daemon('models: [hf://org/alpha]\n');
+    const alpha = await ready(d, 'hf://org/alpha@main');
+    hub.resetStats();
+    await rename(join(dir, 'store'), join(dir, 'store-away'));
+    await new Promise((r) => setTimeout(r, 500)); // five looks at the store
+    expect(d.reconciler.get('hf://org/alpha@main')).toMatchObject({ state: 'ready', commit: alpha.commit });
+    expect(hub.log).toEqual([]);
+    expect(existsSync(join(dir, 'store'))).toBe(false);
+    await rename(join(dir, 'store-away'), join(dir, 'store'));
+  }, 60_000);
+
   it('after a restart, a model the store holds is ready even when the hub now answers 404', async () => {
     const first = await daemon('models: [hf://org/alpha]\n');
     const was = await ready(first, 'hf://org/alpha@main');

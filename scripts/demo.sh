@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline demo: serve a tiny model from the fake hub on loopback, pull it over both protocols into
-# ./demo-store, and show what each reader finds. No internet needed.
+# ./demo-store, and show what each reader finds. No internet needed (after npm ci). The fake hub
+# takes two free ports, one on 127.0.0.1 (hub API) and one on 127.0.0.2 (its CDN), and prints them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d node_modules ] || npm ci
@@ -15,6 +16,7 @@ for _ in $(seq 1 100); do grep -q MODELSCOPE_ENDPOINT "$work/hub.out" 2>/dev/nul
 eval "export $(grep '^HF_ENDPOINT=' "$work/hub.out")"
 eval "export $(grep '^MODELSCOPE_ENDPOINT=' "$work/hub.out")"
 echo "fake hub: HF_ENDPOINT=$HF_ENDPOINT MODELSCOPE_ENDPOINT=$MODELSCOPE_ENDPOINT"
+grep '^fake-hub: CDN' "$work/hub.err" || true
 
 store=${SWIFT_FETCH_STORE:-$PWD/demo-store}
 set -x
@@ -31,4 +33,6 @@ if [ -x .venv/bin/python ]; then
   echo "modelscope, offline, from the store:"
   MODELSCOPE_CACHE="$store/modelscope" .venv/bin/python -c \
     'from modelscope import snapshot_download; print(snapshot_download("demo/tiny-model", local_files_only=True))' 2>/dev/null
+else
+  echo "no .venv: skipping the Python readers (bash .ci/setup-python.sh makes it: python3 -m venv .venv + the hub clients)"
 fi

@@ -67,10 +67,15 @@ async function readAll(entry: AsyncIterable<Buffer>, limit: number, what: string
   return Buffer.concat(parts);
 }
 
-/** tar-stream's own errors: a cut-off archive is an integrity problem, anything else is not a tar. */
-function tarError(e: unknown): SwiftFetchError {
+/**
+ * tar-stream's own errors. A cut-off archive is an integrity problem, but only once it has shown
+ * itself to be one: input that ends before its first complete entry header (a 6-byte file, an empty
+ * one) was never a tar, and that is bad input, like any other file that is not a tar.
+ */
+function tarError(e: unknown, sawEntry: boolean): SwiftFetchError {
   const msg = (e as Error)?.message ?? String(e);
-  if (/unexpected end/i.test(msg)) return new IntegrityError(`bundle is truncated: ${msg}`, { expected: 'complete archive', found: 'end of data' });
+  if (/unexpected end/i.test(msg) && sawEntry) return new IntegrityError(`bundle is truncated: ${msg}`, { expected: 'complete archive', found: 'end of data' });
+  if (/unexpected end/i.test(msg)) return new UsageError('not a tar bundle: the file ends before its first tar header', 'ESF_BAD_BUNDLE');
   return new UsageError(`not a valid tar bundle: ${msg}`, 'ESF_BAD_BUNDLE');
 }
 
@@ -163,13 +168,13 @@ export async function readBundle(input: Readable, handlers: ReadHandlers = {}): 
     } catch (e) {
       if (e instanceof SwiftFetchError) throw e;
       if (handlers.signal?.aborted) throw handlers.signal.reason;
-      throw tarError(e);
+      throw tarError(e, !first);
     }
     await feeding;
     if (feedError) {
       if (feedError instanceof SwiftFetchError) throw feedError;
       if (handlers.signal?.aborted) throw handlers.signal.reason;
-      throw tarError(feedError);
+      throw tarError(feedError, !first);
     }
     if (!manifest) throw new UsageError(`not a swift-fetch bundle: the archive is empty (no ${MANIFEST_NAME})`, 'ESF_BAD_BUNDLE');
     const missing = [...expected.keys()].filter((s) => !seen.has(s));

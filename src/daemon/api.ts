@@ -8,10 +8,12 @@ import type { Logger } from 'pino';
 import { UsageError } from '../core/errors.js';
 import { formatRef, parseRef } from '../core/ref.js';
 import { parseRate } from '../core/units.js';
-import type { ModelSpec } from './config.js';
+import { parseModelRequest } from './config.js';
 import type { DaemonMetrics } from './metrics.js';
 import type { ModelStatus, Reconciler } from './reconciler.js';
+import { ROUTES, modelPath, type ModelView } from './routes.js';
 import { HttpError, readJson, sendJson, sendText, type Router } from './router.js';
+import { formatComment, formatEvent } from './sse.js';
 
 export interface ApiContext {
   reconciler: Reconciler;
@@ -25,49 +27,44 @@ export interface ApiContext {
   onRequested?: (status: ModelStatus) => void;
   /** Interval between SSE keep-alive comments. */
   keepAliveMs?: number;
+  /** Aborts when the daemon stops: event streams end with a final `shutdown` event. */
+  signal?: AbortSignal;
 }
 
 /** Public view of a model: the contract's fields first, then extras. */
-function view(s: ModelStatus) {
+function view(s: ModelStatus): ModelView {
   return {
     ref: s.ref, commit: s.commit, state: s.state, bytesDone: s.bytesDone, bytesTotal: s.bytesTotal, path: s.path, error: s.error,
     exitCode: s.exitCode, errorCode: s.errorCode, declared: s.declared, attempts: s.attempts, nextRetryAt: s.nextRetryAt, waitingFor: s.waitingFor, updatedAt: s.updatedAt,
   };
 }
 
-function keyOf(raw: string, env: NodeJS.ProcessEnv): string {
+/** The canonical model key (`hub://ORG/NAME@REV`) named by a model route's path. */
+function modelKeyFromPath(raw: string, env: NodeJS.ProcessEnv): string {
   // A proxy may have merged the `//` of an unencoded scheme into one slash.
   const fixed = raw.replace(/^([a-z]+):\/(?!\/)/, '$1://');
   return formatRef(parseRef(fixed, env));
-}
-
-function strings(v: unknown, field: string): string[] | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v) || !v.every((g) => typeof g === 'string' && g !== '')) {
-    throw new HttpError(400, `${field}: expected a list of glob patterns`);
-  }
-  return v as string[];
 }
 
 export function registerApi(router: Router, ctx: ApiContext): void {
   const { reconciler, metrics, limiter, env } = ctx;
   const log = ctx.logger.child({ module: 'api' });
 
-  router.add('GET', '/healthz', ({ res }) => sendText(res, 200, 'ok\n'));
+  router.add('GET', ROUTES.healthz, ({ res }) => sendText(res, 200, 'ok\n'));
 
-  router.add('GET', '/readyz', async ({ res }) => {
+  router.add('GET', ROUTES.readyz, async ({ res }) => {
     const why = await ctx.notReady();
     if (why) sendText(res, 503, `not ready: ${why}\n`);
     else sendText(res, 200, 'ready\n');
   });
 
-  router.add('GET', '/metrics', async ({ res }) => {
+  router.add('GET', ROUTES.metrics, async ({ res }) => {
     sendText(res, 200, await metrics.text(), metrics.contentType);
   });
 
-  router.add('GET', '/v1/models', ({ res }) => sendJson(res, 200, reconciler.list().map(view)));
+  router.add('GET', ROUTES.models, ({ res }) => sendJson(res, 200, reconciler.list().map(view)));
 
-  router.add('GET', '/v1/models/*ref', async (rc) => {
+  router.add('GET', ROUTES.model, async (rc) => {
     // Decide on the still-encoded path: `hf%3A%2F%2Forg%2Fevents` is the model org/events.
     let raw = rc.rawParams.ref!;
     const follow = raw.endsWith('/events');
@@ -78,38 +75,29 @@ export function registerApi(router: Router, ctx: ApiContext): void {
     } catch {
       throw new HttpError(400, 'malformed percent-encoding in the path');
     }
-    const key = keyOf(ref, env);
+    const key = modelKeyFromPath(ref, env);
     const status = reconciler.get(key);
     if (!status) throw new HttpError(404, `model ${key} is not known to this daemon (POST /v1/pulls first)`);
     if (!follow) return sendJson(rc.res, 200, view(status));
     const until = rc.url.searchParams.get('until');
     if (until !== null && until !== 'ready' && until !== 'settled') throw new HttpError(400, 'until: expected "ready" or "settled"');
-    followModel(rc.res, reconciler, key, until === 'ready', ctx.keepAliveMs ?? 15_000);
+    followModel(rc.res, { reconciler, key, untilReady: until === 'ready', keepAliveMs: ctx.keepAliveMs ?? 15_000, signal: ctx.signal });
   });
 
-  router.add('POST', '/v1/pulls', async ({ req, res }) => {
+  router.add('POST', ROUTES.pulls, async ({ req, res }) => {
     const body = await readJson(req);
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'expected a JSON object {"ref": "..."}');
-    const b = body as Record<string, unknown>;
-    const unknown = Object.keys(b).filter((k) => !['ref', 'include', 'exclude'].includes(k));
-    if (unknown.length > 0) throw new HttpError(400, `unknown field ${JSON.stringify(unknown[0])} (expected ref, include, exclude)`);
-    if (typeof b.ref !== 'string') throw new HttpError(400, 'ref: expected a model reference string such as hf://ORG/NAME');
-    const ref = parseRef(b.ref, env); // UsageError → 400 with parseRef's reason
-    const spec: ModelSpec = { ref, key: formatRef(ref) };
-    const include = strings(b.include, 'include');
-    const exclude = strings(b.exclude, 'exclude');
-    if (include) spec.include = include;
-    if (exclude) spec.exclude = exclude;
+    const spec = parseModelRequest(body, env); // UsageError → 400 naming the field and the form expected
     const status = reconciler.request(spec);
     log.info({ ref: spec.key, state: status.state }, 'pull requested');
     if (status.state === 'ready') ctx.onRequested?.(status);
-    res.setHeader('location', `/v1/models/${encodeURIComponent(spec.key)}`);
+    res.setHeader('location', modelPath(spec.key));
     sendJson(res, 202, view(status));
   });
 
-  router.add('GET', '/v1/config/max-rate', ({ res }) => sendJson(res, 200, { maxRate: limiter.rate }));
+  router.add('GET', ROUTES.maxRate, ({ res }) => sendJson(res, 200, { maxRate: limiter.rate }));
 
-  router.add('PUT', '/v1/config/max-rate', async ({ req, res }) => {
+  router.add('PUT', ROUTES.maxRate, async ({ req, res }) => {
     const body = await readJson(req);
     const v = typeof body === 'object' && body !== null ? (body as { maxRate?: unknown }).maxRate : undefined;
     if (typeof v !== 'string' && typeof v !== 'number') throw new HttpError(400, 'maxRate: expected a rate such as "50MB/s", or 0 for unlimited');
@@ -130,9 +118,12 @@ export function registerApi(router: Router, ctx: ApiContext): void {
  * view. Event names: `progress` while it moves, then a final `ready` or `failed` after which the
  * stream ends. With `until=ready`, failures are reported as `progress` (with `error` set) and the
  * stream stays open through the daemon's retries until the model is ready. `removed` ends the
- * stream if the model stops being tracked.
+ * stream if the model stops being tracked; `shutdown` (the model's last state) when the daemon stops.
  */
-function followModel(res: ServerResponse, reconciler: Reconciler, key: string, untilReady: boolean, keepAliveMs: number): void {
+function followModel(
+  res: ServerResponse,
+  { reconciler, key, untilReady, keepAliveMs, signal }: { reconciler: Reconciler; key: string; untilReady: boolean; keepAliveMs: number; signal: AbortSignal | undefined },
+): void {
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-store',
@@ -147,7 +138,7 @@ function followModel(res: ServerResponse, reconciler: Reconciler, key: string, u
   let ended = false;
 
   const write = (event: string, s: ModelStatus) => {
-    res.write(`event: ${event}\ndata: ${JSON.stringify(view(s))}\n\n`);
+    res.write(formatEvent(event, JSON.stringify(view(s))));
     lastSent = Date.now();
     lastState = s.state;
   };
@@ -182,22 +173,32 @@ function followModel(res: ServerResponse, reconciler: Reconciler, key: string, u
   };
   const onRemoved = (k: string) => {
     if (k !== key || ended) return;
-    res.write(`event: removed\ndata: ${JSON.stringify({ ref: key })}\n\n`);
+    res.write(formatEvent('removed', JSON.stringify({ ref: key })));
     end();
   };
-  const ping = setInterval(() => res.write(': keep-alive\n\n'), keepAliveMs);
+  // The daemon is stopping: say so with the model's last state, rather than cutting the stream.
+  const onShutdown = () => {
+    if (ended) return;
+    const s = reconciler.get(key);
+    res.write(formatEvent('shutdown', JSON.stringify(s ? view(s) : { ref: key })));
+    end();
+  };
+  const ping = setInterval(() => res.write(formatComment('keep-alive')), keepAliveMs);
   ping.unref();
   const cleanup = () => {
     clearInterval(ping);
     if (throttle) clearTimeout(throttle);
     reconciler.off('change', onChange);
     reconciler.off('removed', onRemoved);
+    signal?.removeEventListener('abort', onShutdown);
   };
   reconciler.on('change', onChange);
   reconciler.on('removed', onRemoved);
+  signal?.addEventListener('abort', onShutdown, { once: true });
   res.on('close', end);
   res.write('retry: 2000\n\n');
   const now = reconciler.get(key);
-  if (now) send(now);
+  if (signal?.aborted) onShutdown();
+  else if (now) send(now);
   else onRemoved(key);
 }

@@ -177,13 +177,28 @@ function refLeaf(env: NodeJS.ProcessEnv) {
   );
 }
 
+/** `{ref, include, exclude}`: a model item in its long form, and the body of `POST /v1/pulls`. */
+function modelObject(env: NodeJS.ProcessEnv, ref = refLeaf(env)) {
+  return z.strictObject({ ref, include: globList.optional(), exclude: globList.optional() });
+}
+
 function modelItem(env: NodeJS.ProcessEnv) {
   const ref = refLeaf(env);
-  return z.union([
-    ref,
-    z.strictObject({ ref, include: globList.optional(), exclude: globList.optional() }),
-  ]);
+  return z.union([ref, modelObject(env, ref)]);
 }
+
+const peersSchema = z.strictObject({
+  static: z.array(url).nullish(),
+  dns: hostname.nullish(),
+  port: intIn(1, 65535).optional(),
+  tokenFile: nonEmptyString.nullish(),
+  uploadMaxRate: rate.nullish(),
+  uploadConcurrency: intIn(1, 1024).optional(),
+});
+
+const gcSchema = z.strictObject({ maxBytes: size().nullish(), interval: duration.optional() });
+
+const kubernetesSchema = z.strictObject({ enabled: bool.optional(), kubeconfig: nonEmptyString.nullish(), context: nonEmptyString.nullish() });
 
 function configSchema(env: NodeJS.ProcessEnv) {
   return z.strictObject({
@@ -196,22 +211,22 @@ function configSchema(env: NodeJS.ProcessEnv) {
     connections: intIn(1, 256).nullish(),
     chunkSize: size(64 * 1024).nullish(),
     maxConcurrentPulls: intIn(1, 64).optional(),
-    peers: z
-      .strictObject({
-        static: z.array(url).nullish(),
-        dns: hostname.nullish(),
-        port: intIn(1, 65535).optional(),
-        tokenFile: nonEmptyString.nullish(),
-        uploadMaxRate: rate.nullish(),
-        uploadConcurrency: intIn(1, 1024).optional(),
-      })
-      .nullish(),
-    gc: z.strictObject({ maxBytes: size().nullish(), interval: duration.optional() }).nullish(),
+    peers: peersSchema.nullish(),
+    gc: gcSchema.nullish(),
     imports: nonEmptyString.nullish(),
     logLevel: logLevel.optional(),
-    kubernetes: z.strictObject({ enabled: bool.optional(), kubeconfig: nonEmptyString.nullish(), context: nonEmptyString.nullish() }).nullish(),
+    kubernetes: kubernetesSchema.nullish(),
   });
 }
+
+/** The keys each object of the config may hold, for "unknown key" messages: read off the schemas. */
+const KNOWN_KEYS: Record<string, string[]> = {
+  '': Object.keys(configSchema({}).shape),
+  peers: Object.keys(peersSchema.shape),
+  gc: Object.keys(gcSchema.shape),
+  kubernetes: Object.keys(kubernetesSchema.shape),
+  model: Object.keys(modelObject({}).shape),
+};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -221,21 +236,13 @@ function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
-const KEYS: Record<string, string[]> = {
-  '': ['store', 'stateDir', 'listen', 'models', 'modelsFile', 'maxRate', 'connections', 'chunkSize', 'maxConcurrentPulls', 'peers', 'gc', 'imports', 'logLevel', 'kubernetes'],
-  peers: ['static', 'dns', 'port', 'tokenFile', 'uploadMaxRate', 'uploadConcurrency'],
-  gc: ['maxBytes', 'interval'],
-  model: ['ref', 'include', 'exclude'],
-  kubernetes: ['enabled', 'kubeconfig', 'context'],
-};
-
 function allowedKeys(path: readonly PropertyKey[]): string | undefined {
   const where = path.length === 0 ? '' : typeof path[path.length - 1] === 'number' ? 'model' : String(path[path.length - 1]);
-  return KEYS[where]?.join(', ');
+  return KNOWN_KEYS[where]?.join(', ');
 }
 
-/** Turn zod issues into one UsageError; a union's branch errors are reduced to the most useful. */
-function toUsageError(source: string, error: z.ZodError): UsageError {
+/** One line per problem, each naming the key path; a union's branch errors are reduced to the most useful. */
+function issueLines(error: z.ZodError, keysAt: (path: readonly PropertyKey[]) => string | undefined = allowedKeys): string[] {
   const lines: string[] = [];
   const visit = (issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[]) => {
     for (const iss of issues) {
@@ -254,7 +261,7 @@ function toUsageError(source: string, error: z.ZodError): UsageError {
         continue;
       }
       if (iss.code === 'unrecognized_keys') {
-        const allowed = allowedKeys(path);
+        const allowed = keysAt(path);
         for (const k of iss.keys) lines.push(`${formatPath([...path, k])}: unknown key${allowed ? ` (expected one of: ${allowed})` : ''}`);
         continue;
       }
@@ -268,9 +275,12 @@ function toUsageError(source: string, error: z.ZodError): UsageError {
     }
   };
   visit(error.issues, []);
-  const [first, ...rest] = lines;
-  const msg = rest.length === 0 ? `${source}: ${first}` : `${source}: ${first}\n${rest.map((l) => `${source}: ${l}`).join('\n')}`;
-  return new UsageError(msg, 'ESF_BAD_CONFIG');
+  return lines;
+}
+
+/** Zod issues as one UsageError, a line per problem, each prefixed with the document's name. */
+function toUsageError(source: string, error: z.ZodError): UsageError {
+  return new UsageError(issueLines(error).map((l) => `${source}: ${l}`).join('\n'), 'ESF_BAD_CONFIG');
 }
 
 function parseDocument(text: string, source: string): unknown {
@@ -307,6 +317,16 @@ function toSpec(item: ModelRef | { ref: ModelRef; include?: string[] | undefined
     if (o.exclude) spec.exclude = o.exclude;
   }
   return spec;
+}
+
+/**
+ * A model asked for at run time (`POST /v1/pulls`): the config's long model item, checked by the
+ * same schema, so a body is valid exactly when it would be valid in `models:`.
+ */
+export function parseModelRequest(input: unknown, env: NodeJS.ProcessEnv = process.env): ModelSpec {
+  const result = modelObject(env).safeParse(input, { reportInput: true });
+  if (!result.success) throw new UsageError(issueLines(result.error, () => KNOWN_KEYS.model!.join(', ')).join('; '), 'ESF_BAD_REQUEST');
+  return toSpec(result.data);
 }
 
 /** Later duplicates of a model (same canonical ref) are dropped: the first declaration wins. */
@@ -363,6 +383,41 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
   if (c.kubernetes?.kubeconfig) cfg.kubernetes.kubeconfig = path(c.kubernetes.kubeconfig);
   if (c.kubernetes?.context) cfg.kubernetes.context = c.kubernetes.context;
   return cfg;
+}
+
+/** Daemon flags that override (or, for models, add to) the config file. */
+export interface ConfigFlags {
+  store?: string;
+  stateDir?: string;
+  listen?: string;
+  /** `--model`, repeatable: added to the declared models (the file's declaration wins on duplicates). */
+  models?: string[];
+  logLevel?: string;
+}
+
+/** One flag's value through the config's own validator; the message names the flag. */
+function flagValue<T>(schema: z.ZodType<T>, value: unknown, flag: string): T {
+  const r = schema.safeParse(value, { reportInput: true });
+  if (r.success) return r.data;
+  throw new UsageError(issueLines(r.error).map((l) => `${flag}: ${l.replace(/^\(top level\): /, '')}`).join('\n'), 'ESF_USAGE');
+}
+
+/**
+ * A config with command-line flags applied: what a quick try needs (`swift-fetch daemon --store DIR
+ * --listen :7070 --model REF ...`) without writing a file. Validated by the same rules as the file.
+ */
+export function applyFlags(config: DaemonConfig, flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): DaemonConfig {
+  const out: DaemonConfig = { ...config };
+  const path = (p: string) => resolve(expandHome(p, env));
+  if (flags.store) out.store = path(flags.store);
+  if (flags.stateDir) out.stateDir = path(flags.stateDir);
+  if (flags.listen !== undefined) out.listen = flagValue(listen, flags.listen, '--listen');
+  if (flags.logLevel !== undefined) out.logLevel = flagValue(logLevel, flags.logLevel, '--log-level');
+  if (flags.models?.length) {
+    const ref = refLeaf(env);
+    out.models = dedupeModels([...config.models, ...flags.models.map((m) => toSpec(flagValue(ref, m, '--model')))]);
+  }
+  return out;
 }
 
 /** Read and parse a config file; a missing or unreadable file is a usage error too. */

@@ -1,29 +1,34 @@
 /**
- * The daemon's composition root: config in, a running process out. Owns the store handle, the
- * process-wide rate limiter, the reconciler, the models-file watcher, the HTTP server and the GC
- * loop, and takes them down in order on stop().
+ * The daemon's composition root: config in, a running process out. It reads as a list of parts
+ * (the store, the rate limiter, peers, metrics, the reconciler, GC, the models-file and imports
+ * watchers, the HTTP API), each started by a named function and each stopping itself when the one
+ * cancellation root, the daemon's AbortSignal, aborts. stop() aborts it and waits for every part.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import { hostname } from 'node:os';
 import { promises as fsp, constants as fsc } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { ExitCode, isSwiftFetchError, StorageError } from '../core/errors.js';
+import { ExitCode, isSwiftFetchError, NetworkError, StorageError, UsageError, type SwiftFetchError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
-import { repoKey } from '../core/ref.js';
+import { formatRef, parseRef } from '../core/ref.js';
+import type { TransferEvent } from '../core/transfer.js';
 import { pullModel } from '../pull/index.js';
-import { revisionKey, runGc, type GcResult } from '../store/gc.js';
+import type { GcResult } from '../store/gc.js';
 import { Store } from '../store/store.js';
 import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
 import { startKubeSync, type KubeSyncTuning } from '../kube/index.js';
 import { RateLimiter } from '../transfer/index.js';
 import { registerApi } from './api.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
+import { startGcLoop } from './gc.js';
+import { onShutdown } from './shutdown.js';
+import { heldRevision, startStoreSync } from './store-sync.js';
 import { DaemonMetrics } from './metrics.js';
 import { Reconciler, type BackoffOptions, type PullFn } from './reconciler.js';
 import { Router } from './router.js';
-import { startImportsWatcher, type ImportsWatcher } from './imports.js';
-import { watchModelsFile, type ModelsFileWatcher } from './watch.js';
+import { startImportsWatcher } from './imports.js';
+import { watchModelsFile } from './watch.js';
 
 export { type DaemonConfig, type ModelSpec } from './config.js';
 export { type ModelState, type ModelStatus, type PullFn } from './reconciler.js';
@@ -42,6 +47,8 @@ export interface DaemonDeps {
   leaseTtlMs?: number;
   /** Grace period for sweeping fresh blobs in GC (store default when absent). */
   gcSweepGraceMs?: number;
+  /** How often the store is compared with the daemon's view (default 10 s; 0 never). */
+  storeSyncMs?: number;
   /** P2P tuning (tests: a DNS server, faster discovery rounds). */
   p2p?: Pick<Parameters<typeof createP2PNode>[0], 'dnsServers' | 'discoveryIntervalMs' | 'tuning' | 'nodeId'>;
   /** Kubernetes sync tuning (tests: faster status writes and node polls). */
@@ -59,58 +66,44 @@ export interface Daemon {
   readonly limiter: RateLimiter;
   readonly store: Store;
   readonly logger: Logger;
+  /** Aborts when the daemon starts stopping: every part listens to it. */
+  readonly signal: AbortSignal;
   /** Run one GC pass now (no-op without gc.maxBytes). */
   collectGarbage(): Promise<GcResult | undefined>;
   /** Stop taking work, abort pulls (they resume from their checkpoint next start), close everything. */
   stop(): Promise<void>;
 }
 
+/** How long pulls get to wind down (write their checkpoint) once the daemon stops. */
+const PULL_STOP_MS = 7_000;
+/** How often the daemon compares what it lists with what the store holds. */
+const STORE_SYNC_MS = 10_000;
+
 export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): Promise<Daemon> {
   const env = deps.env ?? process.env;
   const root = deps.logger ?? createLogger(config.logLevel);
   const log = root.child({ module: 'daemon' });
-  const store = new Store(config.store);
-  try {
-    await fsp.mkdir(config.stateDir, { recursive: true });
-  } catch (e) {
-    throw new StorageError(`cannot create state directory ${config.stateDir}: ${(e as Error).message}`, 'ESF_STORAGE', { cause: e });
-  }
-  await store.init();
+  const store = await openStore(config);
+  // The cancellation root. Each part below stops itself when it aborts; `parts` settle when they have.
+  const shutdown = new AbortController();
+  const signal = shutdown.signal;
+  const parts: Array<Promise<void>> = [];
+  const holder = `daemon:${hostname()}:${process.pid}`;
 
   const limiter = new RateLimiter(config.maxRate);
-  // Peer-to-peer sharing needs the shared peer token: without one, no peer routes and no sharing.
-  const p2p: P2PNode | undefined = config.peers.tokenFile
-    ? createP2PNode({
-        store,
-        stateDir: config.stateDir,
-        token: PeerToken.fromFile(config.peers.tokenFile),
-        static: config.peers.static,
-        ...(config.peers.dns ? { dns: config.peers.dns } : {}),
-        port: config.peers.port,
-        uploadMaxRate: config.peers.uploadMaxRate,
-        uploadConcurrency: config.peers.uploadConcurrency,
-        ...(deps.p2p ?? {}),
-        logger: root,
-      })
-    : undefined;
-  const holder = `daemon:${hostname()}:${process.pid}`;
+  const p2p = createPeers(config, store, deps, root);
+  const usage = cachedUsage(store);
   let reconciler!: Reconciler;
-  let usageCache: { at: number; value: Promise<{ usedBytes: number; freeBytes: number }> } | undefined;
-  const storeUsage = () => {
-    // Usage walks every blob; scrapes every few seconds must not turn into a disk scan each.
-    if (!usageCache || Date.now() - usageCache.at > 15_000) {
-      usageCache = { at: Date.now(), value: store.usage() };
-      usageCache.value.catch(() => (usageCache = undefined));
-    }
-    return usageCache.value;
+  // Bytes as the engine receives them: each byte once, however many pulls were waiting on it.
+  const countBytes = (e: TransferEvent) => {
+    if (e.type === 'progress') metrics.addBytes(e.source, e.bytes);
   };
   const metrics = new DaemonMetrics({
     models: () => reconciler.list(),
     activeTransfers: () => reconciler.active,
     rateLimit: () => limiter.rate,
-    storeUsage,
+    storeUsage: usage.get,
   });
-
   reconciler = new Reconciler({
     pull: deps.pull ?? pullModel,
     pullOptions: () => {
@@ -119,148 +112,210 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (config.connections) o.connections = config.connections;
       if (config.chunkSize) o.chunkSize = config.chunkSize;
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
-      if (p2p) o.engineHooks = p2p.engineHooks();
+      o.engineHooks = p2p ? p2p.engineHooks({ onEvent: countBytes }) : { onEvent: countBytes };
       return o;
     },
     concurrency: config.maxConcurrentPulls,
     logger: root,
     backoff: deps.backoff,
     resyncMs: deps.resyncMs,
-    onBytes: (source, n) => metrics.addBytes(source, n),
+    fromStore: (spec) => heldRevision(store, spec),
     onPullDone: (status, error) => {
       metrics.pullFinished(error === undefined, isSwiftFetchError(error) && error.exitCode === ExitCode.integrity);
       if (error === undefined && status.commit) {
-        const ref = reconciler.declaredSpecs().find((s) => s.key === status.ref)?.ref ?? parseKey(status.ref);
-        if (ref) void store.touch(ref, status.commit).catch(() => undefined);
-        if (config.gc.maxBytes > 0) scheduleGc(5_000);
+        touch(store, reconciler, status.ref, status.commit);
+        gc.schedule(5_000);
       }
     },
   });
+  parts.push(onShutdown(signal, () => reconciler.stop(PULL_STOP_MS)));
+  const gc = startGcLoop({
+    config, store, reconciler, logger: root, holder, sweepGraceMs: deps.gcSweepGraceMs, signal,
+    onCollected: (res) => {
+      metrics.gcFreedBytes(res.freedBytes);
+      usage.invalidate();
+    },
+  });
+  parts.push(gc.closed);
+  parts.push(startStoreSync({ store, reconciler, intervalMs: deps.storeSyncMs ?? STORE_SYNC_MS, logger: root, signal }).closed);
 
-  // Declared = config models + models-file models (the config wins on duplicates).
+  let url: string;
+  const router = new Router();
+  try {
+    const declared = await followDeclared(config, reconciler, deps, root, env, signal);
+    parts.push(declared.closed);
+    if (config.kubernetes.enabled) {
+      // ModelCaches add to the declared models; the sync never blocks or stops the daemon.
+      const kube = startKubeSync({ settings: config.kubernetes, env, logger: root, models: reconciler, store, tuning: deps.kube, signal, declare: declared.setKubeModels });
+      parts.push(onShutdown(signal, () => kube.close()));
+    }
+    if (config.imports) {
+      // Bundles dropped into `imports` land in the store: their models are listed (ready) at once, and
+      // a model that failed for want of a network may now be satisfied from them.
+      const imports = await startImportsWatcher({
+        dir: config.imports, store: config.store, logger: root,
+        onImported: ({ result }) => {
+          for (const m of result.models) {
+            const ref = parseRef(m.ref, env);
+            reconciler.adopt({ ref, key: formatRef(ref) }, { commit: m.commit, path: m.path, bytes: m.bytes });
+          }
+          reconciler.retryFailedNow();
+        },
+      });
+      parts.push(onShutdown(signal, () => imports.close()));
+    }
+    registerApi(router, {
+      reconciler, metrics, limiter, env, logger: root, signal,
+      notReady: readiness(config, reconciler, signal),
+      onRequested: (s) => {
+        if (s.commit) touch(store, reconciler, s.ref, s.commit);
+      },
+    });
+    if (p2p) {
+      mountPeers(p2p, router, metrics);
+      parts.push(onShutdown(signal, () => p2p.stop()));
+    }
+    url = await listen(config, router, signal, parts);
+  } catch (e) {
+    shutdown.abort();
+    await Promise.allSettled(parts);
+    throw e;
+  }
+
+  await p2p?.start();
+  reconciler.start();
+  gc.schedule(Math.min(60_000, config.gc.intervalMs));
+  log.info({ url, store: config.store, models: reconciler.list().map((m) => m.ref), maxRate: config.maxRate }, 'daemon started');
+
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      log.info('stopping: no new work, aborting pulls in flight');
+      shutdown.abort();
+      await Promise.allSettled(parts);
+      log.info('stopped');
+    })());
+
+  return { config, url, reconciler, router, metrics, limiter, store, logger: root, signal, collectGarbage: gc.collect, stop };
+}
+
+async function openStore(config: DaemonConfig): Promise<Store> {
+  try {
+    await fsp.mkdir(config.stateDir, { recursive: true });
+  } catch (e) {
+    throw new StorageError(`cannot create state directory ${config.stateDir}: ${(e as Error).message}`, 'ESF_STORAGE', { cause: e });
+  }
+  const store = new Store(config.store);
+  await store.init();
+  return store;
+}
+
+/** Peer-to-peer sharing needs the shared peer token: without one, no peer routes and no sharing. */
+function createPeers(config: DaemonConfig, store: Store, deps: DaemonDeps, logger: Logger): P2PNode | undefined {
+  if (!config.peers.tokenFile) return undefined;
+  return createP2PNode({
+    store,
+    stateDir: config.stateDir,
+    token: PeerToken.fromFile(config.peers.tokenFile),
+    static: config.peers.static,
+    ...(config.peers.dns ? { dns: config.peers.dns } : {}),
+    port: config.peers.port,
+    uploadMaxRate: config.peers.uploadMaxRate,
+    uploadConcurrency: config.peers.uploadConcurrency,
+    ...(deps.p2p ?? {}),
+    logger,
+  });
+}
+
+function mountPeers(p2p: P2PNode, router: Router, metrics: DaemonMetrics): void {
+  const server = p2p.registerRoutes(router);
+  metrics.attachPeers({
+    onAdd: (fn) => void p2p.counters.onAdd(fn),
+    peerStates: () => {
+      const live = p2p.discovery.live().length;
+      return { live, down: p2p.discovery.all().length - live, quarantined: p2p.discovery.quarantinedPeers().length };
+    },
+    activeUploads: () => server.activeUploads,
+  });
+}
+
+/** Store usage for metrics scrapes: usage walks every blob, and scrapes every few seconds must not each cost a disk scan. */
+function cachedUsage(store: Store, ttlMs = 15_000) {
+  let cached: { at: number; value: Promise<{ usedBytes: number; freeBytes: number }> } | undefined;
+  return {
+    get: () => {
+      if (!cached || Date.now() - cached.at > ttlMs) {
+        const entry = { at: Date.now(), value: store.usage() };
+        entry.value.catch(() => {
+          if (cached === entry) cached = undefined;
+        });
+        cached = entry;
+      }
+      return cached.value;
+    },
+    invalidate: () => {
+      cached = undefined;
+    },
+  };
+}
+
+/** A use, for GC's least-recently-used order (best effort: a failure only makes GC's order older). */
+function touch(store: Store, reconciler: Reconciler, key: string, commit: string): void {
+  const spec = reconciler.spec(key);
+  if (spec) void store.touch(spec.ref, commit).catch(() => undefined);
+}
+
+/** `/readyz`: undefined when ready, else why not. */
+function readiness(config: DaemonConfig, reconciler: Reconciler, signal: AbortSignal): () => Promise<string | undefined> {
+  return async () => {
+    if (signal.aborted) return 'shutting down';
+    try {
+      await fsp.access(config.store, fsc.R_OK);
+    } catch (e) {
+      return `store ${config.store} not readable (${(e as NodeJS.ErrnoException).code})`;
+    }
+    return reconciler.isStarted ? undefined : 'first reconcile not scheduled yet';
+  };
+}
+
+/**
+ * Declared = config models + models-file models + this node's ModelCaches (the config wins on
+ * duplicates), kept current as the file and the caches change.
+ */
+async function followDeclared(
+  config: DaemonConfig, reconciler: Reconciler, deps: DaemonDeps, logger: Logger, env: NodeJS.ProcessEnv, signal: AbortSignal,
+): Promise<{ closed: Promise<void>; setKubeModels: (specs: ModelSpec[]) => void }> {
   let fileModels: ModelSpec[] = [];
   let kubeModels: ModelSpec[] = [];
-  const applyDeclared = () => reconciler.setDeclared(dedupeModels([...config.models, ...fileModels, ...kubeModels]));
-  let watcher: ModelsFileWatcher | undefined;
-  if (config.modelsFile) {
-    watcher = await watchModelsFile(config.modelsFile, {
-      logger: root,
-      env,
-      debounceMs: deps.watch?.debounceMs,
-      pollMs: deps.watch?.pollMs,
-      onChange: (specs) => {
-        fileModels = specs;
-        applyDeclared();
-      },
-    });
-  }
-  applyDeclared();
-  // ModelCaches add to the declared models; the sync never blocks or stops the daemon.
-  const kube = config.kubernetes.enabled
-    ? startKubeSync({ settings: config.kubernetes, env, logger: root, models: reconciler, store, tuning: deps.kube, declare: (specs) => ((kubeModels = specs), applyDeclared()) })
+  const apply = () => reconciler.setDeclared(dedupeModels([...config.models, ...fileModels, ...kubeModels]));
+  const watcher = config.modelsFile
+    ? await watchModelsFile(config.modelsFile, {
+        logger,
+        env,
+        debounceMs: deps.watch?.debounceMs,
+        pollMs: deps.watch?.pollMs,
+        onChange: (specs) => {
+          fileModels = specs;
+          apply();
+        },
+      })
     : undefined;
-
-  // Bundles dropped into `imports` land in the store; a model that failed for want of a network
-  // may now be satisfied from it.
-  let imports: ImportsWatcher | undefined;
-  if (config.imports) {
-    imports = await startImportsWatcher({
-      dir: config.imports,
-      store: config.store,
-      logger: root,
-      onImported: () => reconciler.retryFailedNow(),
-    });
-  }
-
-  // ---- GC --------------------------------------------------------------------------------
-  let gcTimer: NodeJS.Timeout | undefined;
-  let gcRunning: Promise<GcResult | undefined> | undefined;
-  let stopping = false;
-  const pinnedKeys = async (): Promise<Set<string>> => {
-    const pinned = new Set<string>();
-    const statuses = new Map(reconciler.list().map((s) => [s.ref, s]));
-    for (const spec of reconciler.declaredSpecs()) {
-      const known = [statuses.get(spec.key)?.commit, await store.localCommit(spec.ref, spec.ref.revision).catch(() => undefined)];
-      const commits = known.filter((c): c is string => typeof c === 'string');
-      // Never resolved here and never pulled into this store under this name: protect the whole repo.
-      if (commits.length === 0) pinned.add(repoKey(spec.ref));
-      for (const c of commits) pinned.add(revisionKey({ ...spec.ref, commit: c }));
-    }
-    return pinned;
+  apply();
+  const setKubeModels = (specs: ModelSpec[]) => {
+    kubeModels = specs;
+    apply();
   };
-  const collectGarbage = async (): Promise<GcResult | undefined> => {
-    if (config.gc.maxBytes <= 0 || stopping) return undefined;
-    if (gcRunning) return gcRunning;
-    gcRunning = (async () => {
-      try {
-        const res = await runGc(store, {
-          maxBytes: config.gc.maxBytes,
-          pinned: await pinnedKeys(),
-          inUse: reconciler.inUseKeys(),
-          holder: `gc:${holder}`,
-          ...(deps.gcSweepGraceMs === undefined ? {} : { sweepGraceMs: deps.gcSweepGraceMs }),
-        });
-        if (res.ran && (res.evicted.length > 0 || res.freedBlobs > 0)) {
-          log.info({ evicted: res.evicted.map((e) => `${e.ref}@${e.commit}`), freedBytes: res.freedBytes, usedBytes: res.usedBytesAfter }, 'garbage collected');
-        }
-        if (res.overQuota) log.warn({ usedBytes: res.usedBytesAfter, maxBytes: config.gc.maxBytes }, 'store over quota; only declared or in-use models remain');
-        metrics.gcFreedBytes(res.freedBytes);
-        usageCache = undefined;
-        return res;
-      } catch (e) {
-        log.warn({ err: (e as Error).message }, 'garbage collection failed');
-        return undefined;
-      } finally {
-        gcRunning = undefined;
-      }
-    })();
-    return gcRunning;
-  };
-  function scheduleGc(delayMs: number): void {
-    if (stopping || config.gc.maxBytes <= 0) return;
-    if (gcTimer) clearTimeout(gcTimer);
-    gcTimer = setTimeout(() => {
-      gcTimer = undefined;
-      void collectGarbage().finally(() => scheduleGc(config.gc.intervalMs));
-    }, delayMs);
-    gcTimer.unref();
-  }
+  return { closed: onShutdown(signal, () => watcher?.close()), setKubeModels };
+}
 
-  // ---- HTTP ------------------------------------------------------------------------------
-  const router = new Router();
-  registerApi(router, {
-    reconciler,
-    metrics,
-    limiter,
-    env,
-    logger: root,
-    notReady: async () => {
-      if (stopping) return 'shutting down';
-      try {
-        await fsp.access(config.store, fsc.R_OK);
-      } catch (e) {
-        return `store ${config.store} not readable (${(e as NodeJS.ErrnoException).code})`;
-      }
-      return reconciler.isStarted ? undefined : 'first reconcile not scheduled yet';
-    },
-    onRequested: (s) => {
-      const ref = parseKey(s.ref);
-      if (ref && s.commit) void store.touch(ref, s.commit).catch(() => undefined);
-    },
-  });
-  const peerServer = p2p?.registerRoutes(router);
-  if (p2p && peerServer) {
-    metrics.attachPeers({
-      onAdd: (fn) => void p2p.counters.onAdd(fn),
-      peerStates: () => {
-        const live = p2p.discovery.live().length;
-        return { live, down: p2p.discovery.all().length - live, quarantined: p2p.discovery.quarantinedPeers().length };
-      },
-      activeUploads: () => peerServer.activeUploads,
-    });
-  }
-  const server: Server = createServer((req, res) => void router.handle(req, res));
-  // Requests must not hang a shutdown; SSE streams are closed explicitly in stop().
+/**
+ * Serve the API on `listen`. On shutdown the listener stops accepting and idle connections close;
+ * event streams end themselves with a final event; once every other part has stopped (pulls wound
+ * down, peer long-polls released), whatever connection is still open is cut. Resolves with the URL (the real port when the config said 0).
+ */
+async function listen(config: DaemonConfig, router: Router, signal: AbortSignal, parts: Array<Promise<void>>): Promise<string> {
+  const server = createServer((req, res) => void router.handle(req, res));
+  // Requests must not hang a shutdown.
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -269,45 +324,33 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       resolve();
     });
   }).catch((e: NodeJS.ErrnoException) => {
-    void watcher?.close();
-    void imports?.close();
-    void kube?.close();
-    throw new StorageError(`cannot listen on ${config.listen.host}:${config.listen.port}: ${e.code ?? e.message}`, 'ESF_LISTEN', { cause: e });
+    throw listenError(`${config.listen.host}:${config.listen.port}`, e);
   });
+  const self: Promise<void> = onShutdown(signal, async () => {
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    server.closeIdleConnections();
+    await Promise.allSettled(parts.filter((p) => p !== self));
+    server.closeAllConnections();
+    await closed;
+  });
+  parts.push(self);
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  const url = `http://${host}:${addr.port}`;
-
-  await p2p?.start();
-  reconciler.start();
-  scheduleGc(Math.min(60_000, config.gc.intervalMs));
-  log.info({ url, store: config.store, models: reconciler.list().map((m) => m.ref), maxRate: config.maxRate }, 'daemon started');
-
-  let stopped: Promise<void> | undefined;
-  const stop = () =>
-    (stopped ??= (async () => {
-      stopping = true;
-      log.info('stopping: no new work, aborting pulls in flight');
-      if (gcTimer) clearTimeout(gcTimer);
-      await watcher?.close();
-      await imports?.close();
-      await kube?.close();
-      // Ends held peer long-polls before the server closes.
-      await p2p?.stop();
-      const closing = new Promise<void>((r) => server.close(() => r()));
-      server.closeIdleConnections();
-      await reconciler.stop(7_000);
-      await gcRunning;
-      // SSE followers and stragglers: the pulls they watched are gone anyway.
-      server.closeAllConnections();
-      await closing;
-      log.info('stopped');
-    })());
-
-  return { config, url, reconciler, router, metrics, limiter, store, logger: root, collectGarbage, stop };
+  return `http://${host}:${addr.port}`;
 }
 
-function parseKey(key: string): { hub: 'hf' | 'ms'; org: string; name: string } | undefined {
-  const m = /^(hf|ms):\/\/([^/]+)\/([^@]+)@/.exec(key);
-  return m ? { hub: m[1] as 'hf' | 'ms', org: m[2]!, name: m[3]! } : undefined;
+/**
+ * Why the API cannot listen. The address is configuration (`listen:` / `--listen`): a port another
+ * process holds, a privileged port or an address this host does not have is bad input (2), with what
+ * to change; anything else is the network's (7). Never "storage": no disk is involved.
+ */
+function listenError(address: string, e: NodeJS.ErrnoException): SwiftFetchError {
+  const why: Record<string, string> = {
+    EADDRINUSE: 'the address is already in use (another process listens there): stop it, or choose another port with listen: or --listen',
+    EACCES: 'permission denied (ports below 1024 need privileges): choose a port above 1023 with listen: or --listen',
+    EADDRNOTAVAIL: 'this host has no such address: choose one of its addresses, or 0.0.0.0, with listen: or --listen',
+  };
+  const reason = e.code ? why[e.code] : undefined;
+  if (reason) return new UsageError(`cannot listen on ${address}: ${reason}`, 'ESF_LISTEN', { cause: e });
+  return new NetworkError(`cannot listen on ${address}: ${e.code ?? e.message}`, 'ESF_LISTEN', { cause: e });
 }

@@ -10,7 +10,6 @@ import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import { ExitCode, isSwiftFetchError } from '../core/errors.js';
 import { repoKey, type ModelRef } from '../core/ref.js';
-import type { ByteSource } from '../core/transfer.js';
 import type { PullEvent, PullOptions, PullResult } from '../pull/index.js';
 import { revisionKey } from '../store/gc.js';
 import type { ModelSpec } from './config.js';
@@ -71,9 +70,20 @@ export interface ReconcilerOptions {
   backoff?: BackoffOptions;
   /** How often a ready model is pulled again to follow its branch; 0 disables. Default 1 h. */
   resyncMs?: number;
-  /** Bytes that arrived, by source (for metrics). */
-  onBytes?: (source: ByteSource, bytes: number) => void;
   onPullDone?: (status: ModelStatus, error: unknown) => void;
+  /**
+   * The revision the store already holds for a model, if any: after a failed pull the daemon
+   * serves it (the hub may be down, or answer 404 for a repo that has since gone private).
+   */
+  fromStore?: (spec: ModelSpec) => Promise<HeldRevision | undefined>;
+}
+
+/** A revision published in the store. */
+export interface HeldRevision {
+  commit: string;
+  path: string;
+  /** Bytes of its files, when known. */
+  bytes?: number;
 }
 
 interface Entry {
@@ -86,8 +96,6 @@ interface Entry {
   running: { controller: AbortController; generation: number; done: Promise<void> } | undefined;
   queued: boolean;
   nextAttemptAt: number;
-  /** bytesDone of the previous progress event of the running pull; -1 before the first. */
-  lastBytesDone: number;
 }
 
 function sameFilters(a: ModelSpec, b: ModelSpec): boolean {
@@ -140,7 +148,8 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     return { ...e.status };
   }
 
-  private upsert(spec: ModelSpec, why: 'declared' | 'requested'): Entry {
+  /** `imported`: neither declared nor requested, listed because a bundle import put it in the store; never pulled. */
+  private upsert(spec: ModelSpec, why: 'declared' | 'requested' | 'imported'): Entry {
     let e = this.entries.get(spec.key);
     if (!e) {
       e = {
@@ -151,7 +160,6 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
         running: undefined,
         queued: false,
         nextAttemptAt: 0,
-        lastBytesDone: -1,
         status: {
           ref: spec.key, commit: null, state: 'pending', bytesDone: 0, bytesTotal: 0, path: null, error: null, exitCode: null, errorCode: null,
           declared: why === 'declared', attempts: 0, nextRetryAt: null, waitingFor: null, updatedAt: new Date().toISOString(),
@@ -192,6 +200,11 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
   get(key: string): ModelStatus | undefined {
     const e = this.entries.get(key);
     return e ? { ...e.status } : undefined;
+  }
+
+  /** The spec a tracked model was declared or requested with. */
+  spec(key: string): ModelSpec | undefined {
+    return this.entries.get(key)?.spec;
   }
 
   declaredSpecs(): ModelSpec[] {
@@ -296,7 +309,6 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     const spec = e.spec;
     let resolveDone!: () => void;
     e.running = { controller, generation, done: new Promise<void>((r) => (resolveDone = r)) };
-    e.lastBytesDone = -1;
     e.status.waitingFor = null;
     const log = this.log.child({ ref: spec.key });
     const started = e.status.state;
@@ -307,26 +319,23 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
       if (spec.include) opts.include = spec.include;
       if (spec.exclude) opts.exclude = spec.exclude;
       const res = await this.opts.pull(spec.ref, opts);
-      e.status.commit = res.commit;
-      e.status.path = res.path;
-      e.status.bytesDone = e.status.bytesTotal = Math.max(e.status.bytesTotal, e.status.bytesDone);
-      e.status.error = null;
-      e.status.exitCode = null;
-      e.status.errorCode = null;
-      e.status.attempts = 0;
-      e.status.nextRetryAt = null;
-      e.status.waitingFor = null;
-      e.nextAttemptAt = this.resyncMs > 0 ? Date.now() + this.resyncMs : Infinity;
-      this.setState(e, 'ready');
+      this.markReady(e, res);
       if (started !== 'ready' || !res.alreadyComplete) {
         log.info({ commit: res.commit, path: res.path, bytesDownloaded: res.bytesDownloaded, alreadyComplete: res.alreadyComplete }, 'model ready');
       }
     } catch (err) {
       error = err;
-      if (controller.signal.aborted && this.stopped) {
+      const shutdown = controller.signal.aborted && this.stopped;
+      const held = shutdown || started === 'ready' ? undefined : await this.opts.fromStore?.(spec).catch(() => undefined);
+      if (shutdown) {
         // Interrupted by shutdown: not a failure; the engine's checkpoint resumes it next start.
         log.info('pull interrupted by shutdown');
         if (started !== 'ready') this.setState(e, 'pending');
+      } else if (held) {
+        // The hub could not say (down, or 404 for a repo since removed or made private), but the
+        // store holds a verified revision of this model: serve it, as a failed resync would.
+        this.markReady(e, held);
+        log.warn({ err: err instanceof Error ? err.message : String(err), commit: held.commit }, 'pull failed; serving the revision the store already has');
       } else {
         e.status.attempts++;
         const delay = retryDelay(e.status.attempts, err, this.backoff);
@@ -359,14 +368,56 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     this.kick();
   }
 
+  /** The model is published at `held`: ready, failures forgotten, its next resync scheduled. */
+  private markReady(e: Entry, held: HeldRevision): void {
+    const s = e.status;
+    s.commit = held.commit;
+    s.path = held.path;
+    s.bytesDone = s.bytesTotal = held.bytes ?? Math.max(s.bytesTotal, s.bytesDone);
+    s.error = null;
+    s.exitCode = null;
+    s.errorCode = null;
+    s.attempts = 0;
+    s.nextRetryAt = null;
+    s.waitingFor = null;
+    e.nextAttemptAt = this.resyncMs > 0 ? Date.now() + this.resyncMs : Infinity;
+    this.setState(e, 'ready');
+  }
+
+  /**
+   * A revision of a model arrived in the store by other means (a bundle import, another process's
+   * pull): a model waiting for it is ready now; one the daemon did not track is listed as imported.
+   */
+  adopt(spec: ModelSpec, held: HeldRevision): void {
+    const e = this.entries.get(spec.key) ?? this.upsert(spec, 'imported');
+    if (e.running || (e.status.state === 'ready' && e.status.commit === held.commit)) return;
+    this.markReady(e, held);
+    this.log.info({ ref: spec.key, commit: held.commit }, 'model found in the store');
+  }
+
+  /**
+   * The store no longer has a ready model's revision (`swift-fetch rm`, a collection elsewhere): a
+   * declared model is pulled again; any other stops being listed.
+   */
+  lost(key: string): void {
+    const e = this.entries.get(key);
+    if (!e || e.running || e.status.state !== 'ready') return;
+    if (!e.declared) {
+      this.log.info({ ref: key }, 'model removed from the store');
+      this.remove(key);
+      return;
+    }
+    this.log.info({ ref: key, commit: e.status.commit }, 'model removed from the store; pulling it again');
+    e.status.commit = null;
+    e.status.path = null;
+    e.status.bytesDone = 0;
+    e.nextAttemptAt = 0;
+    this.setState(e, 'pending');
+    this.kick();
+  }
+
   private onEvent(e: Entry, ev: PullEvent): void {
     const s = e.status;
-    if (ev.type === 'progress') {
-      const delta = ev.bytesDone - e.lastBytesDone;
-      // The first progress event reports what was already on disk, which did not arrive now.
-      if (delta > 0 && e.lastBytesDone >= 0) this.opts.onBytes?.(ev.source, delta);
-      e.lastBytesDone = ev.bytesDone;
-    }
     // A resync of a ready model keeps showing the published revision until a new one is published.
     if (s.state === 'ready' && ev.type !== 'published') return;
     switch (ev.type) {

@@ -6,6 +6,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { UsageError } from '../core/errors.js';
+import { HttpError, sendJson } from '../http/respond.js';
+
+// The response helpers live below every API (the peer routes use them too); routes import them from here as well.
+export { HttpError, readJson, sendJson, sendText } from '../http/respond.js';
 
 export interface RouteContext {
   req: IncomingMessage;
@@ -94,41 +98,4 @@ export class Router {
 
 function decode(s: string): string {
   return decodeURIComponent(s);
-}
-
-export class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
-    super(message);
-  }
-}
-
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body) + '\n';
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
-  res.end(text);
-}
-
-export function sendText(res: ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8'): void {
-  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-  res.end(body);
-}
-
-/** Read a JSON request body of at most `limit` bytes; HttpError 400/413/415 otherwise. */
-export async function readJson(req: IncomingMessage, limit = 64 * 1024): Promise<unknown> {
-  const type = req.headers['content-type'];
-  if (type && !/^application\/(json|[\w.+-]+\+json)\b/i.test(type)) throw new HttpError(415, 'expected a JSON body (content-type: application/json)');
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req) {
-    n += (c as Buffer).length;
-    if (n > limit) throw new HttpError(413, `request body larger than ${limit} bytes`);
-    chunks.push(c as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (text.trim() === '') throw new HttpError(400, 'expected a JSON body');
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new HttpError(400, `invalid JSON: ${(e as Error).message}`);
-  }
 }

@@ -46,10 +46,10 @@ export async function watchModelsFile(file: string, opts: WatchOptions): Promise
   let reading: Promise<void> | undefined;
   let again = false;
 
-  const problem = (msg: string, extra: object) => {
-    // Log a persisting problem once, not on every event.
-    if (lastProblem === msg) return;
-    lastProblem = msg;
+  /** Log a problem once while it persists, not on every event; another one (a new bad edit) is news. */
+  const problem = (key: string, msg: string, extra: object) => {
+    if (lastProblem === key) return;
+    lastProblem = key;
     log.warn(extra, msg);
   };
 
@@ -59,7 +59,7 @@ export async function watchModelsFile(file: string, opts: WatchOptions): Promise
       text = await readFile(file, 'utf8');
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      problem(code === 'ENOENT' ? 'models file missing; keeping the last list' : 'cannot read models file; keeping the last list', { code, models: current?.length ?? 0 });
+      problem(`read:${code}`, code === 'ENOENT' ? 'models file missing; keeping the last list' : 'cannot read models file; keeping the last list', { code, models: current?.length ?? 0 });
       return;
     }
     const hash = createHash('sha256').update(text).digest('hex');
@@ -68,7 +68,7 @@ export async function watchModelsFile(file: string, opts: WatchOptions): Promise
     try {
       specs = parseModelsFile(text, file, opts.env);
     } catch (e) {
-      problem('invalid models file; keeping the last list', { err: (e as Error).message });
+      problem(`invalid:${hash}`, 'invalid models file; keeping the last list', { err: (e as Error).message, models: current?.length ?? 0 });
       return;
     }
     lastHash = hash;

@@ -14,11 +14,12 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { RateLimiter } from '../transfer/limiter.js';
+import { RateLimiter } from '../transfer/index.js';
 import type { P2PCounters } from './counters.js';
-import type { LocalInventory } from './inventory.js';
+import { sendJson } from '../http/respond.js';
+import type { LocalHolding, LocalInventory } from './inventory.js';
 import { covers, parseByteRange } from './ranges.js';
 import type { PeerToken } from './token.js';
 
@@ -59,198 +60,241 @@ export interface PeerServer {
   close(): void;
 }
 
-function json(res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}): void {
-  const text = JSON.stringify(body) + '\n';
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...extra });
-  res.end(text);
-}
+type Range = { start: number; end: number };
 
-export function registerPeerRoutes(router: RouteRegistrar, deps: PeerServerDeps): PeerServer {
-  const { inventory, counters, token, nodeId } = deps;
-  const log = deps.logger?.child({ module: 'p2p-server' });
-  const limiter = new RateLimiter(deps.uploadMaxRate ?? 0);
-  const maxUploads = Math.max(1, deps.uploadConcurrency ?? 4);
-  const maxWaiters = Math.max(0, deps.maxWaiters ?? 256);
-  const shutdown = new AbortController();
-  // Every held long-poll and every upload waiting on a slow socket listens here; dozens at once are
-  // normal in a swarm, not a leak (each removes its listener when it ends).
-  setMaxListeners(0, shutdown.signal);
-  let active = 0;
-  let waiting = 0;
+/**
+ * Upload slots: at most `max` uploads stream at once. Past that a request waits briefly in line (a
+ * chunk between nodes streams in well under QUEUE_MS, and a peer sent away would come back anyway);
+ * a full line, or a daemon shutting down, is refused at once.
+ */
+class UploadSlots {
+  private active = 0;
+  private readonly queue: Array<(ok: boolean) => void> = [];
+  constructor(private readonly max: number, private readonly shutdown: AbortSignal) {}
 
-  const authorized = (req: IncomingMessage, res: ServerResponse): boolean => {
-    if (token.accepts(req.headers.authorization)) return true;
-    counters.add('unauthorized');
-    json(res, 401, { error: 'peer token required' }, { 'www-authenticate': 'Bearer realm="swift-fetch-peers"' });
-    return false;
-  };
+  get inUse(): number {
+    return this.active;
+  }
 
-  const learn = (req: IncomingMessage, sha: string): void => {
-    const peer = req.headers[NODE_HEADER];
-    if (typeof peer === 'string' && peer !== nodeId && /^[\w.-]{1,64}$/.test(peer) && req.headers[FETCHING_HEADER] === '1') inventory.noteInterest(sha, peer);
-  };
-
-  const statusBody = async (sha: string) => {
-    const h = await inventory.holding(sha);
-    const fetching = !h.complete && inventory.isFetching(sha);
-    return { h, body: { nodeId, sha256: sha, size: h.size ?? null, complete: h.complete, fetching, ranges: h.ranges, inflight: fetching ? inventory.inflight(sha) : [] } };
-  };
-
-  router.add('GET', '/v1/peer/info', ({ req, res }) => {
-    if (!authorized(req, res)) return;
-    json(res, 200, { nodeId, protocol: PEER_PROTOCOL });
-  });
-
-  router.add('GET', '/v1/peer/blobs/:sha', async ({ req, res, params }) => {
-    if (!authorized(req, res)) return;
-    const sha = params.sha!;
-    if (!SHA_RE.test(sha)) return json(res, 400, { error: 'expected a lowercase hex SHA-256' });
-    learn(req, sha);
-    const { h, body } = await statusBody(sha);
-    if (!h.complete && !body.fetching && h.ranges.length === 0) return json(res, 404, body);
-    json(res, 200, body);
-  });
-
-  router.add('GET', '/v1/peer/blobs/:sha/data', async ({ req, res, params, url }) => {
-    if (!authorized(req, res)) return;
-    const sha = params.sha!;
-    if (!SHA_RE.test(sha)) return json(res, 400, { error: 'expected a lowercase hex SHA-256' });
-    learn(req, sha);
-    const rawRange = req.headers.range;
-    const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, Number(url.searchParams.get('wait') ?? 0) || 0));
-
-    let h = await inventory.holding(sha);
-    let want = wanted(rawRange, h.size);
-    if (want === 'invalid') return json(res, 416, { error: 'unsatisfiable range' }, h.size !== undefined ? { 'content-range': `bytes */${h.size}` } : {});
-    if ((!want || !covers(h.ranges, want.start, want.end)) && waitMs > 0 && want && inventory.isFetching(sha) && waiting < maxWaiters) {
-      waiting++;
-      const ac = new AbortController();
-      const onClose = () => ac.abort();
-      res.once('close', onClose);
-      const onShutdown = () => ac.abort();
-      shutdown.signal.addEventListener('abort', onShutdown, { once: true });
-      try {
-        await inventory.waitFor(sha, want.start, want.end, waitMs, ac.signal);
-      } finally {
-        waiting--;
-        res.off('close', onClose);
-        shutdown.signal.removeEventListener('abort', onShutdown);
-      }
-      if (ac.signal.aborted) {
-        if (!res.headersSent) res.destroy();
-        return;
-      }
-      h = await inventory.holding(sha);
-    }
-    if (h.size === undefined || h.path === undefined) return json(res, 404, (await statusBody(sha)).body);
-    want = wanted(rawRange, h.size) ?? { start: 0, end: h.size };
-    if (want === 'invalid') return json(res, 416, { error: 'unsatisfiable range' }, { 'content-range': `bytes */${h.size}` });
-    if (!covers(h.ranges, want.start, want.end)) return json(res, 404, (await statusBody(sha)).body);
-    if (!(await slot(res))) {
-      counters.add('uploadsRejected');
-      return json(res, 503, { error: 'upload slots busy' }, { 'retry-after': '1' });
-    }
-    try {
-      await serveFile(req, res, sha, h.path, h.size, want.start, want.end, rawRange !== undefined);
-    } finally {
-      release();
-    }
-  });
-
-  /**
-   * An upload slot, waiting briefly in line when all are taken: a chunk between nodes streams in
-   * well under that, and a peer sent away would come back anyway. A full line is refused at once.
-   */
-  const queue: Array<(ok: boolean) => void> = [];
-  function slot(res: ServerResponse): Promise<boolean> {
-    if (active < maxUploads) {
-      active++;
+  acquire(res: ServerResponse): Promise<boolean> {
+    if (this.active < this.max) {
+      this.active++;
       return Promise.resolve(true);
     }
-    if (queue.length >= maxUploads * 4 || shutdown.signal.aborted) return Promise.resolve(false);
+    if (this.queue.length >= this.max * 4 || this.shutdown.aborted) return Promise.resolve(false);
     return new Promise<boolean>((resolve) => {
       const done = (ok: boolean) => {
         clearTimeout(timer);
         res.off('close', gone);
-        const i = queue.indexOf(done);
-        if (i >= 0) queue.splice(i, 1);
+        const i = this.queue.indexOf(done);
+        if (i >= 0) this.queue.splice(i, 1);
         resolve(ok);
       };
       const gone = () => done(false);
       const timer = setTimeout(() => done(false), QUEUE_MS);
       res.once('close', gone);
-      queue.push(done);
+      this.queue.push(done);
     });
   }
-  function release(): void {
-    const next = queue.shift();
+
+  release(): void {
+    const next = this.queue.shift();
     // The slot passes straight to the next in line.
     if (next) next(true);
-    else active--;
+    else this.active--;
+  }
+}
+
+/** The routes' shared state and the steps each route is made of. */
+class PeerApi {
+  readonly limiter: RateLimiter;
+  readonly slots: UploadSlots;
+  /** Every held long-poll and every upload waiting on a slow socket listens here. */
+  readonly shutdown = new AbortController();
+  private readonly log: Logger | undefined;
+  private readonly maxWaiters: number;
+  private waiting = 0;
+
+  constructor(private readonly deps: PeerServerDeps) {
+    this.log = deps.logger?.child({ module: 'p2p-server' });
+    this.limiter = new RateLimiter(deps.uploadMaxRate ?? 0);
+    this.maxWaiters = Math.max(0, deps.maxWaiters ?? 256);
+    // Dozens of listeners at once are normal in a swarm, not a leak (each removes its own when it ends).
+    setMaxListeners(0, this.shutdown.signal);
+    this.slots = new UploadSlots(Math.max(1, deps.uploadConcurrency ?? 4), this.shutdown.signal);
   }
 
-  async function serveFile(req: IncomingMessage, res: ServerResponse, sha: string, path: string, size: number, start: number, end: number, ranged: boolean): Promise<void> {
-    let fh;
+  /** The shared peer token, or 401 (counted). */
+  authorized(req: IncomingMessage, res: ServerResponse): boolean {
+    if (this.deps.token.accepts(req.headers.authorization)) return true;
+    this.deps.counters.add('unauthorized');
+    sendJson(res, 401, { error: 'peer token required' }, { 'www-authenticate': 'Bearer realm="swift-fetch-peers"' });
+    return false;
+  }
+
+  /** The route's SHA-256 when it is one (noting which peer is fetching it), else 400. */
+  blobSha(req: IncomingMessage, res: ServerResponse, sha: string): string | undefined {
+    if (!SHA_RE.test(sha)) {
+      sendJson(res, 400, { error: 'expected a lowercase hex SHA-256' });
+      return undefined;
+    }
+    const peer = req.headers[NODE_HEADER];
+    if (typeof peer === 'string' && peer !== this.deps.nodeId && /^[\w.-]{1,64}$/.test(peer) && req.headers[FETCHING_HEADER] === '1') {
+      this.deps.inventory.noteInterest(sha, peer);
+    }
+    return sha;
+  }
+
+  async status(sha: string) {
+    const { inventory, nodeId } = this.deps;
+    const h = await inventory.holding(sha);
+    const fetching = !h.complete && inventory.isFetching(sha);
+    return { h, body: { nodeId, sha256: sha, size: h.size ?? null, complete: h.complete, fetching, ranges: h.ranges, inflight: fetching ? inventory.inflight(sha) : [] } };
+  }
+
+  /** Whether a `wait` long-poll is worth holding: the range is not here yet, and this node is fetching it. */
+  shouldWait(sha: string, have: LocalHolding, want: Range | undefined, waitMs: number): want is Range {
+    return waitMs > 0 && want !== undefined && !covers(have.ranges, want.start, want.end) && this.deps.inventory.isFetching(sha) && this.waiting < this.maxWaiters;
+  }
+
+  /**
+   * Hold the request until `want` is durable here, the wait ends, the peer hangs up or the daemon
+   * stops. False when the request is gone (the response was destroyed).
+   */
+  async holdUntilDurable(res: ServerResponse, sha: string, want: Range, waitMs: number): Promise<boolean> {
+    this.waiting++;
+    const ac = new AbortController();
+    const stop = () => ac.abort();
+    res.once('close', stop);
+    this.shutdown.signal.addEventListener('abort', stop, { once: true });
+    try {
+      await this.deps.inventory.waitFor(sha, want.start, want.end, waitMs, ac.signal);
+    } finally {
+      this.waiting--;
+      res.off('close', stop);
+      this.shutdown.signal.removeEventListener('abort', stop);
+    }
+    if (!ac.signal.aborted) return true;
+    if (!res.headersSent) res.destroy();
+    return false;
+  }
+
+  /** `GET /v1/peer/blobs/{sha}/data`: the bytes of a range this node holds durably. */
+  async data(req: IncomingMessage, res: ServerResponse, sha: string, url: URL): Promise<void> {
+    const rawRange = req.headers.range;
+    const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, Number(url.searchParams.get('wait') ?? 0) || 0));
+    let h = await this.deps.inventory.holding(sha);
+    let want = wanted(rawRange, h.size);
+    if (want === 'invalid') return sendJson(res, 416, { error: 'unsatisfiable range' }, h.size !== undefined ? { 'content-range': `bytes */${h.size}` } : {});
+    if (this.shouldWait(sha, h, want, waitMs)) {
+      if (!(await this.holdUntilDurable(res, sha, want, waitMs))) return;
+      h = await this.deps.inventory.holding(sha);
+    }
+    if (h.size === undefined || h.path === undefined) return sendJson(res, 404, (await this.status(sha)).body);
+    want = wanted(rawRange, h.size) ?? { start: 0, end: h.size };
+    if (want === 'invalid') return sendJson(res, 416, { error: 'unsatisfiable range' }, { 'content-range': `bytes */${h.size}` });
+    if (!covers(h.ranges, want.start, want.end)) return sendJson(res, 404, (await this.status(sha)).body);
+    if (!(await this.slots.acquire(res))) {
+      this.deps.counters.add('uploadsRejected');
+      return sendJson(res, 503, { error: 'upload slots busy' }, { 'retry-after': '1' });
+    }
+    try {
+      await this.serveFile(req, res, sha, h.path, h.size, want, rawRange !== undefined);
+    } finally {
+      this.slots.release();
+    }
+  }
+
+  async serveFile(req: IncomingMessage, res: ServerResponse, sha: string, path: string, size: number, want: Range, ranged: boolean): Promise<void> {
+    let fh: FileHandle;
     try {
       fh = await open(path, 'r');
     } catch (e) {
       // Renamed into the store between the lookup and now: the store copy is the same bytes.
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        const h = await inventory.holding(sha);
-        if (h.path && h.path !== path && covers(h.ranges, start, end)) return serveFile(req, res, sha, h.path, size, start, end, ranged);
-        return json(res, 404, { error: 'gone' });
+        const h = await this.deps.inventory.holding(sha);
+        if (h.path && h.path !== path && covers(h.ranges, want.start, want.end)) return this.serveFile(req, res, sha, h.path, size, want, ranged);
+        return sendJson(res, 404, { error: 'gone' });
       }
       throw e;
     }
     const headers: Record<string, string> = {
       'content-type': 'application/octet-stream',
-      'content-length': String(end - start),
+      'content-length': String(want.end - want.start),
       'cache-control': 'no-store',
-      [NODE_HEADER]: nodeId,
+      [NODE_HEADER]: this.deps.nodeId,
     };
-    if (ranged) headers['content-range'] = `bytes ${start}-${end - 1}/${size}`;
-    counters.add('uploads');
+    if (ranged) headers['content-range'] = `bytes ${want.start}-${want.end - 1}/${size}`;
+    this.deps.counters.add('uploads');
     try {
       res.writeHead(ranged ? 206 : 200, headers);
       if (req.method === 'HEAD') return void res.end();
-      const ac = new AbortController();
-      const onClose = () => ac.abort();
-      res.once('close', onClose);
-      shutdown.signal.addEventListener('abort', onClose, { once: true });
-      try {
-        const buf = Buffer.allocUnsafe(Math.min(READ_SIZE, Math.max(1, end - start)));
-        let pos = start;
-        while (pos < end && !ac.signal.aborted) {
-          const n = Math.min(buf.length, end - pos);
-          const { bytesRead } = await fh.read(buf, 0, n, pos);
-          if (bytesRead === 0) throw new Error(`short read at ${pos} of ${path}`);
-          const wait = limiter.take(bytesRead, ac.signal);
-          if (wait) await wait;
-          const ok = res.write(Buffer.from(buf.subarray(0, bytesRead)));
-          counters.add('bytesServed', bytesRead);
-          pos += bytesRead;
-          if (!ok) await drained(res, ac.signal);
-        }
-        if (ac.signal.aborted) res.destroy();
-        else res.end();
-      } catch (e) {
-        if (!ac.signal.aborted) log?.warn({ err: (e as Error).message }, 'upload to a peer failed');
-        res.destroy();
-      } finally {
-        res.off('close', onClose);
-        shutdown.signal.removeEventListener('abort', onClose);
-      }
+      await this.stream(res, fh, path, want);
     } finally {
       await fh.close().catch(() => undefined);
     }
   }
 
+  /** Copy `want` from the file to the peer through the upload limiter, stopping if either side goes away. */
+  private async stream(res: ServerResponse, fh: FileHandle, path: string, want: Range): Promise<void> {
+    const ac = new AbortController();
+    const onClose = () => ac.abort();
+    res.once('close', onClose);
+    this.shutdown.signal.addEventListener('abort', onClose, { once: true });
+    try {
+      const buf = Buffer.allocUnsafe(Math.min(READ_SIZE, Math.max(1, want.end - want.start)));
+      let pos = want.start;
+      while (pos < want.end && !ac.signal.aborted) {
+        const n = Math.min(buf.length, want.end - pos);
+        const { bytesRead } = await fh.read(buf, 0, n, pos);
+        if (bytesRead === 0) throw new Error(`short read at ${pos} of ${path}`);
+        const wait = this.limiter.take(bytesRead, ac.signal);
+        if (wait) await wait;
+        const ok = res.write(Buffer.from(buf.subarray(0, bytesRead)));
+        this.deps.counters.add('bytesServed', bytesRead);
+        pos += bytesRead;
+        if (!ok) await drained(res, ac.signal);
+      }
+      if (ac.signal.aborted) res.destroy();
+      else res.end();
+    } catch (e) {
+      if (!ac.signal.aborted) this.log?.warn({ err: (e as Error).message }, 'upload to a peer failed');
+      res.destroy();
+    } finally {
+      res.off('close', onClose);
+      this.shutdown.signal.removeEventListener('abort', onClose);
+    }
+  }
+}
+
+export function registerPeerRoutes(router: RouteRegistrar, deps: PeerServerDeps): PeerServer {
+  const api = new PeerApi(deps);
+
+  router.add('GET', '/v1/peer/info', ({ req, res }) => {
+    if (!api.authorized(req, res)) return;
+    sendJson(res, 200, { nodeId: deps.nodeId, protocol: PEER_PROTOCOL });
+  });
+
+  router.add('GET', '/v1/peer/blobs/:sha', async ({ req, res, params }) => {
+    if (!api.authorized(req, res)) return;
+    const sha = api.blobSha(req, res, params.sha!);
+    if (!sha) return;
+    const { h, body } = await api.status(sha);
+    sendJson(res, !h.complete && !body.fetching && h.ranges.length === 0 ? 404 : 200, body);
+  });
+
+  router.add('GET', '/v1/peer/blobs/:sha/data', async ({ req, res, params, url }) => {
+    if (!api.authorized(req, res)) return;
+    const sha = api.blobSha(req, res, params.sha!);
+    if (sha) await api.data(req, res, sha, url);
+  });
+
   return {
-    uploadLimiter: limiter,
+    uploadLimiter: api.limiter,
     get activeUploads() {
-      return active;
+      return api.slots.inUse;
     },
-    close: () => shutdown.abort(),
+    close: () => api.shutdown.abort(),
   };
 }
 

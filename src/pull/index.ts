@@ -48,6 +48,7 @@ export interface EngineHooks {
 }
 
 export type PullEvent =
+  | { type: 'resolving'; ref: string }
   | { type: 'resolved'; ref: string; commit: string; files: number; bytesTotal: number }
   | { type: 'waiting'; holder: string }
   | { type: 'progress'; bytesDone: number; bytesTotal: number; source: ByteSource }
@@ -92,6 +93,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     const source = sourceFor(ref.hub, env, dispatcher);
     let manifest: Manifest;
     try {
+      opts.onEvent?.({ type: 'resolving', ref: formatRef(ref) });
       manifest = await source.resolve(ref, opts.signal);
     } catch (e) {
       // Offline with the model already here: serve what the store has for this revision.
@@ -243,8 +245,14 @@ async function fetchMissing(
   let downloaded = 0;
   let lastEmit = 0;
   const gitOids = new Map([...requests.values()].map((r) => [r.key, r.gitOid]));
+  const resumed = new Map<string, number>();
   const onTransfer = (e: TransferEvent) => {
-    if (e.type === 'progress') {
+    if (e.type === 'blob-start' && e.resumedBytes !== (resumed.get(e.key) ?? 0)) {
+      // Bytes an earlier run left durable count as done: a resumed pull starts where it stopped.
+      done += e.resumedBytes - (resumed.get(e.key) ?? 0);
+      resumed.set(e.key, e.resumedBytes);
+      opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });
+    } else if (e.type === 'progress') {
       done += e.bytes;
       downloaded += e.bytes;
       const now = Date.now();

@@ -10,6 +10,7 @@ import type { EngineOptions } from './types.js';
 
 export { RateLimiter, type Clock } from './limiter.js';
 export { proxyAwareDispatcher } from './http.js';
+export { DEFAULT_CHUNK_SIZE, DEFAULT_CONNECTIONS } from './plan.js';
 export type { EngineOptions, ChunkSource, ChunkSourceRequest, ChunkEvent } from './types.js';
 
 /**

@@ -22,7 +22,8 @@ beforeEach(async () => {
     `store: ${join(dir, 'store')}\nstateDir: ${join(dir, 'state')}\nlisten: 127.0.0.1:0\nmaxRate: 10MB/s\nmodels: [hf://org/declared]\n`,
     join(dir, 'config.yaml'),
   );
-  daemon = await startDaemon(cfg, { pull: fp.pull, logger: log, backoff: { baseMs: 20, maxMs: 50, slowBaseMs: 20, slowMaxMs: 50 }, resyncMs: 0 });
+  // storeSyncMs 0: the fake pull publishes nothing, so the store would say every model is gone.
+  daemon = await startDaemon(cfg, { pull: fp.pull, logger: log, backoff: { baseMs: 20, maxMs: 50, slowBaseMs: 20, slowMaxMs: 50 }, resyncMs: 0, storeSyncMs: 0 });
 });
 afterEach(async () => {
   await daemon.stop();
@@ -45,15 +46,22 @@ async function http(method: string, path: string, body?: unknown, headers: Recor
   return { status: res.status, headers: Object.fromEntries(res.headers), text, json };
 }
 
-/** Read a server-sent event stream to its end; returns the events in order. */
-function readEvents(path: string): Promise<Array<{ event: string; data: any }>> {
+/** Read a server-sent event stream to its end; returns the events in order. `onFirst` runs when the first event arrives. */
+function readEvents(path: string, onFirst?: () => void): Promise<Array<{ event: string; data: any }>> {
   return new Promise((resolve, reject) => {
     const req = request(daemon.url + path, (res) => {
       if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
       expect(res.headers['content-type']).toMatch(/^text\/event-stream/);
       let buf = '';
       res.setEncoding('utf8');
-      res.on('data', (c: string) => (buf += c));
+      res.on('data', (c: string) => {
+        buf += c;
+        if (onFirst && /^data: .*\n\n/m.test(buf)) {
+          const first = onFirst;
+          onFirst = undefined;
+          first();
+        }
+      });
       res.on('end', () => {
         const events = buf
           .split('\n\n')
@@ -108,7 +116,7 @@ describe('daemon HTTP API', () => {
       [{ ref: 'org' }, /expected exactly ORG\/NAME/],
       [{}, /ref: expected a model reference/],
       [{ ref: 'hf://a/b', include: 'x' }, /include: expected a list/],
-      [{ ref: 'hf://a/b', extra: 1 }, /unknown field "extra"/],
+      [{ ref: 'hf://a/b', extra: 1 }, /extra: unknown key \(expected one of: ref, include, exclude\)/],
       ['{not json', /invalid JSON/],
       [[1], /expected a JSON object/],
     ];
@@ -118,6 +126,14 @@ describe('daemon HTTP API', () => {
       expect(res.json.error).toMatch(reason);
     }
     expect((await http('POST', '/v1/pulls', 'x', { 'content-type': 'text/plain' })).status).toBe(415);
+    // JSON routes require the content-type (what a cross-site form post cannot send), also for a JSON body.
+    for (const [method, path] of [['POST', '/v1/pulls'], ['PUT', '/v1/config/max-rate']]) {
+      const res = await fetch(daemon.url + path, { method, body: new Blob(['{"ref":"hf://org/x","maxRate":1}']) });
+      expect(res.headers.get('content-type')).toMatch(/json/);
+      expect([res.status, ((await res.json()) as { error: string }).error]).toEqual([415, 'expected a JSON body with content-type: application/json']);
+    }
+    expect(daemon.reconciler.get('hf://org/x@main')).toBeUndefined();
+    expect(daemon.limiter.rate).toBe(10_000_000);
     const wrong = await http('DELETE', '/v1/pulls');
     expect(wrong.status).toBe(405);
     expect(wrong.headers.allow).toBe('POST');
@@ -128,10 +144,8 @@ describe('daemon HTTP API', () => {
     fp.script.set('hf://org/big@main', ['block']);
     await http('POST', '/v1/pulls', { ref: 'hf://org/big' });
     await until(() => fp.running() === 1);
-    const events = readEvents(`/v1/models/${enc('hf://org/big@main')}/events`);
-    await new Promise((r) => setTimeout(r, 100));
-    fp.release('hf://org/big@main');
-    const got = await events;
+    // Released once the stream is surely open: its first event has arrived.
+    const got = await readEvents(`/v1/models/${enc('hf://org/big@main')}/events`, () => fp.release('hf://org/big@main'));
     expect(got.length).toBeGreaterThanOrEqual(2);
     expect(got[0]).toMatchObject({ event: 'progress', data: { state: 'downloading', bytesTotal: 1000 } });
     const last = got[got.length - 1]!;

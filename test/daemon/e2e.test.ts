@@ -14,7 +14,9 @@ import { pullModel } from '../../src/pull/index.js';
 import { startDaemon, type Daemon } from '../../src/daemon/index.js';
 import { Store } from '../../src/store/store.js';
 import { startFakeHub, type AddedRepo, type FakeHub } from '../fakehub/index.js';
-import { spawnNode, tempDir, until, type Child } from './helpers.js';
+import { DaemonClient } from '../../src/daemon/client.js';
+import { runCli } from '../support/index.js';
+import { parsePrometheus, spawnNode, tempDir, until, type Child } from './helpers.js';
 
 const log = pino({ level: 'silent' });
 
@@ -71,7 +73,7 @@ async function daemon(yaml: string, name = 'd1', env: Record<string, string> = h
   const file = join(dir, `${name}.yaml`);
   await writeFile(file, `listen: 127.0.0.1:0\nstore: ${join(dir, 'store')}\nstateDir: ${join(dir, `state-${name}`)}\n${yaml}`);
   const cfg = parseConfig(await readFile(file, 'utf8'), file);
-  const d = await startDaemon(cfg, { logger: log, env: { ...process.env, ...env }, resyncMs: 0, gcSweepGraceMs: 0, watch: { debounceMs: 50, pollMs: 0 } });
+  const d = await startDaemon(cfg, { logger: log, env: { ...process.env, ...env }, resyncMs: 0, gcSweepGraceMs: 0, watch: { debounceMs: 50, pollMs: 0 }, storeSyncMs: 100 });
   daemons.push(d);
   return d;
 }
@@ -192,5 +194,113 @@ describe('daemon end to end (fake hub, real pulls)', () => {
     const s = await ready(d, 'hf://org/alpha@main');
     expect(s.commit).toBe(repos['org/alpha']!.commit);
     expect((await readFile(join(s.path!, 'model.safetensors'))).equals(content['org/alpha']!['model.safetensors']!)).toBe(true);
+  }, 120_000);
+});
+
+describe("the daemon's view follows the store", () => {
+  it('a model removed with swift-fetch rm is pulled again when declared, and no longer listed when not', async () => {
+    const d = await daemon('models: [hf://org/alpha]\n');
+    const alpha = await ready(d, 'hf://org/alpha@main');
+    const client = new DaemonClient(d.url);
+    try {
+      await client.pull({ ref: 'hf://org/beta' });
+      await ready(d, 'hf://org/beta@main');
+      hub.resetStats();
+      for (const ref of ['hf://org/alpha', 'hf://org/beta']) {
+        const rm = await runCli(['rm', ref, '--store', join(dir, 'store')]);
+        expect(rm.code, rm.stderr).toBe(0);
+      }
+      await until(async () => (await client.models()).every((m) => m.ref !== 'hf://org/beta@main'), 50);
+      // The declared one comes back: fetched again from the hub, published at the same path.
+      const again = await until(async () => {
+        const m = await client.model('hf://org/alpha@main');
+        return m?.state === 'ready' && existsSync(join(m.path!, 'model.safetensors')) ? m : undefined;
+      }, 50);
+      expect(again.path).toBe(alpha.path);
+      expect(hub.bytesSent({ path: 'model.safetensors' })).toBeGreaterThanOrEqual(content['org/alpha']!['model.safetensors']!.length);
+      expect((await readFile(join(again.path!, 'model.safetensors'))).equals(content['org/alpha']!['model.safetensors']!)).toBe(true);
+    } finally {
+      await client.close();
+    }
+  }, 120_000);
+
+  it('a store that vanished altogether (an unmounted volume) is not taken for removed models', async () => {
+    const d = await daemon('models: [hf://org/alpha]\n');
+    const alpha = await ready(d, 'hf://org/alpha@main');
+    hub.resetStats();
+    await rename(join(dir, 'store'), join(dir, 'store-away'));
+    await new Promise((r) => setTimeout(r, 500)); // five looks at the store
+    expect(d.reconciler.get('hf://org/alpha@main')).toMatchObject({ state: 'ready', commit: alpha.commit });
+    expect(hub.log).toEqual([]);
+    expect(existsSync(join(dir, 'store'))).toBe(false);
+    await rename(join(dir, 'store-away'), join(dir, 'store'));
+  }, 60_000);
+
+  it('after a restart, a model the store holds is ready even when the hub now answers 404', async () => {
+    const first = await daemon('models: [hf://org/alpha]\n');
+    const was = await ready(first, 'hf://org/alpha@main');
+    await daemons.splice(0).pop()!.stop();
+    // A hub that knows no repo: with a token, every lookup is a 404 RepoNotFound, as the real one answers.
+    const gone = await startFakeHub();
+    try {
+      const d = await daemon('models: [hf://org/alpha]\n', 'd1', { HF_ENDPOINT: gone.hfEndpoint, MODELSCOPE_ENDPOINT: gone.msEndpoint, HF_TOKEN: 'hf_some_token', MODELSCOPE_API_TOKEN: '' });
+      const now = await until(() => {
+        const m = d.reconciler.get('hf://org/alpha@main');
+        return m && m.state !== 'pending' && m.state !== 'downloading' ? m : undefined;
+      }, 50);
+      expect(now).toMatchObject({ state: 'ready', commit: was.commit, path: was.path, error: null });
+      expect(gone.log.length).toBeGreaterThan(0);
+      expect(gone.log.every((e) => e.status === 404)).toBe(true);
+    } finally {
+      await gone.close();
+    }
+  }, 120_000);
+
+  it('a bundle import shows in /v1/models: by the CLI into its store, or dropped into imports/', async () => {
+    const src = join(dir, 'src-store');
+    const bundles: Record<string, string> = {};
+    for (const id of ['org/alpha', 'org/beta']) {
+      await pullModel(`hf://${id}`, { store: src, stateDir: join(dir, 'src-state'), env: { ...process.env, ...hubEnv() } });
+      bundles[id] = join(dir, `${id.split('/')[1]}.tar`);
+      await createBundleFile([parseRef(`hf://${id}`)], bundles[id]!, { store: src, stateDir: join(dir, 'src-state') });
+    }
+    const imports = join(dir, 'imports');
+    const offline = { HF_ENDPOINT: 'http://127.0.0.1:9', MODELSCOPE_ENDPOINT: 'http://127.0.0.1:9', HF_TOKEN: '', MODELSCOPE_API_TOKEN: '' };
+    const d = await daemon(`imports: ${imports}\nmodels: [hf://org/alpha]\n`, 'gap', offline);
+    await until(() => d.reconciler.get('hf://org/alpha@main')?.state === 'failed', 50);
+    const client = new DaemonClient(d.url);
+    try {
+      // By hand, into the daemon's store: the declared model becomes ready without waiting for a retry.
+      const cli = await runCli(['bundle', 'import', bundles['org/alpha']!, '--store', join(dir, 'store')], { env: offline });
+      expect(cli.code, cli.stderr).toBe(0);
+      const alpha = await until(async () => {
+        const m = await client.model('hf://org/alpha@main');
+        return m?.state === 'ready' ? m : undefined;
+      }, 50);
+      expect(alpha).toMatchObject({ commit: repos['org/alpha']!.commit, error: null, bytesTotal: repoSize('org/alpha') });
+      // Dropped into imports/: a model nobody declared is listed, ready, as soon as it is imported.
+      await copyFile(bundles['org/beta']!, join(imports, '.beta.tar.part'));
+      await rename(join(imports, '.beta.tar.part'), join(imports, 'beta.tar'));
+      const beta = await until(async () => (await client.models()).find((m) => m.ref === 'hf://org/beta@main'), 50);
+      expect(beta).toMatchObject({ state: 'ready', declared: false, commit: repos['org/beta']!.commit });
+      expect((await readFile(join(beta.path!, 'model.safetensors'))).equals(content['org/beta']!['model.safetensors']!)).toBe(true);
+    } finally {
+      await client.close();
+    }
+  }, 120_000);
+
+  it('swift_fetch_bytes_received_total counts each origin byte once, however many pulls waited on it', async () => {
+    hub.perConnectionRate = 1024 * 1024; // the two pulls overlap: one fetches, the other waits for its blob
+    const d = await daemon('models: [hf://org/shared, ms://org/shared]\n');
+    await ready(d, 'hf://org/shared@main');
+    await ready(d, 'ms://org/shared@master');
+    const samples = parsePrometheus(await d.metrics.text());
+    const origin = samples.find((x) => x.name === 'swift_fetch_bytes_received_total' && x.labels.source === 'origin')!.value;
+    const weights = content['org/shared']!['model.safetensors']!.length;
+    // The scenario holds: the weights crossed the wire about once, for two pulls.
+    expect(hub.bytesSent({ path: 'model.safetensors' })).toBeLessThan(1.5 * weights);
+    expect(origin).toBeGreaterThanOrEqual(weights);
+    // Never more than the origin actually sent (counting it per waiting pull made it about twice that).
+    expect(origin).toBeLessThanOrEqual(hub.bytesSent());
   }, 120_000);
 });

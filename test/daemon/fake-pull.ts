@@ -66,7 +66,11 @@ export function fakePull(bytesTotal = 1000): FakePull {
             opts.signal?.addEventListener('abort', () => reject(opts.signal!.reason), { once: true });
           });
         }
+        // Half the bytes from the origin, half from a peer: what the engine reports as they arrive,
+        // then the pull's running total.
+        opts.engineHooks?.onEvent?.({ type: 'progress', key: `fake:${key}`, bytes: bytesTotal / 2, source: 'origin' });
         opts.onEvent?.({ type: 'progress', bytesDone: bytesTotal / 2, bytesTotal, source: 'origin' });
+        opts.engineHooks?.onEvent?.({ type: 'progress', key: `fake:${key}`, bytes: bytesTotal / 2, source: 'peer' });
         opts.onEvent?.({ type: 'progress', bytesDone: bytesTotal, bytesTotal, source: 'peer' });
         opts.onEvent?.({ type: 'verifying' });
         const path = `/store/models/${ref.hub}/${ref.org}/${ref.name}/${COMMIT}`;

@@ -102,13 +102,13 @@ export function parsePrometheus(text: string): Array<{ name: string; labels: Rec
 }
 
 /**
- * How to run `swift-fetch <command>`: the built CLI (`bin/swift-fetch.js`, after `npm run build`)
- * when it registers `command`, else the same command modules from source (test/daemon/fixtures/run-cli.ts).
- * In CI the built CLI is required.
+ * How to run `swift-fetch <command>` in a test: the built CLI (`bin/swift-fetch.js`, after
+ * `npm run build`), so that exit codes come from src/cli/main.ts itself and not from a copy of it.
  */
 export function cliArgs(command: 'daemon' | 'gc'): { args: string[]; ts: boolean } {
   const main = join(REPO_ROOT, 'dist/cli/main.js');
-  const built = existsSync(main) && existsSync(join(REPO_ROOT, `dist/cli/commands/${command}.js`)) && readFileSync(main, 'utf8').includes(`commands/${command}.js`);
-  if (process.env.CI === 'true' && !built) throw new Error(`CI: the built CLI must register the ${command} command (run npm run build)`);
-  return built ? { args: ['bin/swift-fetch.js'], ts: false } : { args: ['test/daemon/fixtures/run-cli.ts'], ts: true };
+  if (!existsSync(main) || !readFileSync(main, 'utf8').includes(`commands/${command}.js`)) {
+    throw new Error(`the built CLI does not have the ${command} command: run npm run build first`);
+  }
+  return { args: ['bin/swift-fetch.js'], ts: false };
 }

@@ -122,4 +122,27 @@ describe('models file watcher', () => {
     await w.reload();
     expect(seen).toHaveLength(1);
   });
+
+  it('logs every distinct invalid edit once, however often the watcher looks', async () => {
+    const file = join(dir, 'models.yaml');
+    await fsp.writeFile(file, '- hf://org/a\n');
+    const lines: Array<{ level: number; msg: string; err?: string }> = [];
+    const capture = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l)) });
+    watcher = await watchModelsFile(file, { logger: capture, debounceMs: 50, pollMs: 0, onChange: (s) => seen.push(keys(s)) });
+    const edits = ['- [unclosed\n', '- hf://not a ref\n', '- [unclosed\n', 'models: 5\n'];
+    for (const text of edits) {
+      await fsp.writeFile(file, text);
+      await new Promise((r) => setTimeout(r, 200));
+      await watcher.reload();
+      await watcher.reload(); // looking again at the same edit says nothing new
+    }
+    const warned = lines.filter((l) => l.msg === 'invalid models file; keeping the last list').map((l) => l.err!);
+    // Four edits, each different from the one before: four warnings, each naming its own problem.
+    expect(warned).toHaveLength(4);
+    expect(warned[0]).toMatch(/not valid YAML/);
+    expect(warned[1]).toMatch(/invalid model reference/);
+    expect(warned[3]).toMatch(/models/);
+    expect(new Set(warned.slice(0, 2)).size).toBe(2);
+    expect(seen).toEqual([['hf://org/a@main']]);
+  });
 });

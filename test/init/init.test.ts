@@ -2,12 +2,13 @@
  * `swift-fetch init` as an init container would run it: a real CLI process, a real store on disk,
  * the fake hub over HTTP, and (for the daemon cases) a real daemon serving its HTTP API.
  */
+import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import { startDaemon, type Daemon } from '../../src/daemon/index.js';
 import { hubEnv, pattern, sha, storeArgs } from '../bundle/helpers.js';
@@ -239,42 +240,124 @@ describe('init with a daemon', () => {
 });
 
 
+/** Mount a small tmpfs (root only); the reason when it cannot. */
+function mountTmpfs(dir: string, size: string): string | undefined {
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'pipe' });
+    onTestFinished(() => void execFileSync('umount', ['-l', dir], { stdio: 'pipe' }));
+    return undefined;
+  } catch (e) {
+    return `cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(e as Error).message.split('\n')[0]}`;
+  }
+}
+
+describe('init with a daemon whose disk is full', () => {
+  it('exits 6 (storage), the code the daemon reports for ESF_NO_SPACE', async (tc) => {
+    const dir = await tmpDir();
+    const store = join(dir, 'store');
+    await fsp.mkdir(store);
+    const why = mountTmpfs(store, '4m');
+    if (why) {
+      if (process.env.CI === 'true') throw new Error(`${why}; CI must run this test`);
+      return tc.skip(why);
+    }
+    await hub.addRepo({ id: 'demo/huge', files: { 'config.json': '{}', 'model.safetensors': pattern(8 * 1024 * 1024, 9) } });
+    const env = { ...process.env } as NodeJS.ProcessEnv;
+    for (const [k, v] of Object.entries(hubEnv(hub))) if (v === undefined) delete env[k]; else env[k] = v;
+    const config = parseConfig(`store: ${store}\nstateDir: ${join(dir, 'daemon-state')}\nlisten: 127.0.0.1:0\n`, join(dir, 'config.yaml'), { env });
+    const d = await startDaemon(config, { env, logger: pino({ level: 'silent' }), resyncMs: 0 });
+    try {
+      const r = await runCli(['init', 'hf://demo/huge', '--store', store, '--state-dir', join(dir, 'init-state'), '--daemon', d.url], { env: hubEnv(undefined) });
+      expect(r.stderr).toMatch(/daemon failed to pull it: .*(space|ENOSPC)/i);
+      expect(r.code).toBe(6);
+      expect(d.reconciler.get('hf://demo/huge@main')).toMatchObject({ state: 'failed', exitCode: 6, errorCode: 'ESF_NO_SPACE' });
+    } finally {
+      await d.stop();
+    }
+  });
+});
+
+/** A hand-scripted daemon: what an older or differently built daemon may answer, which ours never does. */
+async function scriptedDaemon(handler: (req: IncomingMessage, res: ServerResponse, send: (code: number, body: unknown) => void) => void): Promise<{ url: string; seen: string[]; close: () => Promise<void> }> {
+  const seen: string[] = [];
+  const srv = createHttpServer((req, res) => {
+    seen.push(`${req.method} ${req.url}`);
+    handler(req, res, (code, body) => {
+      res.writeHead(code, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  return {
+    url: `http://127.0.0.1:${(srv.address() as { port: number }).port}`,
+    seen,
+    close: () => new Promise<void>((r) => srv.close(() => r())),
+  };
+}
+
+const modelStatus = (ref: string, state: string, extra: Record<string, unknown> = {}) => ({
+  ref, commit: null, state, bytesDone: 0, bytesTotal: 0, path: null, error: null, attempts: 2, ...extra,
+});
 
 describe('init against a daemon that reports why it failed', () => {
-  it('maps the reported exit code (4: auth) without pulling itself, and polls when there is no event stream', async () => {
+  it.each([
+    ['404 (a daemon without the route)', 404, 'application/json'],
+    ['200 with JSON (not an event stream)', 200, 'application/json'],
+  ])('maps the reported exit code (4: auth) without pulling itself, and polls when the events route answers %s', async (_what, eventsStatus, eventsType) => {
     const dir = await tmpDir();
-    const seen: string[] = [];
+    const key = 'hf://demo/gated@main';
     let polls = 0;
-    const status = (state: string, extra: Record<string, unknown> = {}) => ({
-      ref: 'hf://demo/gated@main', commit: null, state, bytesDone: 0, bytesTotal: 0, path: null, error: null, attempts: 2, ...extra,
-    });
     // A daemon whose model had already failed twice before our request (stale), then fails again.
-    const srv = createHttpServer((req, res) => {
-      seen.push(`${req.method} ${req.url}`);
-      const send = (code: number, body: unknown) => {
-        res.writeHead(code, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(body));
-      };
-      if (req.method === 'POST' && req.url === '/v1/pulls') return send(202, status('failed', { error: 'an old failure' }));
-      if (req.url?.endsWith('/events?until=ready')) return send(404, { error: 'not found' });
-      if (req.method === 'GET' && req.url === `/v1/models/${encodeURIComponent('hf://demo/gated@main')}`) {
+    const d = await scriptedDaemon((req, res, send) => {
+      if (req.method === 'POST' && req.url === '/v1/pulls') return send(202, modelStatus(key, 'failed', { error: 'an old failure' }));
+      if (req.url?.includes('/events')) {
+        res.writeHead(eventsStatus, { 'content-type': eventsType });
+        return res.end(JSON.stringify(eventsStatus === 404 ? { error: 'not found' } : modelStatus(key, 'downloading')));
+      }
+      if (req.method === 'GET' && req.url === `/v1/models/${encodeURIComponent(key)}`) {
         polls++;
-        if (polls < 3) return send(200, status('downloading', { bytesTotal: 10 }));
-        return send(200, status('failed', { attempts: 3, error: 'hf://demo/gated is gated: the token was rejected', exitCode: 4, errorCode: 'ESF_AUTH' }));
+        if (polls < 3) return send(200, modelStatus(key, 'downloading', { bytesTotal: 10 }));
+        return send(200, modelStatus(key, 'failed', { attempts: 3, error: 'hf://demo/gated is gated: the token was rejected', exitCode: 4, errorCode: 'ESF_AUTH' }));
       }
       send(404, { error: 'not found' });
     });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-    const url = `http://127.0.0.1:${(srv.address() as { port: number }).port}`;
     try {
       // Hubs unreachable: had init pulled by itself, it would have failed with 7, not 4.
-      const r = await runCli(['init', 'hf://demo/gated', ...storeArgs(dir), '--daemon', url], { env: hubEnv(undefined) });
+      const r = await runCli(['init', 'hf://demo/gated', ...storeArgs(dir), '--daemon', d.url], { env: hubEnv(undefined) });
       expect(r.stderr).toMatch(/token was rejected/);
       expect(r.code).toBe(4);
-      expect(seen[0]).toBe('POST /v1/pulls');
+      expect(d.seen[0]).toBe('POST /v1/pulls');
+      // The events route was tried once; from then on init polled the model.
+      expect(d.seen.filter((l) => l.includes('/events'))).toHaveLength(1);
       expect(polls).toBeGreaterThanOrEqual(3);
     } finally {
-      await new Promise<void>((r) => srv.close(() => r()));
+      await d.close();
+    }
+  });
+
+  it('exits with the exit code the daemon reports, whatever its error code is named (ESF_NO_SPACE: 6), and reads a message whose characters the network split', async () => {
+    const dir = await tmpDir();
+    const key = 'ms://demo/cjk@master';
+    const message = 'no space left for 模型权重/分片-00001.safetensors in the store';
+    const failed = modelStatus(key, 'failed', { attempts: 3, error: message, exitCode: 6, errorCode: 'ESF_NO_SPACE' });
+    const d = await scriptedDaemon((req, res, send) => {
+      if (req.method === 'POST') return send(202, modelStatus(key, 'downloading'));
+      if (!req.url?.includes('/events')) return send(200, modelStatus(key, 'downloading'));
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.flushHeaders();
+      const bytes = Buffer.from(`event: progress\ndata: ${JSON.stringify(failed)}\n\n`);
+      // Two writes, the first ending inside the 3-byte "权": two network chunks.
+      const cut = bytes.indexOf(Buffer.from('权')) + 1;
+      res.write(bytes.subarray(0, cut));
+      setTimeout(() => res.end(bytes.subarray(cut)), 50);
+    });
+    try {
+      const r = await runCli(['init', key, ...storeArgs(dir), '--daemon', d.url], { env: hubEnv(undefined) });
+      expect(r.stderr).toContain(message);
+      expect(r.code).toBe(6);
+      expect(r.stdout).toBe('');
+    } finally {
+      await d.close();
     }
   });
 });

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { spawnNode, type Child } from '../daemon/helpers.js';
 import { cliPath, tmpDir } from '../support/index.js';
@@ -24,9 +24,12 @@ async function freePort(): Promise<number> {
 
 let hub: FakeHub | undefined;
 const children: Child[] = [];
-afterAll(async () => {
+async function stopChildren(): Promise<void> {
   for (const c of children) c.proc.kill('SIGKILL');
   await Promise.all(children.map((c) => c.exited));
+}
+afterAll(async () => {
+  await stopChildren();
   await hub?.close();
 });
 
@@ -42,6 +45,8 @@ describe('daemons share a model through P2P', () => {
     const weights = makeContent(24 * MiB, 11);
     await hub.addRepo({ id: 'org/shared', files: { 'model.safetensors': weights, 'config.json': '{"x":1}' } });
     const dir = await tmpDir();
+    // The daemons must be gone before their stores are removed (finish hooks run last-first).
+    onTestFinished(stopChildren);
     await fsp.writeFile(join(dir, 'peer-token'), `${TOKEN}\n`);
     const ports = [await freePort(), await freePort(), await freePort()];
     const urls = ports.map((p) => `http://127.0.0.1:${p}`);

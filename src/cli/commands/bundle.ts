@@ -3,7 +3,7 @@ import { createBundle, createBundleFile, importBundle, verifyBundle, type Create
 import { UsageError } from '../../core/errors.js';
 import { parseRef } from '../../core/ref.js';
 import { formatBytes } from '../../core/units.js';
-import { abortOnSignals, emitJson, globals, logger } from '../context.js';
+import { abortOnSignals, checkStore, emitJson, globals, logger } from '../context.js';
 
 async function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const abort = new AbortController();
@@ -39,7 +39,7 @@ export function register(program: Command): void {
       const toStdout = o.output === '-';
       if (toStdout && process.stdout.isTTY) throw new UsageError('refusing to write a bundle to a terminal: use -o FILE or redirect stdout');
       await withSignals(async (signal) => {
-        const opts = { store: g.store, stateDir: g.stateDir, logger: log, signal };
+        const opts = { store: checkStore(g.store), stateDir: g.stateDir, logger: log, signal };
         const s = toStdout ? await createBundle(parsed, process.stdout, opts) : await createBundleFile(parsed, o.output, opts);
         const result = {
           type: 'bundle-created',
@@ -68,7 +68,7 @@ export function register(program: Command): void {
       const g = globals(cmd);
       const log = logger(g.logLevel);
       await withSignals(async (signal) => {
-        const res = await importBundle(file === '-' ? process.stdin : file, { store: g.store, logger: log, signal });
+        const res = await importBundle(file === '-' ? process.stdin : file, { store: checkStore(g.store), logger: log, signal });
         for (const m of res.models) {
           if (g.json) emitJson({ type: 'imported', ref: m.ref, commit: m.commit, revisions: m.revisions, path: m.path, files: m.files, bytes: m.bytes });
           else process.stdout.write(`${m.ref} ${m.path}\n`);

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { createLogger } from '../../core/log.js';
-import { expandHome, loadConfig, parseConfig, type DaemonConfig } from '../../daemon/config.js';
+import { applyFlags, loadConfig, parseConfig, type DaemonConfig } from '../../daemon/config.js';
 import { startDaemon } from '../../daemon/index.js';
+import { checkStore } from '../context.js';
+import { collect } from './pull.js';
 
 /** SIGTERM to exit must stay under Kubernetes' default 30 s grace, and our own 10 s promise. */
 const STOP_DEADLINE_MS = 9_000;
@@ -10,14 +12,16 @@ export function register(program: Command): void {
   program
     .command('daemon')
     .description('run the node daemon: keep declared models pulled, serve the HTTP API and metrics')
-    .option('--config <file>', 'daemon config, YAML or JSON (without it: laptop defaults)')
-    .action(async (o: { config?: string }, cmd: Command) => {
+    .option('--config <file>', 'daemon config, YAML or JSON (without it: the defaults, and these flags)')
+    .option('--listen <host:port>', 'address of the HTTP API, e.g. 127.0.0.1:7070 or :7070 (default 127.0.0.1:7070)')
+    .option('--model <ref>', 'a model to keep pulled, added to the config\'s (repeatable)', collect)
+    .addHelpText('after', '\nA quick try, without a config file:\n  swift-fetch daemon --store ./store --listen 127.0.0.1:7070 --model hf://Qwen/Qwen2.5-0.5B-Instruct\n')
+    .action(async (o: { config?: string; listen?: string; model?: string[] }, cmd: Command) => {
       const g = cmd.optsWithGlobals<{ store?: string; stateDir?: string; logLevel?: string }>();
-      const config: DaemonConfig = o.config ? await loadConfig(o.config) : parseConfig('', 'defaults', { baseDir: process.cwd() });
+      const file: DaemonConfig = o.config ? await loadConfig(o.config) : parseConfig('', 'defaults', { baseDir: process.cwd() });
       // Flags given explicitly win over the file.
-      if (g.store) config.store = expandHome(g.store);
-      if (g.stateDir) config.stateDir = expandHome(g.stateDir);
-      if (g.logLevel) config.logLevel = g.logLevel as DaemonConfig['logLevel'];
+      const config = applyFlags(file, { store: g.store, stateDir: g.stateDir, logLevel: g.logLevel, listen: o.listen, models: o.model });
+      checkStore(config.store);
       const logger = createLogger(config.logLevel);
       const daemon = await startDaemon(config, { logger });
       const signal = await new Promise<NodeJS.Signals>((resolve) => {

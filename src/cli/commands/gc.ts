@@ -6,7 +6,7 @@ import { parseRef, repoKey, type ModelRef } from '../../core/ref.js';
 import { loadConfig, parseModelsFile } from '../../daemon/config.js';
 import { revisionKey, runGc } from '../../store/gc.js';
 import { Store } from '../../store/store.js';
-import { emitJson, globals } from '../context.js';
+import { checkStore, emitJson, globals } from '../context.js';
 import { collect } from './pull.js';
 
 
@@ -37,7 +37,7 @@ export function register(program: Command): void {
           keep.push(...parseModelsFile(text, cfg.modelsFile).map((m) => m.ref));
         }
       }
-      const store = new Store(storeDir);
+      const store = new Store(checkStore(storeDir));
       const pinned = new Set<string>();
       for (const ref of keep) {
         const commit = await store.localCommit(ref, ref.revision);

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { formatBytes } from '../../core/units.js';
 import { Store } from '../../store/store.js';
-import { emitJson, globals } from '../context.js';
+import { checkStore, emitJson, globals } from '../context.js';
 
 export function register(program: Command): void {
   program
@@ -9,7 +9,7 @@ export function register(program: Command): void {
     .description('list the revisions published in the store')
     .action(async (_o: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const records = await new Store(g.store).listRecords();
+      const records = await new Store(checkStore(g.store, { mustExist: true })).listRecords();
       for (const r of records) {
         const ref = `${r.hub}://${r.org}/${r.name}`;
         if (g.json) {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { parseRef } from '../../core/ref.js';
 import { Store } from '../../store/store.js';
-import { emitJson, globals } from '../context.js';
+import { checkStore, emitJson, globals } from '../context.js';
 
 export function register(program: Command): void {
   program
@@ -12,7 +12,7 @@ export function register(program: Command): void {
     .action(async (refText: string, o: { view: string }, cmd: Command) => {
       const g = globals(cmd);
       const ref = parseRef(refText);
-      const store = new Store(g.store);
+      const store = new Store(checkStore(g.store, { mustExist: true }));
       const rec = await store.findRecord(ref, ref.revision);
       const path = o.view === 'hf' ? rec.paths.hf : o.view === 'ms' ? rec.paths.ms : rec.paths.plain;
       if (!path) {

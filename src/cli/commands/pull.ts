@@ -3,8 +3,9 @@ import { UsageError } from '../../core/errors.js';
 import { formatRef, parseRef } from '../../core/ref.js';
 import { parseRate, parseSize } from '../../core/units.js';
 import { pullModel } from '../../pull/index.js';
-import { RateLimiter } from '../../transfer/index.js';
-import { abortOnSignals, emitJson, globals, logger } from '../context.js';
+import { formatBytes } from '../../core/units.js';
+import { DEFAULT_CHUNK_SIZE, DEFAULT_CONNECTIONS, RateLimiter } from '../../transfer/index.js';
+import { abortOnSignals, checkStore, emitJson, globals, logger } from '../context.js';
 import { reporter } from '../progress.js';
 
 export function collect(value: string, previous: string[] = []): string[] {
@@ -25,15 +26,16 @@ export function register(program: Command): void {
     .command('pull')
     .description('download, verify and publish models into the store')
     .argument('<ref...>', 'hf://ORG/NAME[@REV], ms://ORG/NAME[@REV] or ORG/NAME (ModelScope unless USE_HF=1)')
-    .option('--connections <n>', 'parallel connections across all files', intOption('--connections', 1, 256))
-    .option('--chunk-size <size>', 'chunk size, e.g. 16MiB', (v) => parseSize(v, '--chunk-size'))
-    .option('--max-rate <rate>', 'bandwidth limit, e.g. 50MB/s, 50MiB/s, 400Mbit/s', (v) => parseRate(v, '--max-rate'))
-    .option('--fsync', 'make downloaded files durable on disk before publishing (slower where the disk is slower than the network)')
-    .option('--include <glob>', 'only files matching (repeatable)', collect)
-    .option('--exclude <glob>', 'skip files matching (repeatable)', collect)
+    .option('--connections <n>', `parallel connections across all files (default: ${DEFAULT_CONNECTIONS})`, intOption('--connections', 1, 256))
+    .option('--chunk-size <size>', `range request size, e.g. 16MiB (default: ${formatBytes(DEFAULT_CHUNK_SIZE)} for large files, finer for mid-sized ones so every connection gets work)`, (v) => parseSize(v, '--chunk-size'))
+    .option('--max-rate <rate>', 'bandwidth limit over all connections, e.g. 50MB/s, 50MiB/s, 400Mbit/s (default: unlimited)', (v) => parseRate(v, '--max-rate'))
+    .option('--fsync', 'make downloaded files durable on disk before publishing (slower where the disk is slower than the network; default: off)')
+    .option('--include <glob>', 'only files matching, fnmatch style (repeatable; default: every file)', collect)
+    .option('--exclude <glob>', 'skip files matching (repeatable; default: none)', collect)
     .action(async (refs: string[], o: { fsync?: boolean; connections?: number; chunkSize?: number; maxRate?: number; include?: string[]; exclude?: string[] }, cmd: Command) => {
       const g = globals(cmd);
       const parsed = refs.map((r) => parseRef(r));
+      checkStore(g.store);
       const log = logger(g.logLevel);
       // NDJSON events when asked, or when stdout is a pipe (unless --quiet: then only the path).
       const events = g.json || (!process.stdout.isTTY && !g.quiet);
@@ -56,6 +58,7 @@ export function register(program: Command): void {
             signal: abort.signal,
             logger: log,
             onEvent: (e) => rep.report(label, e),
+            engineHooks: { onEvent: (e) => rep.transfer(e) },
           });
           if (events) {
             emitJson({ type: 'done', ref: label, commit: res.commit, path: res.path, bytesDownloaded: res.bytesDownloaded, alreadyComplete: res.alreadyComplete });

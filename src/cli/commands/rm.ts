@@ -3,7 +3,7 @@ import { NotFoundError } from '../../core/errors.js';
 import { parseRef } from '../../core/ref.js';
 import { formatBytes } from '../../core/units.js';
 import { Store } from '../../store/store.js';
-import { emitJson, globals } from '../context.js';
+import { checkStore, emitJson, globals } from '../context.js';
 
 export function register(program: Command): void {
   program
@@ -13,7 +13,7 @@ export function register(program: Command): void {
     .action(async (refText: string, _o: unknown, cmd: Command) => {
       const g = globals(cmd);
       const ref = parseRef(refText);
-      const store = new Store(g.store);
+      const store = new Store(checkStore(g.store, { mustExist: true }));
       const all = refText.includes('@')
         ? [await store.findRecord(ref, ref.revision)]
         : (await store.listRecords()).filter((r) => r.hub === ref.hub && r.org === ref.org && r.name === ref.name);

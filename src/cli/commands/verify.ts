@@ -3,7 +3,7 @@ import { IntegrityError } from '../../core/errors.js';
 import { parseRef } from '../../core/ref.js';
 import { Store, type PublishRecord } from '../../store/store.js';
 import { verifyRecord } from '../../store/verify.js';
-import { emitJson, globals } from '../context.js';
+import { checkStore, emitJson, globals } from '../context.js';
 
 export function register(program: Command): void {
   program
@@ -12,7 +12,7 @@ export function register(program: Command): void {
     .argument('[ref...]', 'model references')
     .action(async (refs: string[], _o: unknown, cmd: Command) => {
       const g = globals(cmd);
-      const store = new Store(g.store);
+      const store = new Store(checkStore(g.store, { mustExist: true }));
       const records: PublishRecord[] = [];
       if (refs.length === 0) records.push(...(await store.listRecords()));
       for (const r of refs) {

@@ -70,8 +70,11 @@ RUN groupadd --system --gid 10001 swift-fetch \
  && chown -R 10001:10001 /var/lib/swift-fetch
 
 WORKDIR /app
+# The store and the resume state in the directories made for them above (a volume each), not
+# under $HOME: `docker run -v store:/var/lib/swift-fetch/store IMAGE pull ...` just works.
 ENV NODE_ENV=production \
-    SWIFT_FETCH_STORE=/var/lib/swift-fetch/store
+    SWIFT_FETCH_STORE=/var/lib/swift-fetch/store \
+    SWIFT_FETCH_STATE_DIR=/var/lib/swift-fetch/state
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./

@@ -63,11 +63,16 @@ RUN apt-get update \
 
 # A fixed numeric UID/GID (not the image's `node` user, 1000) so hostPath directories can be
 # chowned to it from the chart and runAsNonRoot can verify it without /etc/passwd.
+# `swift-fetch` on PATH runs the package's bin shim under tini, so ENTRYPOINT ["swift-fetch"]
+# gets a proper PID 1 and `kubectl exec ... swift-fetch ls` works the same way.
 RUN groupadd --system --gid 10001 swift-fetch \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/swift-fetch --no-create-home \
       --shell /usr/sbin/nologin swift-fetch \
  && mkdir -p /var/lib/swift-fetch/store /var/lib/swift-fetch/state /var/lib/swift-fetch/imports /etc/swift-fetch \
- && chown -R 10001:10001 /var/lib/swift-fetch
+ && chown -R 10001:10001 /var/lib/swift-fetch \
+ && printf '%s\n' '#!/bin/sh' \
+      'exec /usr/bin/tini -s -- node /app/bin/swift-fetch.js "$@"' > /usr/local/bin/swift-fetch \
+ && chmod 0755 /usr/local/bin/swift-fetch
 
 WORKDIR /app
 # The store and the resume state in the directories made for them above (a volume each), not
@@ -75,18 +80,18 @@ WORKDIR /app
 ENV NODE_ENV=production \
     SWIFT_FETCH_STORE=/var/lib/swift-fetch/store \
     SWIFT_FETCH_STATE_DIR=/var/lib/swift-fetch/state
+USER 10001:10001
+EXPOSE 7070
+ENTRYPOINT ["swift-fetch"]
+CMD ["--help"]
+
+# What changes least comes first: a commit that only touches src/ rebuilds dist/ and the layers
+# from here on, nothing else.
 COPY --from=prod-deps /app/node_modules ./node_modules
-COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY bin ./bin
+COPY --from=build /app/dist ./dist
 
-# `swift-fetch` on PATH runs the package's bin shim under tini, so ENTRYPOINT ["swift-fetch"]
-# gets a proper PID 1 and `kubectl exec ... swift-fetch ls` works the same way.
-RUN printf '%s\n' '#!/bin/sh' \
-      'exec /usr/bin/tini -s -- node /app/bin/swift-fetch.js "$@"' > /usr/local/bin/swift-fetch \
- && chmod 0755 /usr/local/bin/swift-fetch /app/bin/swift-fetch.js
-
-# Last, so that a new commit (a new revision and date) rebuilds no layer but this one.
 ARG BASE_IMAGE
 ARG VERSION=0.0.0-dev
 ARG REVISION=unknown
@@ -98,8 +103,3 @@ LABEL org.opencontainers.image.title="swift-fetch" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
-
-USER 10001:10001
-EXPOSE 7070
-ENTRYPOINT ["swift-fetch"]
-CMD ["--help"]

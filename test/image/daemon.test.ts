@@ -13,7 +13,7 @@ import { until } from '../daemon/helpers.js';
 import { startFakeHub, type AddedRepo, type FakeHub } from '../fakehub/index.js';
 import { readTree, tmpDir } from '../support/index.js';
 import { model, startChartNode, type ChartNode } from './node.js';
-import { containerState, IMAGE, imageReady, imageTestsRun, logs, podman, podmanOk, requireImage, track, UID, uniqueName } from './support.js';
+import { containerState, IMAGE, imageReady, imageTestsRun, logs, podman, podmanOk, requireImage, SLOW_TEST_MS, track, UID, uniqueName } from './support.js';
 
 const MiB = 1024 * 1024;
 const TINY = { 'config.json': '{"model_type":"demo"}', 'model.safetensors': pattern(6 * MiB + 3, 21), 'tokenizer.json': '{"t":1}' };
@@ -62,7 +62,7 @@ describe.skipIf(!imageTestsRun('chart'))('the daemon container with the chart\'s
       String(UID), String(UID), 'config', 'models', 'token', 'root-read-only', 'token-read-only',
       'store-writable', 'state-writable', 'imports-writable', 'tmp-writable',
     ]);
-  });
+  }, SLOW_TEST_MS);
 
   it('answers the chart\'s probes on the rendered paths and port', async () => {
     const c = node.daemon.rendered.containers.find((x) => x.name === 'daemon')!;
@@ -73,7 +73,7 @@ describe.skipIf(!imageTestsRun('chart'))('the daemon container with the chart\'s
       const r = await until(async () => ((await node.api(p!.path)).status === 200 ? true : undefined), 250, 30_000);
       expect(r, p!.path).toBe(true);
     }
-  });
+  }, SLOW_TEST_MS);
 
   it('pulls the declared model from the fake hub into the store volume', async () => {
     const m = await until(async () => {
@@ -86,7 +86,7 @@ describe.skipIf(!imageTestsRun('chart'))('the daemon container with the chart\'s
     await expectFiles(await node.hostPath(m.path!), TINY);
     // The bytes came over loopback from the fake hub's CDN host.
     expect(hub.bytesSent({ host: 'cdn', path: 'model.safetensors' })).toBeGreaterThanOrEqual(TINY['model.safetensors'].length);
-  });
+  }, SLOW_TEST_MS);
 
   it('stops on SIGTERM with exit 0 within the grace period while a pull is in flight, and resumes it after a restart', async () => {
     const grace = (node.daemon.rendered as { terminationGracePeriodSeconds?: number }).terminationGracePeriodSeconds ?? 30;
@@ -126,7 +126,7 @@ describe.skipIf(!imageTestsRun('chart'))('the daemon container with the chart\'s
     const refetched = hub.bytesSent({ host: 'cdn', path: 'model.safetensors' });
     console.log(`SIGTERM at ${before.bytesDone} of ${total} bytes: stopped in ${stoppedMs} ms (grace ${grace} s); fetched ${refetched} bytes after the restart`);
     expect(refetched).toBeLessThanOrEqual(total - before.bytesDone + 4 * MiB);
-  });
+  }, SLOW_TEST_MS);
 
   it('holds an init container (same image, store read-only at /models) until the daemon has the model, then prints paths under /models', async () => {
     hub.perConnectionRate = SLOW;
@@ -163,5 +163,5 @@ describe.skipIf(!imageTestsRun('chart'))('the daemon container with the chart\'s
     expect(text).toContain(linked);
     expect(text).not.toContain('/var/lib/swift-fetch/store');
     await expectFiles(join(await node.storeDir(), relative('/models', linked)), GATE);
-  });
+  }, SLOW_TEST_MS);
 });

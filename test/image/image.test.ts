@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { repoRoot } from '../support/index.js';
 import { until } from '../daemon/helpers.js';
-import { containerState, IMAGE, logs, imageTestsRun, labels, podman, podmanOk, requireImage, track, UID, uniqueName } from './support.js';
+import { containerState, IMAGE, logs, imageTestsRun, labels, podman, podmanOk, requireImage, SLOW_TEST_MS, track, UID, uniqueName } from './support.js';
 
 const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string; engines: { node: string } };
 
@@ -23,7 +23,7 @@ describe.skipIf(!imageTestsRun())(`image ${IMAGE}`, () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^Usage: swift-fetch /m);
     for (const cmd of ['pull', 'daemon', 'init', 'bundle']) expect(r.stdout).toMatch(new RegExp(`^\\s+${cmd}\\b`, 'm'));
-  });
+  }, SLOW_TEST_MS);
 
   it('runs as the numeric non-root user by default and passes exit codes through', async () => {
     const config = JSON.parse(await podmanOk(['image', 'inspect', '--format', '{{json .Config}}', IMAGE])) as { User: string; Entrypoint: string[]; ExposedPorts: Record<string, unknown> };
@@ -37,7 +37,7 @@ describe.skipIf(!imageTestsRun())(`image ${IMAGE}`, () => {
     const version = await podman([...locked, IMAGE, '--version']);
     expect(version.code).toBe(0);
     expect(version.stdout.trim()).toBe(pkg.version);
-  });
+  }, SLOW_TEST_MS);
 
   it('runs the daemon under tini as PID 1, which passes SIGTERM on and exits 0', async () => {
     const name = track('container', uniqueName('pid1'));
@@ -59,7 +59,7 @@ describe.skipIf(!imageTestsRun())(`image ${IMAGE}`, () => {
     const state = await containerState(name);
     expect(state.exitCode).toBe(0);
     expect(Date.now() - t0).toBeLessThan(15_000);
-  });
+  }, SLOW_TEST_MS);
 
   it('has Node in step with package.json engines, and no compiler or build tool in the runtime', async () => {
     const r = await podmanOk([...locked, '--entrypoint', 'sh', IMAGE, '-c',
@@ -70,14 +70,14 @@ describe.skipIf(!imageTestsRun())(`image ${IMAGE}`, () => {
     expect(major, `image Node ${version} vs engines ${pkg.engines.node}`).toBe(minMajor);
     expect(minor).toBeGreaterThanOrEqual(minMinor);
     expect(tools).toEqual([]);
-  });
+  }, SLOW_TEST_MS);
 
   it('loads the native SQLite module compiled for its Node', async () => {
     const r = await podman([...locked, '--workdir', '/app', '--entrypoint', 'node', IMAGE, '-e',
       'const D = require("better-sqlite3"); const db = new D(":memory:"); console.log(db.prepare("select sqlite_version() v").get().v)']);
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toMatch(/^3\.\d+\.\d+$/);
-  });
+  }, SLOW_TEST_MS);
 
   it('carries the OCI labels of the tree and base it was built from', async () => {
     const l = labels();
@@ -93,5 +93,5 @@ describe.skipIf(!imageTestsRun())(`image ${IMAGE}`, () => {
     const added = (await size(IMAGE)) - (await size(base));
     console.log(`image ${IMAGE}: ${((await size(IMAGE)) / 1e6).toFixed(0)} MB, ${(added / 1e6).toFixed(1)} MB over ${base}`);
     expect(added).toBeLessThan(80e6);
-  });
+  }, SLOW_TEST_MS);
 });

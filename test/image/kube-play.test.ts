@@ -16,7 +16,7 @@ import { until } from '../daemon/helpers.js';
 import { startFakeHub, type AddedRepo, type FakeHub } from '../fakehub/index.js';
 import { toPlayablePod, type PlayablePod } from './kube.js';
 import { imageValues, model, only, play, startChartNode, type ChartNode } from './node.js';
-import { containerState, imageReady, imageTestsRun, logs, podman, podmanOk, requireImage, UID } from './support.js';
+import { containerState, imageReady, imageTestsRun, logs, podman, podmanOk, requireImage, SLOW_TEST_MS, UID } from './support.js';
 
 const MiB = 1024 * 1024;
 const SERVED = {
@@ -127,7 +127,7 @@ describe.skipIf(!imageTestsRun('chart'))('the rendered chart under podman kube p
     expect(shm.emptyDir?.medium).toBe('Memory');
     const main = inf.containers.find((c) => c.volumeMounts?.some((m) => m.mountPath === '/dev/shm'))!;
     expect(Object.keys(main.resources?.limits ?? {}).filter((k) => k.includes('/'))).not.toEqual([]);
-  });
+  }, SLOW_TEST_MS);
 
   it('runs the daemon pod with the security context podman does apply', async () => {
     const inspect = JSON.parse(await podmanOk(['container', 'inspect', node.daemonContainer]))[0] as {
@@ -145,7 +145,7 @@ describe.skipIf(!imageTestsRun('chart'))('the rendered chart under podman kube p
     expect((await containerState(chown)).exitCode).toBe(0);
     const owners = await podmanOk(['exec', node.daemonContainer, 'stat', '-c', '%u:%g', '/var/lib/swift-fetch/store', '/var/lib/swift-fetch/state', '/var/lib/swift-fetch/imports']);
     expect(owners.trim().split('\n')).toEqual([`${UID}:${UID}`, `${UID}:${UID}`, `${UID}:${UID}`]);
-  });
+  }, SLOW_TEST_MS);
 
   it('holds the inference pod on its init container until the daemon has the model, then hands the model to the main container', async () => {
     await until(async () => ((await model(node, 'hf://demo/declared'))?.state === 'ready' ? true : undefined), 250, 120_000);
@@ -180,12 +180,12 @@ describe.skipIf(!imageTestsRun('chart'))('the rendered chart under podman kube p
     }, 250, 60_000);
     expect(line).toMatch(/^CHECK OK \/models\/\S+ uid \d+$/);
     expect((await containerState(main)).status).toBe('running');
-  });
+  }, SLOW_TEST_MS);
 
   it('keeps the daemon pod answering its probes with both pods on the node', async () => {
     const d = node.daemon.rendered.containers.find((c) => c.name === 'daemon')!;
     for (const p of [d.startupProbe, d.livenessProbe, d.readinessProbe]) {
       expect((await node.api(p!.httpGet!.path)).status, p!.httpGet!.path).toBe(200);
     }
-  });
+  }, SLOW_TEST_MS);
 });

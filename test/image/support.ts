@@ -19,6 +19,11 @@ import { repoRoot, run, type RunResult } from '../support/index.js';
 export const IMAGE = process.env.SWIFT_FETCH_IMAGE || 'localhost/swift-fetch:ci';
 /** The image's non-root user, the chart's runAsUser. */
 export const UID = 10001;
+/**
+ * Timeout of each image test: containers start in seconds on an idle machine and several times
+ * that on a loaded 2-core one; the waits inside the tests have their own, shorter limits.
+ */
+export const SLOW_TEST_MS = 240_000;
 
 /** The containers.conf `.ci/podman-setup.sh` writes (runc, cgroupfs, no rlimits), unless one is set. */
 function containersConf(): string | undefined {

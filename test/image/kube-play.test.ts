@@ -154,17 +154,18 @@ describe.skipIf(!imageTestsRun('chart'))('the rendered chart under podman kube p
     const playing = play(inference, node.node.dir).then(() => undefined, (e: Error) => e);
     let played: Error | undefined | null = null;
     void playing.then((e) => (played = e));
-    const main = `${inference.name}-swift`;
-    const initName = `${inference.name}-wait-for-model`;
+    // Container names from the rendering, whatever the templates call them: podman's are <pod>-<name>.
+    const mains = inference.rendered.containers.map((c) => `${inference.name}-${c.name}`);
+    const initName = `${inference.name}-${inference.rendered.initContainers!.find((c) => c.args?.[0] === 'init')!.name}`;
+    const status = async (name: string) => (await podman(['container', 'inspect', '--format', '{{.State.Status}}', name])).stdout.trim();
     const gated = await until(async () => {
       if (played) throw played;
       const v = await model(node, 'hf://demo/served');
       if (!v || v.state === 'ready') return undefined;
-      const init = await podman(['container', 'inspect', '--format', '{{.State.Status}}', initName]);
-      const app = await podman(['container', 'inspect', '--format', '{{.State.Status}}', main]);
-      return init.stdout.trim() === 'running' && app.stdout.trim() !== 'running' ? { model: v.state, app: app.stdout.trim() } : undefined;
+      const apps = await Promise.all(mains.map(status));
+      return (await status(initName)) === 'running' && !apps.includes('running') ? apps : undefined;
     }, 100, 60_000);
-    expect(gated.app).not.toBe('running');
+    expect(gated).not.toContain('running');
     hub.perConnectionRate = undefined;
     const failed = await playing;
     if (failed) throw failed;
@@ -174,12 +175,11 @@ describe.skipIf(!imageTestsRun('chart'))('the rendered chart under podman kube p
     expect(init.exitCode, initLogs).toBe(0);
     expect(initLogs).toMatch(/ready at \/models\//);
     expect(initLogs).not.toContain('/var/lib/swift-fetch/store');
-    const line = await until(async () => {
-      const text = await logs(main);
-      return /^CHECK (OK|FAILED).*$/m.exec(text)?.[0];
-    }, 250, 60_000);
-    expect(line).toMatch(/^CHECK OK \/models\/\S+ uid \d+$/);
-    expect((await containerState(main)).status).toBe('running');
+    for (const main of mains) {
+      const line = await until(async () => /^CHECK (OK|FAILED).*$/m.exec(await logs(main))?.[0], 250, 60_000);
+      expect(line, main).toMatch(/^CHECK OK \/models\/\S+ uid \d+$/);
+      expect((await containerState(main)).status).toBe('running');
+    }
   }, SLOW_TEST_MS);
 
   it('keeps the daemon pod answering its probes with both pods on the node', async () => {

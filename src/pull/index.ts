@@ -166,7 +166,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
         complete,
       });
       const unverified = rec.files.filter((f) => !f.verified).map((f) => f.path);
-      if (unverified.length > 0) log?.warn({ files: unverified }, 'the hub gave no hash for these files: stored unverified');
+      if (unverified.length > 0) log?.warn({ files: unverified }, 'nothing upstream vouched for these files (no hash from the hub, no checksum or manifest in the bucket): their SHA-256 was computed here and recorded, unverified');
       return done(ref, rec, downloaded, false, opts);
     } finally {
       await rm(pins, { recursive: true, force: true });

@@ -26,9 +26,10 @@ export interface S3Location {
 
 // S3's bucket naming rules (the strict, DNS-compatible ones every provider accepts).
 const BUCKET = /^(?=.{3,63}$)[a-z0-9][a-z0-9.-]*[a-z0-9]$/;
-// Prefix segments: the characters object keys of model folders use in practice. No "@" (it starts
-// a revision), nothing a shell or a URL would mangle; "." and ".." segments are path tricks.
-const PREFIX_PART = /^[A-Za-z0-9._\-+=,~]{1,128}$/;
+// Prefix segments: the characters model folders use in practice (ms-swift writes
+// output/v0-20250101-120000/checkpoint-100). No "@" (it starts a revision), no "+" (it stands for
+// "/" in the store's keys), nothing a shell or a URL would mangle; "." and ".." are path tricks.
+const PREFIX_PART = /^[A-Za-z0-9._-]{1,128}$/;
 const MAX_PREFIX = 200;
 
 /** Parse `s3://BUCKET/PREFIX[/]` (a push destination, a replica, or the body of an s3 model ref). */
@@ -42,7 +43,7 @@ export function parseS3Location(input: string, what = 'S3 location'): S3Location
   if (prefix === '') throw bad('expected s3://BUCKET/PREFIX with a non-empty PREFIX');
   if (prefix.length > MAX_PREFIX) throw bad(`prefix longer than ${MAX_PREFIX} characters`);
   for (const part of prefix.split('/')) {
-    if (!PREFIX_PART.test(part) || part === '.' || part === '..') throw bad(`bad prefix segment ${JSON.stringify(part)} (letters, digits and ._-+=,~ only)`);
+    if (!PREFIX_PART.test(part) || part === '.' || part === '..') throw bad(`bad prefix segment ${JSON.stringify(part)} (letters, digits, ".", "_" and "-" only)`);
   }
   return { bucket, prefix };
 }
@@ -131,6 +132,7 @@ export function formatRef(ref: ModelRef): string {
 
 /** A stable key for one repo on one hub, safe as a single path component. */
 export function repoKey(ref: Pick<ModelRef, 'hub' | 'org' | 'name'>): string {
-  // An S3 prefix may have "/" (never "%"): escaping it keeps the key one component, and unique.
-  return `${ref.hub}--${ref.org}--${ref.hub === 's3' ? ref.name.replaceAll('/', '%2F') : ref.name}`;
+  // An S3 prefix may have "/" (never "+"): "+" for "/" keeps the key one path component (and a
+  // valid lease name), and unique.
+  return `${ref.hub}--${ref.org}--${ref.hub === 's3' ? ref.name.replaceAll('/', '+') : ref.name}`;
 }

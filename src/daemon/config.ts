@@ -8,7 +8,7 @@ import { dirname, extname, isAbsolute, resolve } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { SwiftFetchError, UsageError } from '../core/errors.js';
-import { formatRef, parseRef, type ModelRef } from '../core/ref.js';
+import { formatRef, parseRef, parseS3Location, type ModelRef, type S3Location } from '../core/ref.js';
 import { parseDuration, parseRate, parseSize } from '../core/units.js';
 import {
   DEFAULT_GC_INTERVAL_MS,
@@ -63,6 +63,10 @@ export interface DaemonConfig {
   gc: { maxBytes: number; intervalMs: number };
   imports?: string;
   logLevel: LogLevel;
+  /** Buckets with `push --replica` copies: hub files are read from them before the hub. */
+  replicas: S3Location[];
+  /** Push declared models (all, or those listed) to a bucket once they are ready. */
+  backup?: { to: S3Location; models?: string[] };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,6 +165,8 @@ const globList = leaf('a list of glob patterns such as ["*.json", "*.safetensors
   Array.isArray(v) && v.every((g) => typeof g === 'string' && g !== '') ? (v as string[]) : undefined,
 );
 
+const s3Location = leaf('an s3://BUCKET/PREFIX location', (v) => (typeof v === 'string' ? parseS3Location(v) : undefined));
+
 const logLevel = leaf(`one of ${LOG_LEVELS.join(', ')}`, (v) =>
   typeof v === 'string' && (LOG_LEVELS as readonly string[]).includes(v) ? (v as LogLevel) : undefined,
 );
@@ -204,6 +210,8 @@ function configSchema(env: NodeJS.ProcessEnv) {
     gc: z.strictObject({ maxBytes: size().nullish(), interval: duration.optional() }).nullish(),
     imports: nonEmptyString.nullish(),
     logLevel: logLevel.optional(),
+    replicas: z.array(s3Location).nullish(),
+    backup: z.strictObject({ to: s3Location, models: z.array(refLeaf(env)).nullish() }).nullish(),
   });
 }
 
@@ -216,7 +224,8 @@ function formatPath(path: readonly PropertyKey[]): string {
 }
 
 const KEYS: Record<string, string[]> = {
-  '': ['store', 'stateDir', 'listen', 'models', 'modelsFile', 'maxRate', 'connections', 'chunkSize', 'maxConcurrentPulls', 'peers', 'gc', 'imports', 'logLevel'],
+  '': ['store', 'stateDir', 'listen', 'models', 'modelsFile', 'maxRate', 'connections', 'chunkSize', 'maxConcurrentPulls', 'peers', 'gc', 'imports', 'logLevel', 'replicas', 'backup'],
+  backup: ['to', 'models'],
   peers: ['static', 'dns', 'port', 'tokenFile', 'uploadMaxRate', 'uploadConcurrency'],
   gc: ['maxBytes', 'interval'],
   model: ['ref', 'include', 'exclude'],
@@ -345,7 +354,9 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
     },
     gc: { maxBytes: c.gc?.maxBytes ?? 0, intervalMs: c.gc?.interval ?? DEFAULT_GC_INTERVAL_MS },
     logLevel: c.logLevel ?? DEFAULT_LOG_LEVEL,
+    replicas: c.replicas ?? [],
   };
+  if (c.backup) cfg.backup = { to: c.backup.to, ...(c.backup.models ? { models: c.backup.models.map((r) => formatRef(r)) } : {}) };
   if (c.modelsFile) cfg.modelsFile = path(c.modelsFile);
   if (c.connections) cfg.connections = c.connections;
   if (c.chunkSize) cfg.chunkSize = c.chunkSize;

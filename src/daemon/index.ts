@@ -10,12 +10,13 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { ExitCode, isSwiftFetchError, StorageError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
-import { repoKey } from '../core/ref.js';
+import { parseRef, repoKey, type ModelRef } from '../core/ref.js';
 import { pullModel } from '../pull/index.js';
 import { revisionKey, runGc, type GcResult } from '../store/gc.js';
 import { Store } from '../store/store.js';
 import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
 import { RateLimiter } from '../transfer/index.js';
+import { BackupQueue, type BackupOptions } from '../s3/backup.js';
 import { registerApi } from './api.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
 import { DaemonMetrics } from './metrics.js';
@@ -41,6 +42,8 @@ export interface DaemonDeps {
   leaseTtlMs?: number;
   /** Grace period for sweeping fresh blobs in GC (store default when absent). */
   gcSweepGraceMs?: number;
+  /** Backup retry tuning and a hook per finished push (tests). */
+  backup?: Pick<BackupOptions, 'retryBaseMs' | 'retryMaxMs' | 'onPushed'>;
   /** P2P tuning (tests: a DNS server, faster discovery rounds). */
   p2p?: Pick<Parameters<typeof createP2PNode>[0], 'dnsServers' | 'discoveryIntervalMs' | 'tuning' | 'nodeId'>;
 }
@@ -117,6 +120,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (config.chunkSize) o.chunkSize = config.chunkSize;
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
       if (p2p) o.engineHooks = p2p.engineHooks();
+      if (config.replicas.length > 0) o.replicas = config.replicas;
       return o;
     },
     concurrency: config.maxConcurrentPulls,
@@ -133,6 +137,15 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       }
     },
   });
+
+  // Declared models that become ready are pushed to the backup bucket (once per revision).
+  const backup = config.backup ? new BackupQueue({ ...config.backup, store: config.store, env, limiter, logger: root, ...deps.backup }) : undefined;
+  if (backup) {
+    reconciler.on('change', (s) => {
+      const spec = s.state === 'ready' && s.commit && s.declared ? reconciler.declaredSpecs().find((d) => d.key === s.ref) : undefined;
+      if (spec) backup.offer(s.ref, spec.ref, s.commit!);
+    });
+  }
 
   // Declared = config models + models-file models (the config wins on duplicates).
   let fileModels: ModelSpec[] = [];
@@ -287,6 +300,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       const closing = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
       await reconciler.stop(7_000);
+      await backup?.stop();
       await gcRunning;
       // SSE followers and stragglers: the pulls they watched are gone anyway.
       server.closeAllConnections();
@@ -297,7 +311,10 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   return { config, url, reconciler, router, metrics, limiter, store, logger: root, collectGarbage, stop };
 }
 
-function parseKey(key: string): { hub: 'hf' | 'ms'; org: string; name: string } | undefined {
-  const m = /^(hf|ms):\/\/([^/]+)\/([^@]+)@/.exec(key);
-  return m ? { hub: m[1] as 'hf' | 'ms', org: m[2]!, name: m[3]! } : undefined;
+function parseKey(key: string): ModelRef | undefined {
+  try {
+    return parseRef(key, {});
+  } catch {
+    return undefined;
+  }
 }

@@ -111,14 +111,14 @@ export async function startMinio(opts: { env?: Record<string, string> } = {}): P
     await exited;
     await rm(dir, { recursive: true, force: true });
   };
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 45_000;
   for (;;) {
     if (child.exitCode !== null) {
       await stop();
       throw new Error(`minio exited with ${child.exitCode}: ${log}`);
     }
     try {
-      const res = await request(`${endpoint}/minio/health/live`);
+      const res = await request(`${endpoint}/minio/health/live`, { signal: AbortSignal.timeout(2_000) });
       await res.body.dump();
       if (res.statusCode === 200) break;
     } catch {
@@ -126,7 +126,7 @@ export async function startMinio(opts: { env?: Record<string, string> } = {}): P
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`minio did not become ready within 30 s: ${log}`);
+      throw new Error(`minio did not become ready within 45 s: ${log}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }

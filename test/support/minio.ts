@@ -63,7 +63,8 @@ export interface Minio {
   client: S3Client;
   createBucket(name: string): Promise<void>;
   proxy(): Promise<CountingProxy>;
-  /** Extra arguments and environment MinIO was started with (for STS tests). */
+  /** What the server printed so far (it names its STS role ARNs at startup). */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -80,6 +81,7 @@ export function cleanAwsEnv(): Record<string, undefined> {
   return out;
 }
 
+/** `env`: extra server settings (an OpenID provider for STS tests). */
 export async function startMinio(opts: { env?: Record<string, string> } = {}): Promise<Minio> {
   const bin = minioBin();
   if (!existsSync(bin)) throw new Error(MINIO_MISSING);
@@ -89,7 +91,7 @@ export async function startMinio(opts: { env?: Record<string, string> } = {}): P
   const accessKey = `sf${randomBytes(6).toString('hex')}`;
   const secretKey = randomBytes(18).toString('hex');
   const endpoint = `http://127.0.0.1:${port}`;
-  const child: ChildProcess = spawn(bin, ['server', '--quiet', '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, join(dir, 'data')], {
+  const child: ChildProcess = spawn(bin, ['server', '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, join(dir, 'data')], {
     env: {
       PATH: process.env.PATH,
       HOME: dir,
@@ -154,6 +156,7 @@ export async function startMinio(opts: { env?: Record<string, string> } = {}): P
     async createBucket(name) {
       await client.call({ method: 'PUT', bucket: name, what: `creating bucket ${name}` });
     },
+    log: () => log,
     async proxy() {
       const p = await countingProxy(port);
       proxies.push(p);

@@ -1,6 +1,8 @@
 /**
  * SIGKILL in the middle of a large s3:// pull, then the same pull again: it resumes from the chunks
  * the first process made durable. The bytes are counted on the wire, by a relay in front of MinIO.
+ * Both pulls run in their own process (fixtures/pull.ts) with a short lease ttl, so the second takes
+ * over the killed one's download lease in seconds rather than the default 30 s.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -8,12 +10,14 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliPath, runCli, tmpDir } from '../support/index.js';
+import { fileURLToPath } from 'node:url';
+import { run, tmpDir } from '../support/index.js';
 import { skipWithoutMinio, startMinio, type CountingProxy, type Minio } from '../support/minio.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 40 * MiB + 123;
 const CONNECTIONS = 4;
+const FIXTURE = fileURLToPath(new URL('./fixtures/pull.ts', import.meta.url));
 let minio: Minio;
 let proxy: CountingProxy;
 let body: Buffer;
@@ -41,9 +45,10 @@ describe.skipIf(skipWithoutMinio())('s3 pull after SIGKILL', () => {
 
   it('resumes: the second run fetches what was missing plus at most one block per connection', async () => {
     const dir = await tmpDir();
-    const args = ['pull', 's3://big/llm', '--store', join(dir, 'store'), '--state-dir', join(dir, 'state'), '--json', '--connections', String(CONNECTIONS)];
+    const args = ['--import', 'tsx', FIXTURE, 's3://big/llm', join(dir, 'store'), join(dir, 'state')];
+    const opts = { connections: CONNECTIONS, leaseTtlMs: 1500 };
     const env = minio.env({ AWS_ENDPOINT_URL: proxy.endpoint });
-    const child = spawn(process.execPath, [cliPath, ...args, '--max-rate', '16MiB/s'], { env: merged(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { env: merged({ ...env, SF_PULL_OPTS: JSON.stringify({ ...opts, maxRate: 16 * MiB }) }), stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
     let atKill = 0;
     for await (const line of createInterface({ input: child.stdout! })) {
@@ -58,9 +63,9 @@ describe.skipIf(skipWithoutMinio())('s3 pull after SIGKILL', () => {
     expect(atKill).toBeGreaterThanOrEqual(0.4 * SIZE);
 
     proxy.reset();
-    const r = await runCli(args, { env });
-    expect(r.code, r.stderr).toBe(0);
-    const done = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { path: string; bytesDownloaded: number };
+    const r = await run(process.execPath, args, { env: { ...env, SF_PULL_OPTS: JSON.stringify(opts) } });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const { done } = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { done: { path: string; bytesDownloaded: number } };
     const wire = proxy.bytesDown();
     // What the first run had on disk is not fetched again; it may lose the block each connection was in.
     expect(wire).toBeLessThan(SIZE - atKill + CONNECTIONS * MiB + 256 * 1024);

@@ -76,7 +76,7 @@ describe.skipIf(skipWithoutMinio())('daemon with a bucket', () => {
     wanted = await hub.addRepo({ id: 'org/wanted', files: WANTED });
     await hub.addRepo({ id: 'org/other', files: OTHER });
     await minio.createBucket('backups');
-  });
+  }, 120_000);
   afterAll(async () => {
     for (const d of daemons) await d.stop();
     await Promise.all([hub?.close(), minio?.stop()]);

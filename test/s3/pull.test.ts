@@ -51,7 +51,7 @@ describe.skipIf(skipWithoutMinio())('pull s3://', () => {
     await minio.client.put('models', 'ckpt/v10/other.bin', Buffer.from('x'), 1);
     // A console-made "folder" marker is not a file.
     await minio.client.put('models', 'ckpt/v1/tokenizer/', Buffer.alloc(0), 0);
-  });
+  }, 120_000);
   afterAll(async () => minio?.stop());
 
   it('publishes every object under PREFIX/ byte for byte, and `path` finds it offline', async () => {

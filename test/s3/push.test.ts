@@ -57,7 +57,7 @@ describe.skipIf(skipWithoutMinio())('push', () => {
     await hub.addRepo({ id: 'demo/tiny', files: SMALL });
     await hub.addRepo({ id: 'demo/big', files: { 'config.json': '{}', 'model.safetensors': BIG } });
     await minio.createBucket('team');
-  });
+  }, 120_000);
   afterAll(async () => {
     await Promise.all([hub?.close(), minio?.stop()]);
   });
@@ -105,7 +105,7 @@ describe.skipIf(skipWithoutMinio())('push', () => {
     expect((await runCli(['push', 'hf://demo/tiny', 's3://team/tamper', ...a.args, '-q'], { env: env() })).code).toBe(0);
     // Same size, other bytes: only the content check can tell.
     const evil = Buffer.from(SMALL['model.safetensors']!);
-    evil[12345] ^= 0xff;
+    evil[12345]! ^= 0xff;
     await minio.client.put('team', 'tamper/model.safetensors', evil, evil.length);
 
     const b = await store();

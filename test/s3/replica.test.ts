@@ -67,7 +67,7 @@ describe.skipIf(skipWithoutMinio())('bucket replicas of the hubs', () => {
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout.trim()).toBe(`s3://mirror/hubs/${h}/demo/replicated/${repo.commit}`);
     }
-  });
+  }, 120_000);
   afterAll(async () => {
     await Promise.all([hub?.close(), minio?.stop()]);
   });
@@ -94,7 +94,7 @@ describe.skipIf(skipWithoutMinio())('bucket replicas of the hubs', () => {
       await minio.client.delete('mirror', `${base}/tokenizer.json`);
       // A corrupt copy of the same size: it is fetched, fails the hub's SHA-256, and comes from the hub.
       const bad = Buffer.from(good);
-      bad[1000] ^= 0x55;
+      bad[1000]! ^= 0x55;
       await minio.client.put('mirror', `${base}/model-00002-of-00002.safetensors`, bad, bad.length);
 
       const s = await store();

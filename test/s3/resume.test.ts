@@ -40,7 +40,7 @@ describe.skipIf(skipWithoutMinio())('s3 pull after SIGKILL', () => {
     for (let i = 0; i < SIZE; i += 4) body.writeUInt32LE((i * 2654435761) >>> 0, Math.min(i, SIZE - 4));
     const sum = createHash('sha256').update(body).digest('base64');
     await minio.client.put('big', 'llm/model.safetensors', body, SIZE, { sha256: sum });
-  });
+  }, 120_000);
   afterAll(async () => minio?.stop());
 
   it('resumes: the second run fetches what was missing plus at most one block per connection', async () => {

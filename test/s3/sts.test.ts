@@ -85,7 +85,7 @@ describe.skipIf(skipWithoutMinio())('web identity through STS', () => {
     expect(roleArn, minio.log()).not.toBe('');
     await minio.createBucket('irsa');
     await minio.client.put('irsa', 'model/weights.bin', object, object.length);
-  });
+  }, 120_000);
   afterAll(async () => {
     await minio?.stop();
     await issuer?.close();

@@ -144,7 +144,8 @@ export async function startMinio(opts: { env?: Record<string, string> } = {}): P
     AWS_SHARED_CREDENTIALS_FILE: join(dir, 'no-aws-credentials'),
     ...extra,
   });
-  const dispatcher = new Agent({ connections: 8 });
+  // Bounded waits: a stuck request under heavy load fails and is retried instead of hanging a hook.
+  const dispatcher = new Agent({ connections: 8, headersTimeout: 30_000, bodyTimeout: 30_000 });
   const client = new S3Client(s3Settings(env() as NodeJS.ProcessEnv), dispatcher);
   const proxies: CountingProxy[] = [];
   return {

@@ -4,7 +4,7 @@
  * every file against the objects' checksums) against `aws s3 cp --recursive` (AWS CLI) and a boto3
  * script (download_file per object, default TransferConfig), each into an empty folder.
  *
- *   npm run build && node bench/s3.mjs [--size 1GiB] [--files 4] [--runs 3]
+ *   npm run build && node bench/s3.mjs [--size 1GiB] [--files 4] [--runs 3] [--max-rate 40MB/s]
  *
  * MinIO comes from MINIO_BIN or the tool cache (.ci/install-minio.sh); the model is generated once
  * into .cache/bench/s3-model. Every tool reads the same objects, after one warm-up read, so all are
@@ -19,13 +19,15 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
-import { parseSize } from '../dist/core/units.js';
+import { parseRate, parseSize } from '../dist/core/units.js';
 import { S3Client } from '../dist/s3/client.js';
 import { s3Settings } from '../dist/s3/settings.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cache = join(root, '.cache/bench');
-const { values: args } = parseArgs({ options: { size: { type: 'string', default: '1GiB' }, files: { type: 'string', default: '4' }, runs: { type: 'string', default: '3' } } });
+const { values: args } = parseArgs({
+  options: { size: { type: 'string', default: '1GiB' }, files: { type: 'string', default: '4' }, runs: { type: 'string', default: '3' }, 'max-rate': { type: 'string', default: '40MB/s' } },
+});
 const size = parseSize(args.size);
 const nFiles = Number(args.files);
 const runs = Number(args.runs);
@@ -98,11 +100,13 @@ async function startMinio() {
 }
 
 /** Run a command under /usr/bin/time: wall seconds, CPU seconds, peak RSS of the process tree's largest. */
-function timed(cmd, argv, env) {
+function timed(cmd, argv, env, stdoutFile) {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const full = TIME ? [TIME, ['-f', '%U %S %M', cmd, ...argv]] : [cmd, argv];
-    const child = spawn(full[0], full[1], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const out = stdoutFile ? openSync(stdoutFile, 'w') : 'ignore';
+    const child = spawn(full[0], full[1], { env: { ...process.env, ...env }, stdio: ['ignore', out, 'pipe'] });
+    if (stdoutFile) closeSync(out);
     let err = '';
     child.stderr.on('data', (b) => (err += b));
     child.on('exit', (code) => {
@@ -144,6 +148,8 @@ async function main() {
     AWS_EC2_METADATA_DISABLED: 'true',
   };
   const rows = [];
+  const pushRows = [];
+  let keep = '';
   try {
     const dispatcher = new Agent({ connections: 4, headersTimeout: 600_000, bodyTimeout: 600_000 });
     const client = new S3Client(s3Settings(env), dispatcher);
@@ -186,21 +192,45 @@ async function main() {
       await tools[0].run(dir);
       rmSync(dir, { recursive: true, force: true });
     }
-    for (const t of tools) {
-      const results = [];
-      for (let i = 0; i < runs; i++) {
+    // Rounds interleave the tools, so a burst of load elsewhere on the machine hits them alike.
+    const results = tools.map(() => []);
+    for (let i = 0; i < runs; i++) {
+      for (const [k, t] of tools.entries()) {
         const dir = mkdtempSync(join(tmpdir(), 'sf-bench-s3-'));
         const load = loadavg();
         const r = await t.run(dir);
         const verdict = r.code === 0 ? checkTree(t.tree(dir), files) : `exit ${r.code}: ${r.err}`;
-        results.push({ ...r, load, verdict });
-        rmSync(dir, { recursive: true, force: true });
+        results[k].push({ ...r, load, verdict });
+        process.stderr.write(`${t.name}: ${r.secs.toFixed(2)} s (load ${load})\n`);
+        if (k === 0 && i === runs - 1) keep = dir;
+        else rmSync(dir, { recursive: true, force: true });
       }
-      results.sort((a, b) => a.secs - b.secs);
-      const med = results[Math.floor(results.length / 2)];
-      rows.push({ tool: t.name, note: t.note, ...med, all: results.map((r) => r.secs.toFixed(2)).join(', ') });
-      process.stderr.write(`${t.name}: ${results.map((r) => r.secs.toFixed(2)).join(', ')} s\n`);
     }
+    for (const [k, t] of tools.entries()) {
+      const rs = [...results[k]].sort((a, b) => a.secs - b.secs);
+      const med = rs[Math.floor(rs.length / 2)];
+      rows.push({ tool: t.name, note: t.note, ...med, all: results[k].map((r) => r.secs.toFixed(2)).join(', ') });
+    }
+    // Uploads: swift-fetch push from the store the last pull filled, uncapped and with --max-rate,
+    // against aws s3 cp --recursive from a plain folder with the same files.
+    const store = ['--store', join(keep, 'store'), '--state-dir', join(keep, 'state')];
+    const push = (dest, extra = ['-q'], stdout) => timed(process.execPath, [join(root, 'bin/swift-fetch.js'), 'push', 's3://bench/model', dest, ...store, ...extra], env, stdout);
+    for (let i = 0; i < runs; i++) {
+      const r = await push(`s3://bench/push-${i}`);
+      pushRows.push({ tool: 'swift-fetch push (new prefix)', ...r, load: loadavg() });
+      if (aws) pushRows.push({ tool: 'aws s3 cp --recursive (upload)', ...(await timed(aws, ['s3', 'cp', '--recursive', '--quiet', dirname(files[0].file), `s3://bench/aws-up-${i}/`, '--exclude', '*.sha256'], env)), load: loadavg() });
+    }
+    const again = await push('s3://bench/push-0');
+    pushRows.push({ tool: 'swift-fetch push again (nothing to move)', ...again, load: loadavg() });
+    // The rate from the first body byte to the manifest, from the --json event times (startup and the
+    // listing are not the limiter's business), and for the whole run.
+    const cappedOut = join(keep, 'capped.ndjson');
+    const capped = await push('s3://bench/push-capped', ['--max-rate', args['max-rate'], '--json'], cappedOut);
+    const ev = readFileSync(cappedOut, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const t0 = Date.parse(ev.find((e) => e.type === 'planned').time);
+    const t1 = Date.parse(ev.find((e) => e.type === 'pushed').time);
+    pushRows.push({ tool: `swift-fetch push --max-rate ${args['max-rate']}`, ...capped, load: loadavg(), achieved: size / capped.secs, steady: size / ((t1 - t0) / 1000) });
+    rmSync(keep, { recursive: true, force: true });
   } finally {
     minio.child.kill('SIGKILL');
     rmSync(minio.data, { recursive: true, force: true });
@@ -209,7 +239,7 @@ async function main() {
   const lines = [
     `### s3:// pull vs AWS CLI and boto3 (${(size / MB).toFixed(0)} MB in ${nFiles} objects, one local MinIO, median of ${runs})`,
     '',
-    `${minio.version}; command: \`npm run build && node bench/s3.mjs --size ${args.size} --files ${nFiles} --runs ${runs}\``,
+    `${minio.version}; command: \`npm run build && node bench/s3.mjs --size ${args.size} --files ${nFiles} --runs ${runs} --max-rate ${args['max-rate']}\``,
     '',
     '| tool | time (s), median | runs (s) | MB/s | vs aws | CPU s (user + sys) | peak RSS (MB) | load | result |',
     '| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |',
@@ -218,8 +248,21 @@ async function main() {
         `| ${r.tool} | ${r.secs.toFixed(2)} | ${r.all} | ${(size / MB / r.secs).toFixed(0)} | ${base ? (r.secs / base).toFixed(2) : '-'} | ${(r.user + r.sys).toFixed(1)} (${r.user.toFixed(1)} + ${r.sys.toFixed(1)}) | ${r.rssMB.toFixed(0)} | ${r.load} | ${r.verdict}: ${r.note} |`,
     ),
     '',
+    `Uploads of the same ${(size / MB).toFixed(0)} MB (each run to a new prefix; swift-fetch push reads the store the last pull filled, aws a plain folder):`,
+    '',
+    '| upload | time (s) | MB/s | CPU s (user + sys) | peak RSS (MB) | load | result |',
+    '| --- | ---: | ---: | ---: | ---: | --- | --- |',
+    ...pushRows.map(
+      (r) =>
+        `| ${r.tool} | ${r.secs.toFixed(2)} | ${(size / MB / r.secs).toFixed(0)} | ${(r.user + r.sys).toFixed(1)} (${r.user.toFixed(1)} + ${r.sys.toFixed(1)}) | ${r.rssMB.toFixed(0)} | ${r.load} | ${r.code === 0 ? 'ok' : `exit ${r.code}`}${r.achieved ? `: ${pct(r.steady)} first to last body byte (event times), ${pct(r.achieved)} whole run (process start, listing and manifest included)` : ''} |`,
+    ),
+    '',
   ];
   const md = lines.join('\n');
+  function pct(bps) {
+    const limit = parseRate(args['max-rate']);
+    return `${(bps / MB).toFixed(1)} MB/s (${(((bps - limit) / limit) * 100).toFixed(1)} %)`;
+  }
   process.stdout.write(md + '\n');
   mkdirSync(cache, { recursive: true });
   writeFileSync(join(cache, 's3-results.md'), md);

@@ -11,6 +11,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { cliPath, readTree, runCli, tmpDir } from '../support/index.js';
+import { mergedEnv } from '../support/spawn.js';
 import { skipWithoutMinio, startMinio, type Minio } from '../support/minio.js';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
@@ -145,7 +146,7 @@ describe.skipIf(skipWithoutMinio())('push', () => {
     const a = await store();
     await pulled('hf://demo/big', a);
     const args = ['push', 'hf://demo/big', 's3://team/big', ...a.args, '--json', '--part-size', '5MiB', '--connections', '1', '--max-rate', '10MB/s'];
-    const child = spawn(process.execPath, [cliPath, ...args], { env: merged(env()), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliPath, ...args], { env: mergedEnv(env()), stdio: ['ignore', 'pipe', 'pipe'] });
     let seen = 0;
     const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
     for await (const line of createInterface({ input: child.stdout! })) {
@@ -182,13 +183,3 @@ describe.skipIf(skipWithoutMinio())('push', () => {
     expect(sha(await fsp.readFile(join(out, 'model.safetensors')))).toBe(sha(BIG));
   });
 });
-
-/** process.env with `e` applied: undefined removes a variable. */
-function merged(e: Record<string, string | undefined>): NodeJS.ProcessEnv {
-  const out: NodeJS.ProcessEnv = { ...process.env };
-  for (const [k, v] of Object.entries(e)) {
-    if (v === undefined) delete out[k];
-    else out[k] = v;
-  }
-  return out;
-}

@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { run, tmpDir } from '../support/index.js';
+import { mergedEnv } from '../support/spawn.js';
 import { skipWithoutMinio, startMinio, type CountingProxy, type Minio } from '../support/minio.js';
 
 const MiB = 1024 * 1024;
@@ -22,14 +23,6 @@ let minio: Minio;
 let proxy: CountingProxy;
 let body: Buffer;
 
-function merged(e: Record<string, string | undefined>): NodeJS.ProcessEnv {
-  const out: NodeJS.ProcessEnv = { ...process.env };
-  for (const [k, v] of Object.entries(e)) {
-    if (v === undefined) delete out[k];
-    else out[k] = v;
-  }
-  return out;
-}
 
 describe.skipIf(skipWithoutMinio())('s3 pull after SIGKILL', () => {
   beforeAll(async () => {
@@ -48,7 +41,7 @@ describe.skipIf(skipWithoutMinio())('s3 pull after SIGKILL', () => {
     const args = ['--import', 'tsx', FIXTURE, 's3://big/llm', join(dir, 'store'), join(dir, 'state')];
     const opts = { connections: CONNECTIONS, leaseTtlMs: 1500 };
     const env = minio.env({ AWS_ENDPOINT_URL: proxy.endpoint });
-    const child = spawn(process.execPath, args, { env: merged({ ...env, SF_PULL_OPTS: JSON.stringify({ ...opts, maxRate: 16 * MiB }) }), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { env: mergedEnv({ ...env, SF_PULL_OPTS: JSON.stringify({ ...opts, maxRate: 16 * MiB }) }), stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<NodeJS.Signals | null>((r) => child.once('exit', (_c, sig) => r(sig)));
     let atKill = 0;
     for await (const line of createInterface({ input: child.stdout! })) {

@@ -161,15 +161,18 @@ async function main() {
     await dispatcher.close();
 
     const aws = which('aws');
-    const python = which('python3');
-    const hasBoto3 = python && (() => {
+    // The project's venv (test/interop/requirements.txt pins boto3), else whatever python3 is on PATH.
+    const venvPython = join(root, '.venv/bin/python');
+    const canImport = (py) => {
       try {
-        execFileSync(python, ['-c', 'import boto3'], { stdio: 'ignore' });
+        execFileSync(py, ['-c', 'import boto3'], { stdio: 'ignore' });
         return true;
       } catch {
         return false;
       }
-    })();
+    };
+    const python = existsSync(venvPython) && canImport(venvPython) ? venvPython : which('python3');
+    const hasBoto3 = python && canImport(python);
     const tools = [
       {
         name: 'swift-fetch pull s3://',

@@ -16,7 +16,7 @@ import { revisionKey, runGc, type GcResult } from '../store/gc.js';
 import { Store } from '../store/store.js';
 import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
 import { RateLimiter } from '../transfer/index.js';
-import { BackupQueue, type BackupOptions } from '../s3/backup.js';
+import { BackupQueue, backUpWhenReady, type BackupOptions } from '../s3/backup.js';
 import { registerApi } from './api.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
 import { DaemonMetrics } from './metrics.js';
@@ -139,13 +139,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   });
 
   // Declared models that become ready are pushed to the backup bucket (once per revision).
-  const backup = config.backup ? new BackupQueue({ ...config.backup, store: config.store, env, limiter, logger: root, ...deps.backup }) : undefined;
-  if (backup) {
-    reconciler.on('change', (s) => {
-      const spec = s.state === 'ready' && s.commit && s.declared ? reconciler.declaredSpecs().find((d) => d.key === s.ref) : undefined;
-      if (spec) backup.offer(s.ref, spec.ref, s.commit!);
-    });
-  }
+  const backup = config.backup ? backUpWhenReady(reconciler, new BackupQueue({ ...config.backup, store: config.store, env, limiter, logger: root, ...deps.backup })) : undefined;
 
   // Declared = config models + models-file models (the config wins on duplicates).
   let fileModels: ModelSpec[] = [];

@@ -105,3 +105,19 @@ export class BackupQueue {
     await this.running;
   }
 }
+
+/** What the backup needs to know of the daemon's reconciler (kept structural: s3 does not import the daemon). */
+export interface ReadyModels {
+  on(event: 'change', listener: (s: { ref: string; state: string; commit: string | null; declared: boolean }) => void): unknown;
+  declaredSpecs(): Array<{ key: string; ref: ModelRef }>;
+}
+
+/** Offer every declared model to `queue` each time it becomes ready at a commit. */
+export function backUpWhenReady(models: ReadyModels, queue: BackupQueue): BackupQueue {
+  models.on('change', (s) => {
+    if (s.state !== 'ready' || !s.commit || !s.declared) return;
+    const spec = models.declaredSpecs().find((d) => d.key === s.ref);
+    if (spec) queue.offer(s.ref, spec.ref, s.commit);
+  });
+  return queue;
+}

@@ -64,7 +64,7 @@ export interface DaemonConfig {
   imports?: string;
   logLevel: LogLevel;
   /** Buckets with `push --replica` copies: hub files are read from them before the hub. */
-  replicas: S3Location[];
+  replicas?: S3Location[];
   /** Push declared models (all, or those listed) to a bucket once they are ready. */
   backup?: { to: S3Location; models?: string[] };
 }
@@ -354,8 +354,8 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
     },
     gc: { maxBytes: c.gc?.maxBytes ?? 0, intervalMs: c.gc?.interval ?? DEFAULT_GC_INTERVAL_MS },
     logLevel: c.logLevel ?? DEFAULT_LOG_LEVEL,
-    replicas: c.replicas ?? [],
   };
+  if (c.replicas?.length) cfg.replicas = c.replicas;
   if (c.backup) cfg.backup = { to: c.backup.to, ...(c.backup.models ? { models: c.backup.models.map((r) => formatRef(r)) } : {}) };
   if (c.modelsFile) cfg.modelsFile = path(c.modelsFile);
   if (c.connections) cfg.connections = c.connections;

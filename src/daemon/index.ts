@@ -120,7 +120,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (config.chunkSize) o.chunkSize = config.chunkSize;
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
       if (p2p) o.engineHooks = p2p.engineHooks();
-      if (config.replicas.length > 0) o.replicas = config.replicas;
+      if (config.replicas?.length) o.replicas = config.replicas;
       return o;
     },
     concurrency: config.maxConcurrentPulls,

@@ -214,13 +214,13 @@ export class S3Client {
     return new NetworkError(`${c.what}: unexpected ${detail} from ${new URL(this.url(c.bucket)).host}`, 'ESF_S3_STATUS');
   }
 
-  /** Every object under `prefix` (ListObjectsV2, all pages). */
-  async list(bucket: string, prefix: string, signal?: AbortSignal): Promise<ListedObject[]> {
+  /** Every object under `prefix` (ListObjectsV2, all pages of `pageSize` keys). */
+  async list(bucket: string, prefix: string, signal?: AbortSignal, pageSize = 1000): Promise<ListedObject[]> {
     const out: ListedObject[] = [];
     let token: string | undefined;
     const seen = new Set<string>();
     for (;;) {
-      const query: Record<string, string> = { 'list-type': '2', prefix, 'max-keys': '1000' };
+      const query: Record<string, string> = { 'list-type': '2', prefix, 'max-keys': String(pageSize) };
       if (token) query['continuation-token'] = token;
       const res = await this.call({ method: 'GET', bucket, query, what: `listing s3://${bucket}/${prefix}`, signal });
       const doc = (xml.parse(res.text) as { ListBucketResult?: { Contents?: Array<{ Key?: string; Size?: string; ETag?: string }>; IsTruncated?: string; NextContinuationToken?: string } }).ListBucketResult;

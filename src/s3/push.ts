@@ -8,8 +8,9 @@
  * (x-amz-checksum-sha256, which the store already knows), a large one a multipart upload whose
  * parts each carry theirs. A multipart upload resumes without local state: the bucket lists the
  * parts it holds with their checksums, and parts whose size and SHA-256 match ours are kept.
- * Before any part is sent the whole file is hashed once, so a store blob that rotted on disk is
- * never pushed (exit 5).
+ * The whole file is hashed in the same pass that hashes the parts, and must match the store's
+ * SHA-256 before the upload is completed, so a store blob that rotted on disk never becomes an
+ * object (exit 5).
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
@@ -185,17 +186,14 @@ class Push {
 
   private async multipart(f: RecordFile, blob: string, key: string, partSize: number): Promise<string> {
     const { client, loc, opts } = this;
-    const sums = await hashParts(blob, f.size, partSize, opts.signal);
-    if (sums.whole !== f.sha256) {
-      throw new IntegrityError(`${f.path}: the store's copy no longer matches its SHA-256 (disk corruption?); not pushing it`, { expected: `sha256:${f.sha256}`, found: `sha256:${sums.whole}`, path: f.path });
-    }
+    const count = Math.ceil(f.size / partSize);
     // Resume the newest upload of this key whose parts fit our plan; drop the others.
     let uploadId: string | undefined;
     let held = new Map<number, { etag: string; sha256: string | undefined; size: number }>();
     for (const u of await client.listUploads(loc.bucket, key, opts.signal)) {
       if (uploadId === undefined) {
         const parts = await client.listParts(loc.bucket, key, u.uploadId, opts.signal).catch(() => undefined);
-        if (parts && parts.every((p) => p.partNumber >= 1 && p.partNumber <= sums.parts.length && p.size === partLength(f.size, partSize, p.partNumber))) {
+        if (parts && parts.every((p) => p.partNumber >= 1 && p.partNumber <= count && p.size === partLength(f.size, partSize, p.partNumber))) {
           uploadId = u.uploadId;
           held = new Map(parts.map((p) => [p.partNumber, p]));
           continue;
@@ -203,25 +201,38 @@ class Push {
       }
       await client.abortMultipart(loc.bucket, key, u.uploadId, opts.signal);
     }
-    uploadId ??= await client.createMultipart(loc.bucket, key, opts.signal);
+    const id = uploadId ?? (await client.createMultipart(loc.bucket, key, opts.signal));
+    // One sequential read hashes each part and the whole file; a part goes up as soon as its
+    // SHA-256 is known, so hashing overlaps the uploads. The whole file must match the store's
+    // SHA-256 before the upload is completed: a rotted blob never becomes an object.
     let kept = 0;
-    const parts = await Promise.all(
-      sums.parts.map(async (sha, i) => {
-        const n = i + 1;
-        const size = partLength(f.size, partSize, n);
-        const have = held.get(n);
-        if (have && have.sha256 === sha) {
-          kept++;
-          this.bytesTotal -= size;
-          return { partNumber: n, etag: have.etag, sha256: sha };
-        }
-        const start = (n - 1) * partSize;
-        const etag = await this.slots(() => client.uploadPart(loc.bucket, key, uploadId, n, this.body(blob, start, start + size), size, sha, opts.signal));
+    const uploads: Array<Promise<{ partNumber: number; etag: string; sha256: string }>> = [];
+    const whole = await hashParts(blob, f.size, partSize, opts.signal, (n, sha) => {
+      const size = partLength(f.size, partSize, n);
+      const have = held.get(n);
+      if (have && have.sha256 === sha) {
+        kept++;
+        this.bytesTotal -= size;
+        uploads.push(Promise.resolve({ partNumber: n, etag: have.etag, sha256: sha }));
+        return;
+      }
+      const start = (n - 1) * partSize;
+      const up = this.slots(() => client.uploadPart(loc.bucket, key, id, n, this.body(blob, start, start + size), size, sha, opts.signal)).then((etag) => {
         this.done(size);
         return { partNumber: n, etag, sha256: sha };
-      }),
-    );
-    const etag = await client.completeMultipart(loc.bucket, key, uploadId, parts, opts.signal);
+      });
+      up.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+      uploads.push(up);
+    }).catch(async (e: unknown) => {
+      await Promise.allSettled(uploads);
+      throw e;
+    });
+    const parts = await Promise.all(uploads);
+    if (whole !== f.sha256) {
+      await client.abortMultipart(loc.bucket, key, id, opts.signal).catch(() => undefined);
+      throw new IntegrityError(`${f.path}: the store's copy no longer matches its SHA-256 (disk corruption?); not pushing it`, { expected: `sha256:${f.sha256}`, found: `sha256:${whole}`, path: f.path });
+    }
+    const etag = await client.completeMultipart(loc.bucket, key, id, parts, opts.signal);
     this.log?.info({ file: f.path, parts: parts.length, kept }, 'multipart upload complete');
     opts.onEvent?.({ type: 'file-uploaded', file: f.path, size: f.size, parts: parts.length, partsKept: kept });
     return etag;
@@ -278,10 +289,12 @@ function partLength(size: number, partSize: number, n: number): number {
   return Math.min(partSize, size - (n - 1) * partSize);
 }
 
-/** One sequential read: the whole file's SHA-256 and each part's (base64, as S3 reports them). */
-async function hashParts(path: string, size: number, partSize: number, signal?: AbortSignal): Promise<{ whole: string; parts: string[] }> {
+/**
+ * One sequential read: each part's SHA-256 (base64, as S3 reports them) handed to `onPart` as soon
+ * as it is known, and the whole file's SHA-256 (hex) returned at the end.
+ */
+async function hashParts(path: string, size: number, partSize: number, signal: AbortSignal | undefined, onPart: (n: number, sha256: string) => void): Promise<string> {
   const whole = createHash('sha256');
-  const parts: string[] = [];
   let fh;
   try {
     fh = await open(path, 'r');
@@ -292,6 +305,7 @@ async function hashParts(path: string, size: number, partSize: number, signal?: 
     const buf = Buffer.allocUnsafe(4 * MiB);
     let part = createHash('sha256');
     let inPart = 0;
+    let n = 1;
     for (let pos = 0; pos < size; ) {
       signal?.throwIfAborted();
       const want = Math.min(buf.length, size - pos, partSize - inPart);
@@ -303,7 +317,7 @@ async function hashParts(path: string, size: number, partSize: number, signal?: 
       pos += bytesRead;
       inPart += bytesRead;
       if (inPart === partSize || pos === size) {
-        parts.push(part.digest('base64'));
+        onPart(n++, part.digest('base64'));
         part = createHash('sha256');
         inPart = 0;
       }
@@ -311,7 +325,7 @@ async function hashParts(path: string, size: number, partSize: number, signal?: 
   } finally {
     await fh.close();
   }
-  return { whole: whole.digest('hex'), parts };
+  return whole.digest('hex');
 }
 
 function sameFiles(a: readonly BucketManifestFile[], b: readonly BucketManifestFile[]): boolean {

@@ -131,6 +131,20 @@ describe.skipIf(skipWithoutMinio())('push', () => {
     expect(r3.stderr).toMatch(/not in the bucket/);
   });
 
+  it('a store blob that rotted on disk is never pushed (exit 5): the multipart upload is aborted, no object appears', async () => {
+    const a = await store();
+    await pulled('hf://demo/big', a);
+    const blob = join(a.root, '.swift-fetch', 'blobs', 'sha256', sha(BIG).slice(0, 2), sha(BIG));
+    const fh = await fsp.open(blob, 'r+');
+    await fh.write(Buffer.from([BIG[20 * MiB]! ^ 0xff]), 0, 1, 20 * MiB);
+    await fh.close();
+    const r = await runCli(['push', 'hf://demo/big', 's3://team/rotten', ...a.args, '-q', '--part-size', '8MiB'], { env: env() });
+    expect(r.code).toBe(5);
+    expect(r.stderr).toMatch(/no longer matches its SHA-256/);
+    expect((await minio.client.list('team', 'rotten/')).map((o) => o.key)).not.toContain('rotten/model.safetensors');
+    expect(await minio.client.listUploads('team', 'rotten/model.safetensors')).toEqual([]);
+  });
+
   it('exit 3 pushing a model the store does not have; exit 3 for a missing bucket; exit 4 for refused credentials', async () => {
     const a = await store();
     const none = await runCli(['push', 'hf://demo/tiny', 's3://team/x', ...a.args, '-q'], { env: env() });

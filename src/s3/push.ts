@@ -131,6 +131,13 @@ class Push {
       if (have) etags.set(f.path, have);
       else todo.push(f);
     }
+    // Objects of something else under the prefix would become files of the model for anyone who
+    // pulls it: say so (deleting what we did not write is not push's call).
+    const ours = new Set([manifestKey, ...record.files.map((f) => this.prefix + f.path)]);
+    const strangers = [...listed.keys()].filter((k) => !ours.has(k));
+    if (strangers.length > 0) {
+      this.log?.warn({ objects: strangers.slice(0, 20), count: strangers.length }, 'the destination holds objects that are not part of this revision; a pull of the prefix will include them');
+    }
     this.bytesTotal = todo.reduce((n, f) => n + f.size, 0);
     opts.onEvent?.({ type: 'planned', ref: formatRef(this.ref), commit: record.commit, dest, files: record.files.length, bytesTotal: record.bytes, bytesToSend: this.bytesTotal });
     this.log?.info({ files: todo.length, bytes: this.bytesTotal }, 'pushing');

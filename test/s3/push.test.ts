@@ -78,6 +78,7 @@ describe.skipIf(skipWithoutMinio())('push', () => {
     const head = await minio.client.head('team', 'rt/tiny/model.safetensors');
     expect(Buffer.from(head!.sha256!, 'base64').toString('hex')).toBe(sha(SMALL['model.safetensors']!));
 
+    expect(p1.stderr).toBe('');
     const p2 = await runCli(['push', 'hf://demo/tiny', 's3://team/rt/tiny', ...a.args, '--json'], { env: env() });
     expect(p2.code, p2.stderr).toBe(0);
     expect(lastJson(p2.stdout)).toMatchObject({ bytesUploaded: 0, alreadyComplete: true });
@@ -115,6 +116,15 @@ describe.skipIf(skipWithoutMinio())('push', () => {
     expect(r.stderr).toMatch(/model\.safetensors/);
     expect(existsSync(join(b.root, 'models'))).toBe(false);
     expect(await fsp.readdir(join(b.root, '.swift-fetch', 'records')).catch(() => [])).toEqual([]);
+
+    // Pushing over a prefix that holds something else warns that a pull would include it.
+    await minio.client.put('team', 'tamper/stray.txt', Buffer.from('not ours'), 8);
+    const over = await runCli(['push', 'hf://demo/tiny', 's3://team/tamper', ...a.args, '-q'], { env: env() });
+    expect(over.code, over.stderr).toBe(0);
+    expect(over.stderr).toMatch(/not part of this revision/);
+    expect(over.stderr).toContain('tamper/stray.txt');
+    await minio.client.delete('team', 'tamper/stray.txt');
+    await minio.client.put('team', 'tamper/model.safetensors', evil, evil.length);
 
     // A size that disagrees with the manifest fails before any byte moves.
     await minio.client.put('team', 'tamper/config.json', Buffer.from('{"much":"longer than before"}'), 29);

@@ -175,7 +175,8 @@ export class S3Client {
         });
         const text = c.method === 'HEAD' ? (await res.body.dump(), '') : await res.body.text();
         const out: S3Response = { status: res.statusCode, headers: res.headers, text };
-        if (out.status < 300 || c.accept?.includes(out.status)) return out;
+        // "Not there" may be accepted for an object, never for the bucket itself.
+        if (out.status < 300 || (c.accept?.includes(out.status) && !out.text.includes('<Code>NoSuchBucket</Code>'))) return out;
         throw this.failure(out, c);
       } catch (e) {
         if (c.signal?.aborted) throw c.signal.reason;

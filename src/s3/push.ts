@@ -13,6 +13,7 @@
  * object (exit 5).
  */
 import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 import { open } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import type { Logger } from 'pino';
@@ -23,6 +24,7 @@ import { Store, type PublishRecord, type RecordFile } from '../store/store.js';
 import { proxyAwareDispatcher, type RateLimiter } from '../transfer/index.js';
 import { S3Client, type ListedObject } from './client.js';
 import { MANIFEST_NAME, base64ToHex, buildManifest, hexToBase64, parseManifest, type BucketManifest, type BucketManifestFile } from './manifest.js';
+import { PUSH_LEASE_NAME, holdBucketLease } from './lease.js';
 import { replicaPrefix } from './replica.js';
 import { s3Settings } from './settings.js';
 
@@ -46,9 +48,13 @@ export interface PushOptions {
   signal?: AbortSignal;
   logger?: Logger;
   onEvent?: (e: PushEvent) => void;
+  /** Who holds the push lease in the bucket (default host:pid), and its ttl (tests shorten it). */
+  holder?: string;
+  leaseTtlMs?: number;
 }
 
 export type PushEvent =
+  | { type: 'waiting'; holder: string }
   | { type: 'planned'; ref: string; commit: string; dest: string; files: number; bytesTotal: number; bytesToSend: number }
   | { type: 'progress'; bytesDone: number; bytesTotal: number }
   | { type: 'file-uploaded'; file: string; size: number; parts: number; partsKept: number }
@@ -83,7 +89,19 @@ export async function pushModel(ref: ModelRef, target: PushTarget, opts: PushOpt
   const dispatcher = proxyAwareDispatcher(env, { connections, headersTimeout: 15 * 60_000, bodyTimeout: 120_000 });
   try {
     const client = new S3Client(s3Settings(env), dispatcher);
-    return await new Push(client, store, record, ref, loc, connections, opts, log).run();
+    // One pusher per prefix at a time; the others wait, then find the work done.
+    const lease = await holdBucketLease(client, loc.bucket, `${loc.prefix}/${PUSH_LEASE_NAME}`, {
+      holder: opts.holder ?? `${hostname()}:${process.pid}`,
+      ...(opts.leaseTtlMs ? { ttlMs: opts.leaseTtlMs, skewMs: opts.leaseTtlMs } : {}),
+      signal: opts.signal,
+      logger: log,
+      onWait: (holder) => opts.onEvent?.({ type: 'waiting', holder }),
+    });
+    try {
+      return await new Push(client, store, record, ref, loc, connections, opts, log).run();
+    } finally {
+      await lease?.release();
+    }
   } finally {
     await dispatcher.close().catch(() => undefined);
   }
@@ -133,7 +151,7 @@ class Push {
     }
     // Objects of something else under the prefix would become files of the model for anyone who
     // pulls it: say so (deleting what we did not write is not push's call).
-    const ours = new Set([manifestKey, ...record.files.map((f) => this.prefix + f.path)]);
+    const ours = new Set([manifestKey, this.prefix + PUSH_LEASE_NAME, ...record.files.map((f) => this.prefix + f.path)]);
     const strangers = [...listed.keys()].filter((k) => !ours.has(k));
     if (strangers.length > 0) {
       this.log?.warn({ objects: strangers.slice(0, 20), count: strangers.length }, 'the destination holds objects that are not part of this revision; a pull of the prefix will include them');

@@ -18,6 +18,7 @@ import { isCommitId, type ModelRef } from '../core/ref.js';
 import type { Origin } from '../core/transfer.js';
 import type { Source } from '../sources/source.js';
 import type { S3Client } from './client.js';
+import { PUSH_LEASE_NAME } from './lease.js';
 import { MANIFEST_NAME, base64ToHex, listingRevision, parseManifest, type BucketManifest } from './manifest.js';
 
 /** HEAD requests in flight while looking for checksums. */
@@ -40,9 +41,9 @@ export class S3Source implements Source {
     const where = `s3://${bucket}/${prefix}`;
     const listed = await this.client.list(bucket, prefix, signal);
     const manifestKey = prefix + MANIFEST_NAME;
-    // Zero-byte "folder" markers that consoles create are not files.
+    // Zero-byte "folder" markers that consoles create are not files, nor is a push's lease.
     const objects = listed
-      .filter((o) => o.key !== manifestKey && !(o.key.endsWith('/') && o.size === 0))
+      .filter((o) => o.key !== manifestKey && o.key !== prefix + PUSH_LEASE_NAME && !(o.key.endsWith('/') && o.size === 0))
       .map((o) => ({ path: o.key.slice(prefix.length), size: o.size, etag: o.etag }));
     if (objects.length === 0) throw new NotFoundError(`no objects under ${where}${listed.length > 0 ? ' (only a manifest)' : ''}`, 'ESF_S3_EMPTY');
     validateListing(objects.map((o) => o.path));

@@ -166,6 +166,46 @@ describe.skipIf(skipWithoutMinio())('push', () => {
     expect(bad.code).toBe(4);
   });
 
+  it('two pushes of one revision to one prefix at once upload it once: the second waits for the first', async () => {
+    const a = await store();
+    await pulled('hf://demo/big', a);
+    const proxy = await minio.proxy();
+    const args = ['push', 'hf://demo/big', 's3://team/together', ...a.args, '--json', '--max-rate', '20MB/s'];
+    const e = env({ AWS_ENDPOINT_URL: proxy.endpoint });
+    const [x, y] = await Promise.all([runCli(args, { env: e }), runCli(args, { env: e })]);
+    expect([x.code, y.code], x.stderr + y.stderr).toEqual([0, 0]);
+    const events = [x, y].map((r) => r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; bytesUploaded?: number }));
+    const uploaded = events.map((ev) => ev.at(-1)!.bytesUploaded!);
+    expect([...uploaded].sort((m, n) => m - n)).toEqual([0, BIG.length + 2]);
+    // The one that moved nothing had waited for the other.
+    expect(events[uploaded.indexOf(0)]!.some((ev) => ev.type === 'waiting')).toBe(true);
+    // On the wire: one copy of the model (plus requests' headers), not two.
+    expect(proxy.bytesUp()).toBeLessThan(BIG.length * 1.1);
+    expect((await minio.client.list('team', 'together/')).map((o) => o.key)).not.toContain('together/.swift-fetch-push.lock');
+  });
+
+  it('a stale push lease (its holder died) is taken over; a live one is waited for', async () => {
+    const a = await store();
+    await pulled('hf://demo/tiny', a);
+    const lease = (expiresAt: number) => Buffer.from(JSON.stringify({ holder: 'node-x:1234', expiresAt }));
+    const stale = lease(Date.now() - 10 * 60_000);
+    await minio.client.put('team', 'leased/.swift-fetch-push.lock', stale, stale.length);
+    const r1 = await runCli(['push', 'hf://demo/tiny', 's3://team/leased', ...a.args, '--json'], { env: env() });
+    expect(r1.code, r1.stderr).toBe(0);
+    expect(r1.stdout).not.toMatch(/"waiting"/);
+
+    const live = lease(Date.now() + 60_000);
+    await minio.client.put('team', 'leased2/.swift-fetch-push.lock', live, live.length);
+    const pushing = runCli(['push', 'hf://demo/tiny', 's3://team/leased2', ...a.args, '--json'], { env: env() });
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect((await minio.client.list('team', 'leased2/')).map((o) => o.key)).toEqual(['leased2/.swift-fetch-push.lock']);
+    await minio.client.delete('team', 'leased2/.swift-fetch-push.lock');
+    const r2 = await pushing;
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(r2.stdout).toMatch(/"type":"waiting","holder":"node-x:1234"/);
+    expect((await minio.client.list('team', 'leased2/')).map((o) => o.key).sort()).toEqual(['leased2/.swift-fetch-manifest.json', 'leased2/config.json', 'leased2/model.safetensors', 'leased2/nested/dir/tokenizer.json']);
+  });
+
   it('a multipart push killed with SIGKILL resumes from the parts the bucket kept, and the result pulls back intact', async () => {
     const a = await store();
     await pulled('hf://demo/big', a);

@@ -47,6 +47,8 @@ export interface CountingProxy {
   endpoint: string;
   /** Bytes sent from the server to clients (response bytes: headers and bodies). */
   bytesDown(): number;
+  /** Bytes sent from clients to the server (requests: headers and bodies). */
+  bytesUp(): number;
   reset(): void;
   /** Destroy every open connection (a network blip). */
   cutAll(): void;
@@ -173,12 +175,14 @@ export async function startMinio(opts: { env?: Record<string, string> } = {}): P
 
 async function countingProxy(targetPort: number): Promise<CountingProxy> {
   let down = 0;
+  let up = 0;
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const upstream = connect(targetPort, '127.0.0.1');
     sockets.add(client);
     sockets.add(upstream);
     upstream.on('data', (b: Buffer) => (down += b.length));
+    client.on('data', (b: Buffer) => (up += b.length));
     client.pipe(upstream);
     upstream.pipe(client);
     const end = () => {
@@ -195,7 +199,11 @@ async function countingProxy(targetPort: number): Promise<CountingProxy> {
   return {
     endpoint: `http://127.0.0.1:${port}`,
     bytesDown: () => down,
-    reset: () => (down = 0),
+    bytesUp: () => up,
+    reset: () => {
+      down = 0;
+      up = 0;
+    },
     cutAll: () => {
       for (const s of sockets) s.destroy();
     },

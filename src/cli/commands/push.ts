@@ -36,6 +36,7 @@ export function register(program: Command): void {
         else if (e.type === 'planned') bar.report(label, { type: 'resolved', ref: label, commit: e.commit, files: e.files, bytesTotal: e.bytesToSend });
         else if (e.type === 'progress') bar.report(label, { type: 'progress', bytesDone: e.bytesDone, bytesTotal: e.bytesTotal, source: 'origin' });
         else if (e.type === 'pushed') bar.report(label, { type: 'published', path: e.dest, commit: e.commit });
+        else if (e.type === 'waiting' && !g.quiet) process.stderr.write(`${label}: another process (${e.holder}) is pushing to this prefix; waiting for it\n`);
       };
       try {
         for (const target of targets) {

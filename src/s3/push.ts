@@ -160,6 +160,9 @@ class Push {
     opts.onEvent?.({ type: 'planned', ref: formatRef(this.ref), commit: record.commit, dest, files: record.files.length, bytesTotal: record.bytes, bytesToSend: this.bytesTotal });
     this.log?.info({ files: todo.length, bytes: this.bytesTotal }, 'pushing');
 
+    // Objects are about to change under the old manifest: take it away first, so no reader pairs
+    // new objects with old hashes (a prefix without a manifest holds an unfinished push).
+    if (todo.length > 0 && listed.has(manifestKey)) await client.delete(loc.bucket, manifestKey, opts.signal);
     const perFile = pLimit(4);
     await Promise.all(
       todo.map((f) =>

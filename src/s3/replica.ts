@@ -73,7 +73,7 @@ export async function findReplicaCopies(replicas: readonly S3Location[], manifes
         const o = listed.get(f.path);
         if (copies.has(key) || !o || o.size !== f.size) continue;
         const v = vouched?.get(f.path);
-        if (v && f.sha256 && v.sha256 !== f.sha256) {
+        if (v && ((f.sha256 && v.sha256 !== f.sha256) || (!f.sha256 && f.gitOid && v.gitOid && v.gitOid !== f.gitOid))) {
           log?.warn({ replica: where, file: f.path }, 'the replica holds another version of this file; it comes from the hub');
           continue;
         }

@@ -170,7 +170,7 @@ describe.skipIf(skipWithoutMinio())('push', () => {
     const a = await store();
     await pulled('hf://demo/big', a);
     const proxy = await minio.proxy();
-    const args = ['push', 'hf://demo/big', 's3://team/together', ...a.args, '--json', '--max-rate', '20MB/s'];
+    const args = ['push', 'hf://demo/big', 's3://team/together', ...a.args, '--json', '--max-rate', '8MB/s'];
     const e = env({ AWS_ENDPOINT_URL: proxy.endpoint });
     const [x, y] = await Promise.all([runCli(args, { env: e }), runCli(args, { env: e })]);
     expect([x.code, y.code], x.stderr + y.stderr).toEqual([0, 0]);
@@ -196,13 +196,24 @@ describe.skipIf(skipWithoutMinio())('push', () => {
 
     const live = lease(Date.now() + 60_000);
     await minio.client.put('team', 'leased2/.swift-fetch-push.lock', live, live.length);
-    const pushing = runCli(['push', 'hf://demo/tiny', 's3://team/leased2', ...a.args, '--json'], { env: env() });
-    await new Promise((r) => setTimeout(r, 3_000));
+    const child = spawn(process.execPath, [cliPath, 'push', 'hf://demo/tiny', 's3://team/leased2', ...a.args, '--json'], { env: mergedEnv(env()), stdio: ['ignore', 'pipe', 'pipe'] });
+    const seen: string[] = [];
+    const closed = new Promise<void>((r) => child.stdout!.once('close', () => r()));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const waiting = new Promise<void>((resolve) => {
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        seen.push(line);
+        if (/"type":"waiting","holder":"node-x:1234"/.test(line)) resolve();
+      });
+    });
+    await Promise.race([waiting, exited]);
+    expect(seen.at(-1)).toMatch(/"type":"waiting"/);
+    // While it waits, nothing of it is in the bucket; once the holder is done, it goes ahead.
     expect((await minio.client.list('team', 'leased2/')).map((o) => o.key)).toEqual(['leased2/.swift-fetch-push.lock']);
     await minio.client.delete('team', 'leased2/.swift-fetch-push.lock');
-    const r2 = await pushing;
-    expect(r2.code, r2.stderr).toBe(0);
-    expect(r2.stdout).toMatch(/"type":"waiting","holder":"node-x:1234"/);
+    expect(await exited).toBe(0);
+    await closed;
+    expect(JSON.parse(seen.at(-1)!)).toMatchObject({ type: 'done', alreadyComplete: false });
     expect((await minio.client.list('team', 'leased2/')).map((o) => o.key).sort()).toEqual(['leased2/.swift-fetch-manifest.json', 'leased2/config.json', 'leased2/model.safetensors', 'leased2/nested/dir/tokenizer.json']);
   });
 

@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { IntegrityError } from '../core/errors.js';
 import { totalBytes } from '../core/manifest.js';
-import { isCommitId } from '../core/ref.js';
+import { isCommitId, type Hub } from '../core/ref.js';
 import { storageError, uniqueSuffix } from '../store/fsutil.js';
 import { Store } from '../store/store.js';
 import { modelLabel, type BundleManifest } from './format.js';
@@ -28,7 +28,7 @@ export interface ImportOptions {
 export interface ImportedModel {
   /** `hub://ORG/NAME@revision` as the bundle named it. */
   ref: string;
-  hub: 'hf' | 'ms';
+  hub: Hub;
   org: string;
   name: string;
   commit: string;

@@ -10,10 +10,11 @@ import * as init from './commands/init.js';
 import * as ls from './commands/ls.js';
 import * as path from './commands/path.js';
 import * as pull from './commands/pull.js';
+import * as push from './commands/push.js';
 import * as rm from './commands/rm.js';
 import * as verify from './commands/verify.js';
 
-const COMMANDS: Array<{ register(program: Command): void }> = [pull, path, verify, ls, rm, gc, daemon, init, bundle];
+const COMMANDS: Array<{ register(program: Command): void }> = [pull, push, path, verify, ls, rm, gc, daemon, init, bundle];
 
 function version(): string {
   try {

@@ -9,6 +9,8 @@ export const REDACT_PATHS = [
   '*.authorization', '*.cookie', '*.token', '*.hubHeaders', '*.peerToken',
   'headers.authorization', 'headers.cookie', '*.headers.authorization', '*.headers.cookie',
   'origin.hubHeaders', '*.origin.hubHeaders',
+  // SigV4: the session token travels in its own header (the signature is in authorization).
+  'headers["x-amz-security-token"]', '*.headers["x-amz-security-token"]', 'sessionToken', '*.sessionToken', 'secretAccessKey', '*.secretAccessKey',
 ];
 
 /** The root logger: JSON lines on stderr (fd 2), secrets redacted. Children per module: `log.child({ module })`. */

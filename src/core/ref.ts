@@ -1,8 +1,13 @@
 import { UsageError } from './errors.js';
 
-export type Hub = 'hf' | 'ms';
+/** Where a model comes from: Hugging Face, ModelScope, or an S3-compatible bucket. */
+export type Hub = 'hf' | 'ms' | 's3';
 
-/** A model reference: which hub, which repo, which revision (not yet pinned to a commit). */
+/**
+ * A model reference: which hub, which repo, which revision (not yet pinned to a commit).
+ * For `s3://BUCKET/PREFIX` the bucket is `org` and the prefix (which may hold "/") is `name`; its
+ * revision is `latest` or a revision id that `pull` derived from an earlier listing.
+ */
 export interface ModelRef {
   hub: Hub;
   org: string;
@@ -11,7 +16,41 @@ export interface ModelRef {
   revision: string;
 }
 
-export const DEFAULT_REVISION: Record<Hub, string> = { hf: 'main', ms: 'master' };
+export const DEFAULT_REVISION: Record<Hub, string> = { hf: 'main', ms: 'master', s3: 'latest' };
+
+/** A place in a bucket: `s3://BUCKET/PREFIX` (the prefix without its trailing "/"). */
+export interface S3Location {
+  bucket: string;
+  prefix: string;
+}
+
+// S3's bucket naming rules (the strict, DNS-compatible ones every provider accepts).
+const BUCKET = /^(?=.{3,63}$)[a-z0-9][a-z0-9.-]*[a-z0-9]$/;
+// Prefix segments: the characters model folders use in practice (ms-swift writes
+// output/v0-20250101-120000/checkpoint-100). No "@" (it starts a revision), no "+" (it stands for
+// "/" in the store's keys), nothing a shell or a URL would mangle; "." and ".." are path tricks.
+const PREFIX_PART = /^[A-Za-z0-9._-]{1,128}$/;
+const MAX_PREFIX = 200;
+
+/** Parse `s3://BUCKET/PREFIX[/]` (a push destination, a replica, or the body of an s3 model ref). */
+export function parseS3Location(input: string, what = 'S3 location'): S3Location {
+  const m = /^s3:\/\/([^/]*)\/?(.*)$/.exec(input.trim());
+  const bad = (why: string) => new UsageError(`invalid ${what} ${JSON.stringify(input)}: ${why}`, 'ESF_BAD_REF');
+  if (!m) throw bad('expected s3://BUCKET/PREFIX');
+  const bucket = m[1]!;
+  const prefix = m[2]!.replace(/\/+$/, '');
+  if (!BUCKET.test(bucket) || bucket.includes('..')) throw bad(`bad bucket name ${JSON.stringify(bucket)} (3-63 lowercase letters, digits, "." and "-")`);
+  if (prefix === '') throw bad('expected s3://BUCKET/PREFIX with a non-empty PREFIX');
+  if (prefix.length > MAX_PREFIX) throw bad(`prefix longer than ${MAX_PREFIX} characters`);
+  for (const part of prefix.split('/')) {
+    if (!PREFIX_PART.test(part) || part === '.' || part === '..') throw bad(`bad prefix segment ${JSON.stringify(part)} (letters, digits, ".", "_" and "-" only)`);
+  }
+  return { bucket, prefix };
+}
+
+export function formatS3Location(loc: S3Location): string {
+  return `s3://${loc.bucket}/${loc.prefix}`;
+}
 
 // Hub repo names: letters, digits, '-', '_', '.', not starting with '.' or '-', at most 96 chars
 // (the Hub's own limit). Anything else would be a path-injection vector in every view.
@@ -32,13 +71,14 @@ export function parseRef(input: string, env: NodeJS.ProcessEnv = process.env): M
   if (raw === '') throw new UsageError('empty model reference', 'ESF_BAD_REF');
   let hub: Hub;
   let rest: string;
-  const scheme = /^([a-z]+):\/\/(.*)$/.exec(raw);
+  const scheme = /^([a-z0-9]+):\/\/(.*)$/.exec(raw);
+  if (scheme?.[1] === 's3') return parseS3Ref(input, raw);
   if (scheme) {
     const s = scheme[1]!;
     rest = scheme[2]!;
     if (s === 'hf' || s === 'huggingface') hub = 'hf';
     else if (s === 'ms' || s === 'modelscope') hub = 'ms';
-    else throw new UsageError(`invalid model reference ${JSON.stringify(input)}: unknown scheme "${s}://" (use hf:// or ms://)`, 'ESF_BAD_REF');
+    else throw new UsageError(`invalid model reference ${JSON.stringify(input)}: unknown scheme "${s}://" (use hf://, ms:// or s3://)`, 'ESF_BAD_REF');
   } else {
     if (raw.includes(':')) {
       throw new UsageError(`invalid model reference ${JSON.stringify(input)}: expected hf://ORG/NAME, ms://ORG/NAME or ORG/NAME`, 'ESF_BAD_REF');
@@ -67,6 +107,17 @@ export function parseRef(input: string, env: NodeJS.ProcessEnv = process.env): M
   return { hub, org, name, revision: revision ?? DEFAULT_REVISION[hub] };
 }
 
+/** `s3://BUCKET/PREFIX[@REVISION]`: the revision is `latest` or a 40-hex revision id from a listing. */
+function parseS3Ref(input: string, raw: string): ModelRef {
+  const at = raw.indexOf('@');
+  const revision = at >= 0 ? raw.slice(at + 1) : DEFAULT_REVISION.s3;
+  if (revision !== DEFAULT_REVISION.s3 && !isCommitId(revision)) {
+    throw new UsageError(`invalid model reference ${JSON.stringify(input)}: an s3:// revision is "latest" or the 40-hex revision id a pull printed`, 'ESF_BAD_REF');
+  }
+  const loc = parseS3Location(at >= 0 ? raw.slice(0, at) : raw, 'model reference');
+  return { hub: 's3', org: loc.bucket, name: loc.prefix, revision };
+}
+
 export function isTruthy(v: string | undefined): boolean {
   return v !== undefined && ['1', 'true', 'yes', 'on'].includes(v.trim().toLowerCase());
 }
@@ -81,5 +132,7 @@ export function formatRef(ref: ModelRef): string {
 
 /** A stable key for one repo on one hub, safe as a single path component. */
 export function repoKey(ref: Pick<ModelRef, 'hub' | 'org' | 'name'>): string {
-  return `${ref.hub}--${ref.org}--${ref.name}`;
+  // An S3 prefix may have "/" (never "+"): "+" for "/" keeps the key one path component (and a
+  // valid lease name), and unique.
+  return `${ref.hub}--${ref.org}--${ref.hub === 's3' ? ref.name.replaceAll('/', '+') : ref.name}`;
 }

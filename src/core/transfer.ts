@@ -15,6 +15,15 @@ export interface Origin {
    * The engine must drop them on every other host: CDNs, proxies' targets, peers.
    */
   hubHeaders: Record<string, string>;
+  /**
+   * For origins that authorize each request by signing it (S3, SigV4): the headers to add to one
+   * GET of `url` on the origin's host; never called for another host. Signing each request means no
+   * URL carries a credential (nothing to leak into a log), and expiring credentials are refreshed
+   * by the signer instead of failing a long transfer.
+   */
+  sign?: (req: { url: string; headers: Record<string, string> }) => Promise<Record<string, string>>;
+  /** What to tell the user when the origin refuses the credentials (default: the hub token variables). */
+  authHint?: string;
 }
 
 /** One blob to fetch and verify. */
@@ -41,7 +50,8 @@ export interface FetchedBlob {
   size: number;
 }
 
-export type ByteSource = 'origin' | 'peer';
+/** Where bytes came from: the hub (or bucket) itself, a peer node, or a bucket replica of a hub. */
+export type ByteSource = 'origin' | 'peer' | 'replica';
 
 export type TransferEvent =
   | { type: 'blob-start'; key: string; label: string; size: number; resumedBytes: number }

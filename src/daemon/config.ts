@@ -8,7 +8,7 @@ import { dirname, extname, isAbsolute, resolve } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { SwiftFetchError, UsageError } from '../core/errors.js';
-import { formatRef, parseRef, type ModelRef } from '../core/ref.js';
+import { formatRef, parseRef, parseS3Location, type ModelRef, type S3Location } from '../core/ref.js';
 import { parseDuration, parseRate, parseSize } from '../core/units.js';
 import type { KubeSettings } from '../kube/index.js';
 import {
@@ -66,6 +66,10 @@ export interface DaemonConfig {
   logLevel: LogLevel;
   /** ModelCache objects, node labels and Events through the Kubernetes API (off by default). */
   kubernetes: KubeSettings;
+  /** Buckets with `push --replica` copies: hub files are read from them before the hub. */
+  replicas?: S3Location[];
+  /** Push declared models (all, or those listed) to a bucket once they are ready. */
+  backup?: { to: S3Location; models?: string[] };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,6 +169,7 @@ const globList = leaf('a list of glob patterns such as ["*.json", "*.safetensors
 );
 
 const bool = leaf('true or false', (v) => (typeof v === 'boolean' ? v : undefined));
+const s3Location = leaf('an s3://BUCKET/PREFIX location', (v) => (typeof v === 'string' ? parseS3Location(v) : undefined));
 
 const logLevel = leaf(`one of ${LOG_LEVELS.join(', ')}`, (v) =>
   typeof v === 'string' && (LOG_LEVELS as readonly string[]).includes(v) ? (v as LogLevel) : undefined,
@@ -198,6 +203,8 @@ const peersSchema = z.strictObject({
 
 const gcSchema = z.strictObject({ maxBytes: size().nullish(), interval: duration.optional() });
 
+const backupSchema = (env: NodeJS.ProcessEnv) => z.strictObject({ to: s3Location, models: z.array(refLeaf(env)).nullish() });
+
 const kubernetesSchema = z.strictObject({ enabled: bool.optional(), kubeconfig: nonEmptyString.nullish(), context: nonEmptyString.nullish() });
 
 function configSchema(env: NodeJS.ProcessEnv) {
@@ -216,6 +223,8 @@ function configSchema(env: NodeJS.ProcessEnv) {
     imports: nonEmptyString.nullish(),
     logLevel: logLevel.optional(),
     kubernetes: kubernetesSchema.nullish(),
+    replicas: z.array(s3Location).nullish(),
+    backup: backupSchema(env).nullish(),
   });
 }
 
@@ -225,6 +234,7 @@ const KNOWN_KEYS: Record<string, string[]> = {
   peers: Object.keys(peersSchema.shape),
   gc: Object.keys(gcSchema.shape),
   kubernetes: Object.keys(kubernetesSchema.shape),
+  backup: Object.keys(backupSchema({}).shape),
   model: Object.keys(modelObject({}).shape),
 };
 
@@ -374,6 +384,8 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
     logLevel: c.logLevel ?? DEFAULT_LOG_LEVEL,
     kubernetes: { enabled: c.kubernetes?.enabled ?? false },
   };
+  if (c.replicas?.length) cfg.replicas = c.replicas;
+  if (c.backup) cfg.backup = { to: c.backup.to, ...(c.backup.models ? { models: c.backup.models.map((r) => formatRef(r)) } : {}) };
   if (c.modelsFile) cfg.modelsFile = path(c.modelsFile);
   if (c.connections) cfg.connections = c.connections;
   if (c.chunkSize) cfg.chunkSize = c.chunkSize;

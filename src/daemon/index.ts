@@ -19,6 +19,7 @@ import { Store } from '../store/store.js';
 import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
 import { startKubeSync, type KubeSyncTuning } from '../kube/index.js';
 import { RateLimiter } from '../transfer/index.js';
+import { BackupQueue, backUpWhenReady, type BackupOptions } from '../s3/backup.js';
 import { registerApi } from './api.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
 import { startGcLoop } from './gc.js';
@@ -49,6 +50,8 @@ export interface DaemonDeps {
   gcSweepGraceMs?: number;
   /** How often the store is compared with the daemon's view (default 10 s; 0 never). */
   storeSyncMs?: number;
+  /** Backup retry tuning and a hook per finished push (tests). */
+  backup?: Pick<BackupOptions, 'retryBaseMs' | 'retryMaxMs' | 'onPushed'>;
   /** P2P tuning (tests: a DNS server, faster discovery rounds). */
   p2p?: Pick<Parameters<typeof createP2PNode>[0], 'dnsServers' | 'discoveryIntervalMs' | 'tuning' | 'nodeId'>;
   /** Kubernetes sync tuning (tests: faster status writes and node polls). */
@@ -113,6 +116,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (config.chunkSize) o.chunkSize = config.chunkSize;
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
       o.engineHooks = p2p ? p2p.engineHooks({ onEvent: countBytes }) : { onEvent: countBytes };
+      if (config.replicas?.length) o.replicas = config.replicas;
       return o;
     },
     concurrency: config.maxConcurrentPulls,
@@ -129,6 +133,11 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     },
   });
   parts.push(onShutdown(signal, () => reconciler.stop(PULL_STOP_MS)));
+  if (config.backup) {
+    // Declared models that become ready are pushed to the backup bucket (once per revision).
+    const backup = backUpWhenReady(reconciler, new BackupQueue({ ...config.backup, store: config.store, env, limiter, logger: root, ...deps.backup }));
+    parts.push(onShutdown(signal, () => backup.stop()));
+  }
   const gc = startGcLoop({
     config, store, reconciler, logger: root, holder, sweepGraceMs: deps.gcSweepGraceMs, signal,
     onCollected: (res) => {

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { NetworkError, StorageError } from '../core/errors.js';
 import { totalBytes, type FileEntry, type Manifest } from '../core/manifest.js';
-import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
+import { formatRef, parseRef, repoKey, type ModelRef, type S3Location } from '../core/ref.js';
 import { selectFiles } from '../core/select.js';
 import { blobKey, type BlobRequest, type ByteSource, type TransferEvent } from '../core/transfer.js';
 import { sourceFor } from '../sources/index.js';
+import { findReplicaCopies } from '../s3/replica.js';
 import { sleep } from '../core/sleep.js';
 import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
 import { storageError } from '../store/fsutil.js';
@@ -37,6 +38,8 @@ export interface PullOptions {
   leaseTtlMs?: number;
   /** How often a waiter looks for the holder's publish. */
   pollMs?: number;
+  /** Buckets holding `push --replica` copies: hf/ms files are read from them before the hub (still verified against the hub). */
+  replicas?: S3Location[];
 }
 
 export interface EngineHooks {
@@ -154,8 +157,12 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     // Every blob this revision uses gets a second link here until it is published, so no sweep
     // (GC evicting an older revision that shared it) can take it away mid-pull.
     const pins = join(store.partialDir, `pin-${holder.replace(/[^A-Za-z0-9.-]/g, '_')}-${process.hrtime.bigint()}`);
+    let replica: Awaited<ReturnType<typeof findReplicaCopies>>;
     try {
-      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, { ...opts, signal }, bytesTotal, holder, onLost, pins).catch((e: unknown) => {
+      // Bucket replicas of the hub go after peers (nearer) and before the hub itself.
+      if (opts.replicas?.length && ref.hub !== 's3') replica = await findReplicaCopies(opts.replicas, manifest, files, { env, signal, logger: opts.logger, connections: opts.connections });
+      const engineHooks = replica ? { ...opts.engineHooks, chunkSources: [...(opts.engineHooks?.chunkSources ?? []), replica] } : opts.engineHooks;
+      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, { ...opts, engineHooks, signal }, bytesTotal, holder, onLost, pins).catch((e: unknown) => {
         throw lost.signal.aborted ? lost.signal.reason : e;
       });
       signal.throwIfAborted();
@@ -168,9 +175,10 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
         complete,
       });
       const unverified = rec.files.filter((f) => !f.verified).map((f) => f.path);
-      if (unverified.length > 0) log?.warn({ files: unverified }, 'the hub gave no hash for these files: stored unverified');
+      if (unverified.length > 0) log?.warn({ files: unverified }, 'nothing upstream vouched for these files (no hash from the hub, no checksum or manifest in the bucket): their SHA-256 was computed here and recorded, unverified');
       return done(ref, rec, downloaded, false, opts);
     } finally {
+      await replica?.close();
       await rm(pins, { recursive: true, force: true });
       await lease.release();
     }

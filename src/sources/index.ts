@@ -2,6 +2,9 @@ import type { Dispatcher } from 'undici';
 import type { Hub } from '../core/ref.js';
 import { HuggingFaceSource, hfSettings } from './huggingface.js';
 import { ModelScopeSource, msSettings } from './modelscope.js';
+import { S3Client } from '../s3/client.js';
+import { s3Settings } from '../s3/settings.js';
+import { S3Source } from '../s3/source.js';
 import type { Source } from './source.js';
 
 export type { Source } from './source.js';
@@ -10,5 +13,6 @@ export { msSettings } from './modelscope.js';
 
 /** The adapter for a hub, configured from that hub's own environment variables; API calls go through `dispatcher`. */
 export function sourceFor(hub: Hub, env: NodeJS.ProcessEnv, dispatcher: Dispatcher): Source {
+  if (hub === 's3') return new S3Source(new S3Client(s3Settings(env), dispatcher));
   return hub === 'hf' ? new HuggingFaceSource(hfSettings(env), dispatcher) : new ModelScopeSource(msSettings(env), dispatcher);
 }

@@ -7,13 +7,13 @@
  * the last revision referencing it is evicted: that is also what the store's link counts do.
  */
 import { hostname } from 'node:os';
-import { repoKey } from '../core/ref.js';
+import { repoKey, type Hub } from '../core/ref.js';
 import { listLeases, tryAcquireLease } from './lease.js';
 import type { PublishRecord, RepoKeyParts, Store } from './store.js';
 
 /** The fields planning needs; a PublishRecord has them all. */
 export interface GcRecord {
-  hub: 'hf' | 'ms';
+  hub: Hub;
   org: string;
   name: string;
   commit: string;

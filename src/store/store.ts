@@ -187,7 +187,8 @@ export class Store {
       const paths = this.viewPaths(key, commit);
       await this.buildTree(paths.plain, input.files, (f) => ({ kind: 'link', src: this.blobPath(f.sha256) }));
       if (key.hub === 'hf') await this.publishHf(input);
-      else await this.publishMs(input);
+      else if (key.hub === 'ms') await this.publishMs(input);
+      // s3:// models have only the plain view: no hub library reads them by id.
       const revisions = [...new Set([...(previous?.revisions ?? []), ...(isCommitId(input.revision) ? [] : [input.revision])])];
       const now = new Date().toISOString();
       const record: PublishRecord = {
@@ -217,7 +218,7 @@ export class Store {
   viewPaths(key: RepoKeyParts, commit: string): ViewPaths {
     const paths: ViewPaths = { plain: this.plainDir(key, commit) };
     if (key.hub === 'hf') paths.hf = join(this.hfRepoDir(key), 'snapshots', commit);
-    else paths.ms = join(this.msRepoDir(key), 'snapshots', commit);
+    else if (key.hub === 'ms') paths.ms = join(this.msRepoDir(key), 'snapshots', commit);
     return paths;
   }
 
@@ -413,7 +414,7 @@ export class Store {
             if (!keep.has(etag)) await fsp.rm(join(repo, 'blobs', etag), { force: true });
           }
         }
-      } else {
+      } else if (key.hub === 'ms') {
         const snaps = join(this.msRepoDir(key), 'snapshots');
         for (const name of await fsp.readdir(snaps).catch(() => [] as string[])) {
           const p = join(snaps, name);

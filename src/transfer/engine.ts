@@ -523,7 +523,7 @@ export class Engine {
         // A source answered first: the blob opens without asking the origin for its validator
         // (whatever the bytes, the whole-file hash judges them).
         if (t.probe) this.openBlob(j, t);
-        await this.pumpBody(t, stream, 0, 'peer', false);
+        await this.pumpBody(t, stream, 0, src.byteSource ?? 'peer', false);
       } catch (e) {
         if (e instanceof Superseded || this.failure !== undefined || t.epoch !== j.epoch) throw e;
         if (e instanceof StorageError) throw e;

@@ -257,6 +257,7 @@ export async function openRange(
       range: end === undefined ? `bytes=${start}-` : `bytes=${start}-${end - 1}`,
     };
     if (toHub) Object.assign(headers, session.origin.hubHeaders);
+    if (toHub && session.origin.sign) Object.assign(headers, await session.origin.sign({ url, headers }));
     const res = await dispatchGet(dispatcher, u, headers, signal);
     const h = res.headers;
     if (toHub) {
@@ -292,7 +293,7 @@ export async function openRange(
       url = session.origin.url;
       continue;
     }
-    throw statusError(res.statusCode, h, label, u, toHub, text);
+    throw statusError(res.statusCode, h, label, u, toHub, text, session.origin.authHint);
   }
   throw new NetworkError(`${label}: too many redirects from ${new URL(session.origin.url).host}`);
 }
@@ -329,6 +330,7 @@ function statusError(
   u: URL,
   toHub: boolean,
   body: string,
+  authHint?: string,
 ): Error {
   const code = header(h, 'x-error-code');
   const msg = header(h, 'x-error-message') ?? body.trim().slice(0, 200);
@@ -343,7 +345,7 @@ function statusError(
   if (toHub && (status === 401 || status === 403)) {
     const gated = code === 'GatedRepo' ? 'the repository is gated: accept its terms on the hub, then ' : '';
     return new AuthError(
-      `access to ${label} was refused by ${u.host} (${detail}); ${gated}set HF_TOKEN (Hugging Face) or MODELSCOPE_API_TOKEN (ModelScope) to a token with access`,
+      `access to ${label} was refused by ${u.host} (${detail}); ${gated}${authHint ?? 'set HF_TOKEN (Hugging Face) or MODELSCOPE_API_TOKEN (ModelScope) to a token with access'}`,
       code === 'GatedRepo' ? 'ESF_GATED' : 'ESF_AUTH',
     );
   }

@@ -1,5 +1,5 @@
 import type { BlobRequest } from '../core/transfer.js';
-import type { TransferEvent } from '../core/transfer.js';
+import type { ByteSource, TransferEvent } from '../core/transfer.js';
 import type { RateLimiter } from './limiter.js';
 
 export interface EngineOptions {
@@ -60,6 +60,8 @@ export interface ChunkSourceRequest {
  */
 export interface ChunkSource {
   readonly name: string;
+  /** How its bytes are counted in progress and metrics (default 'peer'). */
+  readonly byteSource?: ByteSource;
   fetch(req: ChunkSourceRequest): Promise<AsyncIterable<Uint8Array> | undefined>;
 }
 

@@ -18,7 +18,8 @@ export interface RunOptions {
   timeoutMs?: number;
 }
 
-function mergedEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+/** process.env with `extra` applied: a value of undefined removes the variable. */
+export function mergedEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k];

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
-import { formatRef, parseRef } from '../../core/ref.js';
+import { formatRef, parseRef, parseS3Location } from '../../core/ref.js';
 import { parseRate, parseSize } from '../../core/units.js';
 import { pullModel } from '../../pull/index.js';
 import { formatBytes } from '../../core/units.js';
@@ -25,16 +25,18 @@ export function register(program: Command): void {
   program
     .command('pull')
     .description('download, verify and publish models into the store')
-    .argument('<ref...>', 'hf://ORG/NAME[@REV], ms://ORG/NAME[@REV] or ORG/NAME (ModelScope unless USE_HF=1)')
+    .argument('<ref...>', 'hf://ORG/NAME[@REV], ms://ORG/NAME[@REV], s3://BUCKET/PREFIX or ORG/NAME (ModelScope unless USE_HF=1)')
     .option('--connections <n>', `parallel connections across all files (default: ${DEFAULT_CONNECTIONS})`, intOption('--connections', 1, 256))
     .option('--chunk-size <size>', `range request size, e.g. 16MiB (default: ${formatBytes(DEFAULT_CHUNK_SIZE)} for large files, finer for mid-sized ones so every connection gets work)`, (v) => parseSize(v, '--chunk-size'))
     .option('--max-rate <rate>', 'bandwidth limit over all connections, e.g. 50MB/s, 50MiB/s, 400Mbit/s (default: unlimited)', (v) => parseRate(v, '--max-rate'))
     .option('--fsync', 'make downloaded files durable on disk before publishing (slower where the disk is slower than the network; default: off)')
     .option('--include <glob>', 'only files matching, fnmatch style (repeatable; default: every file)', collect)
     .option('--exclude <glob>', 'skip files matching (repeatable; default: none)', collect)
-    .action(async (refs: string[], o: { fsync?: boolean; connections?: number; chunkSize?: number; maxRate?: number; include?: string[]; exclude?: string[] }, cmd: Command) => {
+    .option('--replica <s3url>', 'a bucket with push --replica copies, tried before the hub for hf:// and ms:// (repeatable; default: none)', collect)
+    .action(async (refs: string[], o: { fsync?: boolean; connections?: number; chunkSize?: number; maxRate?: number; include?: string[]; exclude?: string[]; replica?: string[] }, cmd: Command) => {
       const g = globals(cmd);
       const parsed = refs.map((r) => parseRef(r));
+      const replicas = (o.replica ?? []).map((r) => parseS3Location(r, '--replica'));
       checkStore(g.store);
       const log = logger(g.logLevel);
       // NDJSON events when asked, or when stdout is a pipe (unless --quiet: then only the path).
@@ -55,6 +57,7 @@ export function register(program: Command): void {
             chunkSize: o.chunkSize,
             limiter,
             fsync: Boolean(o.fsync),
+            replicas,
             signal: abort.signal,
             logger: log,
             onEvent: (e) => rep.report(label, e),

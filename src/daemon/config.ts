@@ -121,7 +121,9 @@ const rate = leaf('a rate such as 200MB/s, 1Gbit/s, or 0 for unlimited', (v) => 
   if (typeof v !== 'string' && typeof v !== 'number') return undefined;
   try {
     return parseRate(v);
-  } catch {
+  } catch (e) {
+    // A rate out of range says why (it would round to 0 = unlimited, or exceeds any link).
+    if ((e as { code?: string }).code === 'ESF_RATE_RANGE') throw e;
     return undefined;
   }
 });

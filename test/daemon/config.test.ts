@@ -85,6 +85,9 @@ describe('daemon config', () => {
       ['peers: { prot: 1 }', 'config.yaml: peers.prot: unknown key'],
       ['stroe: /x', 'config.yaml: stroe: unknown key'],
       ['maxRate: fast', 'config.yaml: maxRate: expected a rate such as 200MB/s'],
+      // A fraction of a byte per second would round to 0, which means unlimited.
+      ['maxRate: 0.5', 'config.yaml: maxRate: rate 0.5 is below 1 B/s'],
+      ['peers: { uploadMaxRate: 1e308 }', 'config.yaml: peers.uploadMaxRate: rate 1e+308 is above'],
       ['chunkSize: 12 parsecs', 'config.yaml: chunkSize: expected a size such as 16MiB'],
       ['gc: { maxBytes: lots }', 'config.yaml: gc.maxBytes: expected a size'],
       ['listen: localhost', 'config.yaml: listen: expected host:port'],

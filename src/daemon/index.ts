@@ -19,7 +19,10 @@ import { Store } from '../store/store.js';
 import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
 import { startKubeSync, type KubeSyncTuning } from '../kube/index.js';
 import { RateLimiter } from '../transfer/index.js';
+import { BearerToken } from '../http/bearer.js';
 import { registerApi } from './api.js';
+import { ClientLimiter } from './client-limit.js';
+import { ApiGuard } from './guard.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
 import { startGcLoop } from './gc.js';
 import { onShutdown } from './shutdown.js';
@@ -165,7 +168,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       parts.push(onShutdown(signal, () => imports.close()));
     }
     registerApi(router, {
-      reconciler, metrics, limiter, env, logger: root, signal,
+      reconciler, metrics, limiter, env, logger: root, signal, guard: apiGuard(config, metrics, log),
       notReady: readiness(config, reconciler, signal),
       onRequested: (s) => {
         if (s.commit) touch(store, reconciler, s.ref, s.commit);
@@ -210,13 +213,30 @@ async function openStore(config: DaemonConfig): Promise<Store> {
   return store;
 }
 
+/**
+ * Who may use the node API. The token file is read now: a missing or empty `api.tokenFile` stops
+ * the start (exit 2) rather than leaving the API open.
+ */
+function apiGuard(config: DaemonConfig, metrics: DaemonMetrics, log: Logger): ApiGuard {
+  const token = config.api.tokenFile ? BearerToken.fromFile(config.api.tokenFile, 'api.tokenFile') : undefined;
+  if (!token && !/^(127\.|::1$|localhost$)/.test(config.listen.host)) {
+    log.warn({ listen: `${config.listen.host}:${config.listen.port}` }, 'no api.tokenFile: pulls and config changes are taken only from loopback clients');
+  }
+  return new ApiGuard({
+    token,
+    protectReads: config.api.protectReads,
+    limiter: new ClientLimiter({ perMinute: config.api.requestsPerMinute }),
+    onRefused: (reason) => metrics.apiRefusedRequest(reason),
+  });
+}
+
 /** Peer-to-peer sharing needs the shared peer token: without one, no peer routes and no sharing. */
 function createPeers(config: DaemonConfig, store: Store, deps: DaemonDeps, logger: Logger): P2PNode | undefined {
   if (!config.peers.tokenFile) return undefined;
   return createP2PNode({
     store,
     stateDir: config.stateDir,
-    token: PeerToken.fromFile(config.peers.tokenFile),
+    token: PeerToken.fromFile(config.peers.tokenFile, 'peers.tokenFile'),
     static: config.peers.static,
     ...(config.peers.dns ? { dns: config.peers.dns } : {}),
     port: config.peers.port,

@@ -11,7 +11,7 @@ import { parseRate } from '../core/units.js';
 import { parseModelRequest } from './config.js';
 import type { ApiGuard } from './guard.js';
 import type { DaemonMetrics } from './metrics.js';
-import type { ModelStatus, Reconciler } from './reconciler.js';
+import { TooManyRequested, type ModelStatus, type Reconciler } from './reconciler.js';
 import { ROUTES, modelPath, type ModelView } from './routes.js';
 import { HttpError, readJson, sendJson, sendText, type Handler, type Router } from './router.js';
 import { formatComment, formatEvent } from './sse.js';
@@ -93,7 +93,13 @@ export function registerApi(router: Router, ctx: ApiContext): void {
     const body = await readJson(req);
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'expected a JSON object {"ref": "..."}');
     const spec = parseModelRequest(body, env); // UsageError → 400 naming the field and the form expected
-    const status = reconciler.request(spec);
+    let status: ModelStatus;
+    try {
+      status = reconciler.request(spec);
+    } catch (e) {
+      if (e instanceof TooManyRequested) throw guard.refuse('too_many_models', 429, e.message, { 'retry-after': '30' });
+      throw e;
+    }
     log.info({ ref: spec.key, state: status.state }, 'pull requested');
     if (status.state === 'ready') ctx.onRequested?.(status);
     res.setHeader('location', modelPath(spec.key));

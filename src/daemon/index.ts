@@ -119,6 +119,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       return o;
     },
     concurrency: config.maxConcurrentPulls,
+    onDemand: { maxRequested: config.api.maxRequested, forgetFailedAfterMs: config.api.forgetFailedAfterMs },
     logger: root,
     backoff: deps.backoff,
     resyncMs: deps.resyncMs,

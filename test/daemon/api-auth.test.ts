@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import { startDaemon, type Daemon } from '../../src/daemon/index.js';
-import { fakePull } from './fake-pull.js';
+import { fakePull, type FakePull } from './fake-pull.js';
 import { parsePrometheus, tempDir, until } from './helpers.js';
 import { remoteClient, remoteMissing } from './remote.js';
 
@@ -58,8 +58,7 @@ async function secretVolume(name: string, value: string): Promise<{ file: string
   };
 }
 
-async function start(extra: string, listen = '127.0.0.1:0'): Promise<Daemon> {
-  const fp = fakePull();
+async function start(extra: string, listen = '127.0.0.1:0', fp: FakePull = fakePull()): Promise<Daemon> {
   const cfg = parseConfig(`store: ${join(dir, 'store')}\nstateDir: ${join(dir, 'state')}\nlisten: ${listen}\nmaxRate: 10MB/s\n${extra}`, join(dir, 'config.yaml'));
   // A logger that redacts nothing: whatever the daemon logs is seen as it is.
   const sink = new Writable({
@@ -155,6 +154,38 @@ describe('node API with api.tokenFile', () => {
     await expect(start(`api: { tokenFile: ${join(dir, 'nowhere')} }\n`)).rejects.toMatchObject({ exitCode: 2, message: expect.stringMatching(/api\.tokenFile .*nowhere.*ENOENT/) });
     await writeFile(join(dir, 'empty'), ' \n');
     await expect(start(`api: { tokenFile: ${join(dir, 'empty')} }\n`)).rejects.toMatchObject({ exitCode: 2, message: expect.stringMatching(/api\.tokenFile .* is empty/) });
+  });
+});
+
+describe('node API budget (issue 12, item 3)', () => {
+  it('each client gets requestsPerMinute changing requests; past that 429 with Retry-After, and reads are not counted', async () => {
+    const d = await start('api: { requestsPerMinute: 3 }\n');
+    for (const n of [1, 2, 3]) expect((await http(d, 'POST', '/v1/pulls', { body: { ref: `hf://org/m${n}` } })).status).toBe(202);
+    const over = await http(d, 'POST', '/v1/pulls', { body: { ref: 'hf://org/m4' } });
+    expect(over.status).toBe(429);
+    // 3 a minute: the next one is earned in 20 s.
+    expect(over.headers.get('retry-after')).toBe('20');
+    expect(over.json.error).toMatch(/too many requests from 127\.0\.0\.1/);
+    expect((await http(d, 'PUT', '/v1/config/max-rate', { body: { maxRate: '1B/s' } })).status).toBe(429);
+    for (let i = 0; i < 10; i++) expect((await http(d, 'GET', '/v1/models')).status).toBe(200);
+    expect(d.reconciler.get('hf://org/m4@main')).toBeUndefined();
+    expect(d.limiter.rate).toBe(10_000_000);
+    expect(await refused(d, 'rate_limited')).toBe(2);
+  });
+
+  it('with api.maxRequested on-demand models all unsettled, a new one is refused with 429; declared ones and repeats are not', async () => {
+    const fp = fakePull();
+    for (const n of ['a', 'b']) fp.script.set(`hf://org/${n}@main`, ['block']);
+    const d = await start('api: { maxRequested: 2 }\nmodels: [hf://org/declared]\n', '127.0.0.1:0', fp);
+    for (const n of ['a', 'b']) expect((await http(d, 'POST', '/v1/pulls', { body: { ref: `hf://org/${n}` } })).status).toBe(202);
+    const third = await http(d, 'POST', '/v1/pulls', { body: { ref: 'hf://org/c' } });
+    expect(third.status).toBe(429);
+    expect(third.headers.get('retry-after')).toBe('30');
+    expect(third.json.error).toMatch(/already tracks 2 on-demand models/);
+    expect((await http(d, 'POST', '/v1/pulls', { body: { ref: 'hf://org/a' } })).status).toBe(202);
+    expect((await http(d, 'POST', '/v1/pulls', { body: { ref: 'hf://org/declared' } })).status).toBe(202);
+    expect(await refused(d, 'too_many_models')).toBe(1);
+    for (const n of ['a', 'b']) fp.release(`hf://org/${n}@main`);
   });
 });
 

@@ -9,6 +9,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { AuthError, SwiftFetchError, UsageError } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
 import type { BearerToken } from '../http/bearer.js';
+import { connectOptions, type ServerTrust } from '../http/tls.js';
 import { eventsPath, modelPath, ROUTES, type ModelView, type PullRequestBody } from './routes.js';
 import { readEvents } from './sse.js';
 
@@ -37,6 +38,8 @@ export interface DaemonClientOptions {
   dispatcher?: Dispatcher;
   /** The daemon's API token (its api.tokenFile). */
   token?: BearerToken | undefined;
+  /** For an https:// daemon: the CA its certificate chains to, the name it carries. */
+  trust?: ServerTrust | undefined;
 }
 
 /** Answers of 429 in a row after which the daemon counts as unavailable. */
@@ -56,7 +59,7 @@ export class DaemonClient {
     this.signal = opts.signal;
     this.token = opts.token;
     this.ownDispatcher = !opts.dispatcher;
-    this.dispatcher = opts.dispatcher ?? new Agent({ connect: { timeout: 5_000 }, headersTimeout: 10_000, bodyTimeout: 60_000 });
+    this.dispatcher = opts.dispatcher ?? new Agent({ connect: { timeout: 5_000, ...connectOptions(opts.trust) }, headersTimeout: 10_000, bodyTimeout: 60_000 });
   }
 
   async close(): Promise<void> {
@@ -204,7 +207,12 @@ export class DaemonClient {
   /** Our own abort passes through untouched (a timeout, Ctrl-C); anything else means no daemon. */
   private failure(e: unknown): unknown {
     if (this.signal?.aborted) return this.signal.reason;
-    return new DaemonUnreachable(describeNetError(e));
+    const why = describeNetError(e);
+    // A certificate we do not trust is not a daemon that is away: it may not be ours at all.
+    if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS_CERT_ALTNAME/.test(why)) {
+      return new AuthError(`the daemon at ${this.base} presented a certificate this client does not trust (${why}): pass its CA with --daemon-ca-file and, for an IP address, the name its certificate carries with --daemon-server-name`, 'ESF_DAEMON_TLS');
+    }
+    return new DaemonUnreachable(why);
   }
 }
 

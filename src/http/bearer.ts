@@ -2,15 +2,14 @@
  * A shared secret sent as `Authorization: Bearer <token>`: the peers' token and the node API's.
  * It comes from a file mounted from a Kubernetes Secret, or is given directly (tests, the CLI).
  *
- * The file is re-read when it changes, so rotating the Secret needs no restart. The kubelet
- * updates a Secret volume by writing a new timestamped directory and swapping the `..data` symlink
- * the file's path goes through: the path stays, what it resolves to changes. A stat through the
- * links sees that (another inode, size or mtime), looked at lazily on use, at most every couple of
- * seconds. The value never leaves this object except as an `authorization` header.
+ * The file is re-read when it changes (fileVersion: a kubelet `..data` swap included), so rotating
+ * the Secret needs no restart; it is looked at lazily on use, at most every couple of seconds. The
+ * value never leaves this object except as an `authorization` header.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { AuthError, UsageError } from '../core/errors.js';
+import { fileVersion } from './file-version.js';
 
 /** How often the token file is looked at again. */
 const RECHECK_MS = 2_000;
@@ -44,8 +43,7 @@ export class BearerToken {
   private reload(strict: boolean): void {
     const file = this.file!;
     try {
-      const st = statSync(file);
-      const fingerprint = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+      const fingerprint = fileVersion(file);
       if (fingerprint === this.fingerprint && this.value !== undefined) return;
       const text = readFileSync(file, 'utf8').trim();
       if (text === '') throw new UsageError(`${this.what} ${file} is empty`);

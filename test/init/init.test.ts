@@ -14,6 +14,7 @@ import { startDaemon, type Daemon } from '../../src/daemon/index.js';
 import { hubEnv, pattern, sha, storeArgs } from '../bundle/helpers.js';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { readTree, runCli, tmpDir } from '../support/index.js';
+import { makeCa, makeCert, OPENSSL_MISSING } from '../daemon/certs.js';
 
 let hub: FakeHub;
 const big = pattern(3 * 1024 * 1024 + 5, 11);
@@ -466,5 +467,37 @@ describe('init that may not pull by itself (the chart\'s read-only inference pod
     const there = await runCli(['init', 'hf://demo/tiny', ...initArgs], { env: hubEnv(undefined) });
     expect(there.code, there.stderr).toBe(0);
     expect(there.stdout.trim()).toBe(first.stdout.trim());
+  });
+});
+
+describe.skipIf(OPENSSL_MISSING)('init with a daemon over https (skipped without openssl)', () => {
+  it('trusts the daemon through --daemon-ca-file and --daemon-server-name; without them exits 4 and does not pull by itself', async () => {
+    const dir = await tmpDir();
+    const ca = makeCa(join(dir, 'pki'), 'ca');
+    const leaf = makeCert(join(dir, 'pki'), ca, 'daemon', { dns: ['daemon.test'] });
+    await hub.addRepo({ id: 'demo/tls', files: { 'config.json': '{"t":1}', 'model.safetensors': pattern(512 * 1024, 13) } });
+    const env = { ...process.env } as NodeJS.ProcessEnv;
+    for (const [k, v] of Object.entries(hubEnv(hub))) if (v === undefined) delete env[k]; else env[k] = v;
+    const config = parseConfig(
+      `store: ${join(dir, 'store')}\nstateDir: ${join(dir, 'daemon-state')}\nlisten: 127.0.0.1:0\ntls: { certFile: ${leaf.cert}, keyFile: ${leaf.key} }\n`,
+      join(dir, 'config.yaml'),
+      { env },
+    );
+    const d = await startDaemon(config, { env, logger: pino({ level: 'silent' }), resyncMs: 0 });
+    try {
+      expect(d.url).toMatch(/^https:/);
+      const args = ['init', 'hf://demo/tls', '--store', join(dir, 'store'), '--state-dir', join(dir, 'init-state'), '--daemon', d.url];
+      hub.resetStats();
+      const untrusted = await runCli(args, { env: hubEnv(hub) });
+      expect(untrusted.code).toBe(4);
+      expect(untrusted.stderr).toMatch(/presented a certificate this client does not trust .*--daemon-ca-file/);
+      expect(hub.log).toEqual([]);
+      const r = await runCli([...args, '--daemon-ca-file', ca.cert], { env: hubEnv(undefined, { SWIFT_FETCH_DAEMON_SERVER_NAME: 'daemon.test' }) });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`asked the daemon at ${d.url}`);
+      await expectModel(r.stdout.trim(), { 'config.json': '{"t":1}', 'model.safetensors': pattern(512 * 1024, 13) });
+    } finally {
+      await d.stop();
+    }
   });
 });

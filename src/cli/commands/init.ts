@@ -20,6 +20,7 @@ import { formatRef, parseRef, repoKey } from '../../core/ref.js';
 import { parseDuration } from '../../core/units.js';
 import { DaemonClient, DaemonUnreachable } from '../../daemon/client.js';
 import { BearerToken } from '../../http/bearer.js';
+import { readPem, type ServerTrust } from '../../http/tls.js';
 import type { ModelView } from '../../daemon/routes.js';
 import { symlinkAtomic, writeFileAtomic } from '../../store/fsutil.js';
 import { Store, type PublishRecord } from '../../store/store.js';
@@ -30,6 +31,8 @@ import { checkRecord, fromStore, missingSummary, progressLine, pullSelf, type In
 interface InitFlags {
   daemon?: string;
   daemonTokenFile?: string;
+  daemonCaFile?: string;
+  daemonServerName?: string;
   /** false with --no-self-pull. */
   selfPull: boolean;
   timeout: string;
@@ -103,6 +106,14 @@ function daemonToken(flags: InitFlags): BearerToken | undefined {
   return file ? BearerToken.fromFile(file, 'SWIFT_FETCH_API_TOKEN_FILE') : undefined;
 }
 
+/** How an https:// daemon's certificate is checked (--daemon-ca-file, --daemon-server-name or their env). */
+function daemonTrust(flags: InitFlags): ServerTrust | undefined {
+  const caFile = flags.daemonCaFile ?? process.env.SWIFT_FETCH_DAEMON_CA_FILE;
+  const serverName = flags.daemonServerName ?? process.env.SWIFT_FETCH_DAEMON_SERVER_NAME;
+  if (!caFile && !serverName) return undefined;
+  return { ...(caFile ? { ca: readPem(caFile, flags.daemonCaFile ? '--daemon-ca-file' : 'SWIFT_FETCH_DAEMON_CA_FILE') } : {}), ...(serverName ? { serverName } : {}) };
+}
+
 /** Why init may not pull from a hub by itself (undefined: it may). */
 async function selfPullBlocked(flags: InitFlags, storeDir: string): Promise<string | undefined> {
   if (!flags.selfPull) return 'self-pull is disabled (--no-self-pull)';
@@ -131,6 +142,8 @@ export function register(program: Command): void {
     .argument('<ref...>', 'model references')
     .option('--daemon <url>', 'node daemon to ask first, e.g. http://$(HOST_IP):7070 (env SWIFT_FETCH_DAEMON)')
     .option('--daemon-token-file <file>', "file holding the daemon's API token (its api.tokenFile; env SWIFT_FETCH_API_TOKEN_FILE)")
+    .option('--daemon-ca-file <file>', 'for an https:// daemon: CA certificates its certificate chains to (env SWIFT_FETCH_DAEMON_CA_FILE)')
+    .option('--daemon-server-name <name>', 'for an https:// daemon reached by IP: the name its certificate carries (env SWIFT_FETCH_DAEMON_SERVER_NAME)')
     .option('--no-self-pull', 'never pull from a hub here: only the store and the daemon (also when the store is read-only)')
     .option('--timeout <duration>', 'give up after this long (exit 8); 0 = never', '30m')
     .option('--verify', 're-hash published files instead of trusting the publish record')
@@ -169,7 +182,7 @@ export function register(program: Command): void {
         noSelfPull: await selfPullBlocked(flags, storeDir),
       };
       let ticker: NodeJS.Timeout | undefined;
-      const client = daemonUrl ? new DaemonClient(daemonUrl, { signal: abort.signal, token: daemonToken(flags) }) : undefined;
+      const client = daemonUrl ? new DaemonClient(daemonUrl, { signal: abort.signal, token: daemonToken(flags), trust: daemonTrust(flags) }) : undefined;
       try {
         // 1. The fast path: the store answers without any network and without re-hashing.
         for (const t of items) {

@@ -87,9 +87,11 @@ async function http(d: Daemon, method: string, path: string, opts: { body?: unkn
 
 const bearer = (t: string) => ({ authorization: `Bearer ${t}` });
 
+/** One sample of the refusal counter (read off its own line: right after start, prom-client's event-loop gauges may say `Nan`). */
 async function refused(d: Daemon, reason: string): Promise<number | undefined> {
   const text = await (await fetch(`${d.url}/metrics`)).text();
-  return parsePrometheus(text).find((s) => s.name === 'swift_fetch_api_refused_total' && s.labels.reason === reason)?.value;
+  const line = text.split('\n').find((l) => l.startsWith(`swift_fetch_api_refused_total{reason="${reason}"} `));
+  return line === undefined ? undefined : parsePrometheus(`# TYPE swift_fetch_api_refused_total counter\n${line}\n`)[0]!.value;
 }
 
 describe('node API with api.tokenFile', () => {
@@ -208,6 +210,11 @@ describe.skipIf(NO_REMOTE)(`node API seen from another host${NO_REMOTE ? ` (skip
       expect(await refused(d, 'forbidden')).toBe(2);
       // The same request from loopback is taken.
       expect((await http(d, 'POST', '/v1/pulls', { body: { ref: 'hf://org/near' } })).status).toBe(202);
+      // With api.protectReads and no token, reading is for loopback clients too.
+      const guarded = await start('api: { protectReads: true }\n', '0.0.0.0:0');
+      expect((await remote.request('GET', `http://${remote.hostIp}:${new URL(guarded.url).port}/v1/models`)).status).toBe(403);
+      expect((await remote.request('GET', `http://${remote.hostIp}:${new URL(guarded.url).port}/healthz`)).status).toBe(200);
+      expect((await http(guarded, 'GET', '/v1/models')).status).toBe(200);
     } finally {
       remote.close();
     }

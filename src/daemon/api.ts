@@ -9,16 +9,19 @@ import { UsageError } from '../core/errors.js';
 import { formatRef, parseRef } from '../core/ref.js';
 import { parseRate } from '../core/units.js';
 import { parseModelRequest } from './config.js';
+import type { ApiGuard } from './guard.js';
 import type { DaemonMetrics } from './metrics.js';
-import type { ModelStatus, Reconciler } from './reconciler.js';
+import { TooManyRequested, type ModelStatus, type Reconciler } from './reconciler.js';
 import { ROUTES, modelPath, type ModelView } from './routes.js';
-import { HttpError, readJson, sendJson, sendText, type Router } from './router.js';
+import { HttpError, readJson, sendJson, sendText, type Handler, type Router } from './router.js';
 import { formatComment, formatEvent } from './sse.js';
 
 export interface ApiContext {
   reconciler: Reconciler;
   metrics: DaemonMetrics;
   limiter: { readonly rate: number; setRate(bps: number): void };
+  /** Who may use which route (api.tokenFile, loopback, per-client budget). */
+  guard: ApiGuard;
   /** Undefined when ready, else the reason it is not. */
   notReady: () => Promise<string | undefined>;
   env: NodeJS.ProcessEnv;
@@ -47,8 +50,10 @@ function modelKeyFromPath(raw: string, env: NodeJS.ProcessEnv): string {
 }
 
 export function registerApi(router: Router, ctx: ApiContext): void {
-  const { reconciler, metrics, limiter, env } = ctx;
+  const { reconciler, metrics, limiter, env, guard } = ctx;
   const log = ctx.logger.child({ module: 'api' });
+  const read = (h: Handler) => guard.wrap('read', h);
+  const mutate = (h: Handler) => guard.wrap('mutate', h);
 
   router.add('GET', ROUTES.healthz, ({ res }) => sendText(res, 200, 'ok\n'));
 
@@ -62,9 +67,9 @@ export function registerApi(router: Router, ctx: ApiContext): void {
     sendText(res, 200, await metrics.text(), metrics.contentType);
   });
 
-  router.add('GET', ROUTES.models, ({ res }) => sendJson(res, 200, reconciler.list().map(view)));
+  router.add('GET', ROUTES.models, read(({ res }) => sendJson(res, 200, reconciler.list().map(view))));
 
-  router.add('GET', ROUTES.model, async (rc) => {
+  router.add('GET', ROUTES.model, read(async (rc) => {
     // Decide on the still-encoded path: `hf%3A%2F%2Forg%2Fevents` is the model org/events.
     let raw = rc.rawParams.ref!;
     const follow = raw.endsWith('/events');
@@ -82,22 +87,28 @@ export function registerApi(router: Router, ctx: ApiContext): void {
     const until = rc.url.searchParams.get('until');
     if (until !== null && until !== 'ready' && until !== 'settled') throw new HttpError(400, 'until: expected "ready" or "settled"');
     followModel(rc.res, { reconciler, key, untilReady: until === 'ready', keepAliveMs: ctx.keepAliveMs ?? 15_000, signal: ctx.signal });
-  });
+  }));
 
-  router.add('POST', ROUTES.pulls, async ({ req, res }) => {
+  router.add('POST', ROUTES.pulls, mutate(async ({ req, res }) => {
     const body = await readJson(req);
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'expected a JSON object {"ref": "..."}');
     const spec = parseModelRequest(body, env); // UsageError → 400 naming the field and the form expected
-    const status = reconciler.request(spec);
+    let status: ModelStatus;
+    try {
+      status = reconciler.request(spec);
+    } catch (e) {
+      if (e instanceof TooManyRequested) throw guard.refuse('too_many_models', 429, e.message, { 'retry-after': '30' });
+      throw e;
+    }
     log.info({ ref: spec.key, state: status.state }, 'pull requested');
     if (status.state === 'ready') ctx.onRequested?.(status);
     res.setHeader('location', modelPath(spec.key));
     sendJson(res, 202, view(status));
-  });
+  }));
 
-  router.add('GET', ROUTES.maxRate, ({ res }) => sendJson(res, 200, { maxRate: limiter.rate }));
+  router.add('GET', ROUTES.maxRate, read(({ res }) => sendJson(res, 200, { maxRate: limiter.rate })));
 
-  router.add('PUT', ROUTES.maxRate, async ({ req, res }) => {
+  router.add('PUT', ROUTES.maxRate, mutate(async ({ req, res }) => {
     const body = await readJson(req);
     const v = typeof body === 'object' && body !== null ? (body as { maxRate?: unknown }).maxRate : undefined;
     if (typeof v !== 'string' && typeof v !== 'number') throw new HttpError(400, 'maxRate: expected a rate such as "50MB/s", or 0 for unlimited');
@@ -110,7 +121,7 @@ export function registerApi(router: Router, ctx: ApiContext): void {
     limiter.setRate(bps);
     log.info({ maxRate: bps }, 'rate limit changed');
     sendJson(res, 200, { maxRate: limiter.rate });
-  });
+  }));
 }
 
 /**

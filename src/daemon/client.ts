@@ -1,10 +1,15 @@
 /**
  * A client of the daemon's HTTP API, beside the server it talks to: `init` follows models with it,
- * tests drive daemons with it. Plain HTTP to the node daemon, never through a proxy (it is on the
+ * tests drive daemons with it. Straight to the node daemon, never through a proxy (it is on the
  * node), with a short connect timeout so a daemon that is not there costs seconds, not minutes.
+ * It sends the API token (api.tokenFile on the daemon's side) with every request, and waits as
+ * told when the daemon says it asks too often (429 with Retry-After).
  */
 import { Agent, request, type Dispatcher } from 'undici';
-import { SwiftFetchError, UsageError } from '../core/errors.js';
+import { AuthError, SwiftFetchError, UsageError } from '../core/errors.js';
+import { sleep } from '../core/sleep.js';
+import type { BearerToken } from '../http/bearer.js';
+import { connectOptions, type ServerTrust } from '../http/tls.js';
 import { eventsPath, modelPath, ROUTES, type ModelView, type PullRequestBody } from './routes.js';
 import { readEvents } from './sse.js';
 
@@ -31,19 +36,30 @@ export interface DaemonClientOptions {
   /** Aborts every request; the reason is rethrown as it is. */
   signal?: AbortSignal;
   dispatcher?: Dispatcher;
+  /** The daemon's API token (its api.tokenFile). */
+  token?: BearerToken | undefined;
+  /** For an https:// daemon: the CA its certificate chains to, the name it carries. */
+  trust?: ServerTrust | undefined;
 }
+
+/** Answers of 429 in a row after which the daemon counts as unavailable. */
+const MAX_BUSY = 5;
+/** The longest Retry-After honoured (a longer one is a daemon we should not wait for). */
+const MAX_RETRY_AFTER_MS = 60_000;
 
 export class DaemonClient {
   readonly base: string;
   private readonly dispatcher: Dispatcher;
   private readonly ownDispatcher: boolean;
   private readonly signal: AbortSignal | undefined;
+  private readonly token: BearerToken | undefined;
 
   constructor(base: string, opts: DaemonClientOptions = {}) {
     this.base = base.replace(/\/+$/, '');
     this.signal = opts.signal;
+    this.token = opts.token;
     this.ownDispatcher = !opts.dispatcher;
-    this.dispatcher = opts.dispatcher ?? new Agent({ connect: { timeout: 5_000 }, headersTimeout: 10_000, bodyTimeout: 60_000 });
+    this.dispatcher = opts.dispatcher ?? new Agent({ connect: { timeout: 5_000, ...connectOptions(opts.trust) }, headersTimeout: 10_000, bodyTimeout: 60_000 });
   }
 
   async close(): Promise<void> {
@@ -106,12 +122,16 @@ export class DaemonClient {
         method: 'GET',
         dispatcher: this.dispatcher,
         signal: this.signal,
-        headers: { accept: 'text/event-stream' },
+        headers: { accept: 'text/event-stream', ...this.auth() },
       });
     } catch (e) {
       throw this.failure(e);
     }
     const type = String(res.headers['content-type'] ?? '');
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      const text = await res.body.text().catch(() => '');
+      throw this.refused(res.statusCode, errorText({ status: res.statusCode, json: parseJson(text) }));
+    }
     if (res.statusCode !== 200 || !type.startsWith('text/event-stream')) {
       await res.body.dump().catch(() => undefined);
       throw new EventsUnavailable(res.statusCode, `the events route answered ${res.statusCode} ${type}`.trim());
@@ -134,33 +154,73 @@ export class DaemonClient {
     }
   }
 
+  /**
+   * One request, answered: a 429 is waited out (Retry-After) and asked again, up to MAX_BUSY
+   * times; a 401 or 403 is an AuthError (exit 4), since no retry can fix a token.
+   */
   private async call(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; text: string; json: unknown }> {
+    for (let busy = 1; ; busy++) {
+      const r = await this.once(method, path, body);
+      if (r.status === 429 && busy < MAX_BUSY) {
+        await sleep(r.retryAfterMs, this.signal);
+        continue;
+      }
+      if (r.status === 401 || r.status === 403) throw this.refused(r.status, errorText(r));
+      return r;
+    }
+  }
+
+  private async once(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; text: string; json: unknown; retryAfterMs: number }> {
     let res;
     try {
       res = await request(`${this.base}${path}`, {
         method,
         dispatcher: this.dispatcher,
         signal: this.signal,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        headers: { ...this.auth(), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       });
     } catch (e) {
       throw this.failure(e);
     }
     const text = await res.body.text().catch(() => '');
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    return { status: res.statusCode, text, json };
+    const seconds = Number(res.headers['retry-after']);
+    const retryAfterMs = Number.isFinite(seconds) && seconds >= 0 ? Math.min(seconds * 1000, MAX_RETRY_AFTER_MS) : 1_000;
+    return { status: res.statusCode, text, json: parseJson(text), retryAfterMs };
+  }
+
+  private auth(): Record<string, string> {
+    return this.token ? { authorization: this.token.header() } : {};
+  }
+
+  /** The daemon refused us (401: token missing or wrong; 403: it takes only loopback clients). */
+  private refused(status: number, msg: string): AuthError {
+    const fix =
+      status === 403
+        ? 'it has no api.tokenFile and takes such requests only from its own host (loopback): give it one, and pass the token with --daemon-token-file'
+        : this.token
+          ? 'check that --daemon-token-file (SWIFT_FETCH_API_TOKEN_FILE) holds the token of the daemon\'s api.tokenFile'
+          : 'pass its API token with --daemon-token-file or SWIFT_FETCH_API_TOKEN_FILE';
+    return new AuthError(`the daemon at ${this.base} refused the request (${status}: ${msg}); ${fix}`, 'ESF_DAEMON_AUTH');
   }
 
   /** Our own abort passes through untouched (a timeout, Ctrl-C); anything else means no daemon. */
   private failure(e: unknown): unknown {
     if (this.signal?.aborted) return this.signal.reason;
-    return new DaemonUnreachable(describeNetError(e));
+    const why = describeNetError(e);
+    // A certificate we do not trust is not a daemon that is away: it may not be ours at all.
+    if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS_CERT_ALTNAME/.test(why)) {
+      return new AuthError(`the daemon at ${this.base} presented a certificate this client does not trust (${why}): pass its CA with --daemon-ca-file and, for an IP address, the name its certificate carries with --daemon-server-name`, 'ESF_DAEMON_TLS');
+    }
+    return new DaemonUnreachable(why);
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
 

@@ -12,6 +12,9 @@ import { formatRef, parseRef, parseS3Location, type ModelRef, type S3Location } 
 import { parseDuration, parseRate, parseSize } from '../core/units.js';
 import type { KubeSettings } from '../kube/index.js';
 import {
+  DEFAULT_FORGET_FAILED_MS,
+  DEFAULT_MAX_REQUESTED,
+  DEFAULT_REQUESTS_PER_MINUTE,
   DEFAULT_GC_INTERVAL_MS,
   DEFAULT_LISTEN,
   DEFAULT_LOG_LEVEL,
@@ -41,9 +44,33 @@ export interface PeersConfig {
   dns?: string;
   port: number;
   tokenFile?: string;
+  /** CA certificates that peers' TLS certificates must chain to (PEM). */
+  caFile?: string;
+  /** The name a peer's certificate must carry when it is reached by address (default: `dns`). */
+  serverName?: string;
   /** Bytes per second served to peers; 0 = unlimited. */
   uploadMaxRate: number;
   uploadConcurrency: number;
+}
+
+/** Who may use the node API, and how much of it (see guard.ts). */
+export interface ApiConfig {
+  /** Bearer token that changing routes need; without one they take only loopback clients. */
+  tokenFile?: string;
+  /** Put the reading routes (models, events, max-rate) under the same rule. */
+  protectReads: boolean;
+  /** On-demand (undeclared) models tracked at once. */
+  maxRequested: number;
+  /** An on-demand model that failed and was not asked for again in this long is forgotten. */
+  forgetFailedAfterMs: number;
+  /** Changing requests per client and minute (also the burst); 0 = no limit. */
+  requestsPerMinute: number;
+}
+
+/** HTTPS for the listener (API, metrics, peer routes), re-read when the files change. */
+export interface TlsConfig {
+  certFile: string;
+  keyFile: string;
 }
 
 export interface DaemonConfig {
@@ -70,6 +97,8 @@ export interface DaemonConfig {
   replicas?: S3Location[];
   /** Push declared models (all, or those listed) to a bucket once they are ready. */
   backup?: { to: S3Location; models?: string[] };
+  api: ApiConfig;
+  tls?: TlsConfig;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -125,7 +154,9 @@ const rate = leaf('a rate such as 200MB/s, 1Gbit/s, or 0 for unlimited', (v) => 
   if (typeof v !== 'string' && typeof v !== 'number') return undefined;
   try {
     return parseRate(v);
-  } catch {
+  } catch (e) {
+    // A rate out of range says why (it would round to 0 = unlimited, or exceeds any link).
+    if ((e as { code?: string }).code === 'ESF_RATE_RANGE') throw e;
     return undefined;
   }
 });
@@ -197,9 +228,21 @@ const peersSchema = z.strictObject({
   dns: hostname.nullish(),
   port: intIn(1, 65535).optional(),
   tokenFile: nonEmptyString.nullish(),
+  caFile: nonEmptyString.nullish(),
+  serverName: hostname.nullish(),
   uploadMaxRate: rate.nullish(),
   uploadConcurrency: intIn(1, 1024).optional(),
 });
+
+const apiSchema = z.strictObject({
+  tokenFile: nonEmptyString.nullish(),
+  protectReads: bool.optional(),
+  maxRequested: intIn(1, 100_000).optional(),
+  forgetFailedAfter: duration.optional(),
+  requestsPerMinute: intIn(0, 1_000_000).optional(),
+});
+
+const tlsSchema = z.strictObject({ certFile: nonEmptyString, keyFile: nonEmptyString });
 
 const gcSchema = z.strictObject({ maxBytes: size().nullish(), interval: duration.optional() });
 
@@ -225,6 +268,8 @@ function configSchema(env: NodeJS.ProcessEnv) {
     kubernetes: kubernetesSchema.nullish(),
     replicas: z.array(s3Location).nullish(),
     backup: backupSchema(env).nullish(),
+    api: apiSchema.nullish(),
+    tls: tlsSchema.nullish(),
   });
 }
 
@@ -235,6 +280,8 @@ const KNOWN_KEYS: Record<string, string[]> = {
   gc: Object.keys(gcSchema.shape),
   kubernetes: Object.keys(kubernetesSchema.shape),
   backup: Object.keys(backupSchema({}).shape),
+  api: Object.keys(apiSchema.shape),
+  tls: Object.keys(tlsSchema.shape),
   model: Object.keys(modelObject({}).shape),
 };
 
@@ -383,9 +430,19 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
     gc: { maxBytes: c.gc?.maxBytes ?? 0, intervalMs: c.gc?.interval ?? DEFAULT_GC_INTERVAL_MS },
     logLevel: c.logLevel ?? DEFAULT_LOG_LEVEL,
     kubernetes: { enabled: c.kubernetes?.enabled ?? false },
+    api: {
+      protectReads: c.api?.protectReads ?? false,
+      maxRequested: c.api?.maxRequested ?? DEFAULT_MAX_REQUESTED,
+      forgetFailedAfterMs: c.api?.forgetFailedAfter ?? DEFAULT_FORGET_FAILED_MS,
+      requestsPerMinute: c.api?.requestsPerMinute ?? DEFAULT_REQUESTS_PER_MINUTE,
+    },
   };
   if (c.replicas?.length) cfg.replicas = c.replicas;
   if (c.backup) cfg.backup = { to: c.backup.to, ...(c.backup.models ? { models: c.backup.models.map((r) => formatRef(r)) } : {}) };
+  if (c.api?.tokenFile) cfg.api.tokenFile = path(c.api.tokenFile);
+  if (c.tls) cfg.tls = { certFile: path(c.tls.certFile), keyFile: path(c.tls.keyFile) };
+  if (c.peers?.caFile) cfg.peers.caFile = path(c.peers.caFile);
+  if (c.peers?.serverName) cfg.peers.serverName = c.peers.serverName;
   if (c.modelsFile) cfg.modelsFile = path(c.modelsFile);
   if (c.connections) cfg.connections = c.connections;
   if (c.chunkSize) cfg.chunkSize = c.chunkSize;

@@ -10,6 +10,11 @@ export const DEFAULT_PEER_PORT = 7070;
 export const DEFAULT_MAX_CONCURRENT_PULLS = 2;
 export const DEFAULT_GC_INTERVAL_MS = 10 * 60_000;
 export const DEFAULT_LOG_LEVEL = 'info';
+/** On-demand models tracked at once: room for every pod of a busy node asking for its own. */
+export const DEFAULT_MAX_REQUESTED = 64;
+export const DEFAULT_FORGET_FAILED_MS = 15 * 60_000;
+/** An init asks once per model (and again after a daemon restart): a minute's worth is plenty. */
+export const DEFAULT_REQUESTS_PER_MINUTE = 60;
 
 function home(env: NodeJS.ProcessEnv): string {
   return env.HOME && env.HOME !== '' ? env.HOME : homedir();

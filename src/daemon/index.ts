@@ -5,8 +5,11 @@
  * cancellation root, the daemon's AbortSignal, aborts. stop() aborts it and waits for every part.
  */
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { hostname } from 'node:os';
 import { promises as fsp, constants as fsc } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { ExitCode, isSwiftFetchError, NetworkError, StorageError, UsageError, type SwiftFetchError } from '../core/errors.js';
@@ -20,7 +23,11 @@ import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
 import { startKubeSync, type KubeSyncTuning } from '../kube/index.js';
 import { RateLimiter } from '../transfer/index.js';
 import { BackupQueue, backUpWhenReady, type BackupOptions } from '../s3/backup.js';
+import { BearerToken } from '../http/bearer.js';
+import { keepCertCurrent, loadKeyPair, readPem } from '../http/tls.js';
 import { registerApi } from './api.js';
+import { ClientLimiter } from './client-limit.js';
+import { ApiGuard } from './guard.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
 import { startGcLoop } from './gc.js';
 import { onShutdown } from './shutdown.js';
@@ -120,6 +127,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       return o;
     },
     concurrency: config.maxConcurrentPulls,
+    onDemand: { maxRequested: config.api.maxRequested, forgetFailedAfterMs: config.api.forgetFailedAfterMs },
     logger: root,
     backoff: deps.backoff,
     resyncMs: deps.resyncMs,
@@ -174,7 +182,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       parts.push(onShutdown(signal, () => imports.close()));
     }
     registerApi(router, {
-      reconciler, metrics, limiter, env, logger: root, signal,
+      reconciler, metrics, limiter, env, logger: root, signal, guard: apiGuard(config, metrics, log),
       notReady: readiness(config, reconciler, signal),
       onRequested: (s) => {
         if (s.commit) touch(store, reconciler, s.ref, s.commit);
@@ -184,7 +192,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       mountPeers(p2p, router, metrics);
       parts.push(onShutdown(signal, () => p2p.stop()));
     }
-    url = await listen(config, router, signal, parts);
+    url = await listen(config, router, signal, parts, log);
   } catch (e) {
     shutdown.abort();
     await Promise.allSettled(parts);
@@ -219,21 +227,51 @@ async function openStore(config: DaemonConfig): Promise<Store> {
   return store;
 }
 
+/**
+ * Who may use the node API. The token file is read now: a missing or empty `api.tokenFile` stops
+ * the start (exit 2) rather than leaving the API open.
+ */
+function apiGuard(config: DaemonConfig, metrics: DaemonMetrics, log: Logger): ApiGuard {
+  const token = config.api.tokenFile ? BearerToken.fromFile(config.api.tokenFile, 'api.tokenFile') : undefined;
+  if (!token && !/^(127\.|::1$|localhost$)/.test(config.listen.host)) {
+    log.warn({ listen: `${config.listen.host}:${config.listen.port}` }, 'no api.tokenFile: pulls and config changes are taken only from loopback clients');
+  }
+  return new ApiGuard({
+    token,
+    protectReads: config.api.protectReads,
+    limiter: new ClientLimiter({ perMinute: config.api.requestsPerMinute }),
+    onRefused: (reason) => metrics.apiRefusedRequest(reason),
+  });
+}
+
 /** Peer-to-peer sharing needs the shared peer token: without one, no peer routes and no sharing. */
 function createPeers(config: DaemonConfig, store: Store, deps: DaemonDeps, logger: Logger): P2PNode | undefined {
   if (!config.peers.tokenFile) return undefined;
   return createP2PNode({
     store,
     stateDir: config.stateDir,
-    token: PeerToken.fromFile(config.peers.tokenFile),
+    token: PeerToken.fromFile(config.peers.tokenFile, 'peers.tokenFile'),
     static: config.peers.static,
     ...(config.peers.dns ? { dns: config.peers.dns } : {}),
     port: config.peers.port,
+    ...peerTls(config),
     uploadMaxRate: config.peers.uploadMaxRate,
     uploadConcurrency: config.peers.uploadConcurrency,
     ...(deps.p2p ?? {}),
     logger,
   });
+}
+
+/**
+ * With `tls`, peers (the same deployment) serve HTTPS too: discovered addresses are reached over
+ * https, checked against `peers.caFile` and `peers.serverName` (default `peers.dns`, a name every
+ * daemon's certificate can carry, unlike its pod IP).
+ */
+function peerTls(config: DaemonConfig): Pick<Parameters<typeof createP2PNode>[0], 'scheme' | 'trust'> {
+  const p = config.peers;
+  const serverName = p.serverName ?? (config.tls ? p.dns?.replace(/\.$/, '') : undefined);
+  const trust = { ...(p.caFile ? { ca: readPem(p.caFile, 'peers.caFile') } : {}), ...(serverName ? { serverName } : {}) };
+  return { scheme: config.tls ? 'https' : 'http', ...(Object.keys(trust).length > 0 ? { trust } : {}) };
 }
 
 function mountPeers(p2p: P2PNode, router: Router, metrics: DaemonMetrics): void {
@@ -318,12 +356,22 @@ async function followDeclared(
 }
 
 /**
- * Serve the API on `listen`. On shutdown the listener stops accepting and idle connections close;
+ * Serve the API on `listen`, over HTTPS with `tls` (the certificate follows its files). On shutdown
+ * the listener stops accepting and idle connections close;
  * event streams end themselves with a final event; once every other part has stopped (pulls wound
  * down, peer long-polls released), whatever connection is still open is cut. Resolves with the URL (the real port when the config said 0).
  */
-async function listen(config: DaemonConfig, router: Router, signal: AbortSignal, parts: Array<Promise<void>>): Promise<string> {
-  const server = createServer((req, res) => void router.handle(req, res));
+async function listen(config: DaemonConfig, router: Router, signal: AbortSignal, parts: Array<Promise<void>>, log: Logger): Promise<string> {
+  const handler = (req: IncomingMessage, res: ServerResponse) => void router.handle(req, res);
+  const tls = config.tls;
+  const server = tls ? createHttpsServer(loadKeyPair(tls), handler) : createServer(handler);
+  if (tls) {
+    const stop = keepCertCurrent(server as HttpsServer, tls, {
+      onReload: () => log.info({ certFile: tls.certFile }, 'TLS certificate reloaded'),
+      onError: (e) => log.warn({ certFile: tls.certFile, err: e.message }, 'TLS certificate changed but does not load; keeping the last good one'),
+    });
+    parts.push(onShutdown(signal, stop));
+  }
   // Requests must not hang a shutdown.
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
@@ -345,7 +393,7 @@ async function listen(config: DaemonConfig, router: Router, signal: AbortSignal,
   parts.push(self);
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  return `http://${host}:${addr.port}`;
+  return `${tls ? 'https' : 'http'}://${host}:${addr.port}`;
 }
 
 /**

@@ -28,6 +28,7 @@ export class DaemonMetrics {
   private readonly verificationFailures: Counter;
   private readonly pulls: Counter<'result'>;
   private readonly gcFreed: Counter;
+  private readonly apiRefused: Counter<'reason'>;
 
   constructor(src: MetricsSources) {
     const registers = [this.registry];
@@ -40,6 +41,8 @@ export class DaemonMetrics {
     this.pulls.inc({ result: 'success' }, 0);
     this.pulls.inc({ result: 'failure' }, 0);
     this.gcFreed = new Counter({ name: `${p}gc_freed_bytes_total`, help: 'Bytes freed by garbage collection', registers });
+    this.apiRefused = new Counter({ name: `${p}api_refused_total`, help: 'API requests refused, by reason (unauthorized, forbidden, rate_limited, too_many_models)', labelNames: ['reason'], registers });
+    for (const reason of ['unauthorized', 'forbidden', 'rate_limited', 'too_many_models']) this.apiRefused.inc({ reason }, 0);
     new Gauge({
       name: `${p}active_transfers`,
       help: 'Model pulls in progress',
@@ -138,6 +141,10 @@ export class DaemonMetrics {
 
   gcFreedBytes(n: number): void {
     this.gcFreed.inc(n);
+  }
+
+  apiRefusedRequest(reason: string): void {
+    this.apiRefused.inc({ reason });
   }
 
   async text(): Promise<string> {

@@ -1,12 +1,23 @@
 /**
  * Desired state (declared models + API requests) against actual state (what pulls achieved).
- * Each model is pulled by the injected pull function with bounded concurrency; a failure is never
- * final: it is retried with capped, jittered exponential backoff, more slowly when the hub said
- * "not found" or "not allowed" (someone has to fix a token or a name, hammering will not help).
- * Ready models are re-synced now and then, so a branch that moved on the hub is followed.
+ * Each model is pulled by the injected pull function with bounded concurrency; a failure of a
+ * declared model is never final: it is retried with capped, jittered exponential backoff, more
+ * slowly when the hub said "not found" or "not allowed" (someone has to fix a token or a name,
+ * hammering will not help). Ready models are re-synced now and then, so a branch that moved on the
+ * hub is followed.
+ *
+ * On-demand models (requested through the API, not declared) are anyone's to ask for, so they are
+ * bounded: at most `maxRequested` are tracked (the oldest settled one makes room; with none
+ * settled a new request is refused), one the hub does not have or does not allow is not retried
+ * by itself (asking again retries it), and a failed one nobody asked for again within
+ * `forgetFailedAfterMs` is forgotten.
+ *
+ * The pull queue is ordered: declared models that are not ready go first, then on-demand pulls,
+ * then re-syncs of ready models. A declared model that finds every slot taken by lower-ranked
+ * pulls pauses the newest of them (aborted, back to pending, resumed later from the engine's
+ * checkpoint; not counted as a failure), so requests can never starve what the operator declared.
  */
 import { EventEmitter } from 'node:events';
-import pLimit from 'p-limit';
 import type { Logger } from 'pino';
 import { ExitCode, isSwiftFetchError } from '../core/errors.js';
 import { repoKey, type ModelRef } from '../core/ref.js';
@@ -76,6 +87,16 @@ export interface ReconcilerOptions {
    * serves it (the hub may be down, or answer 404 for a repo that has since gone private).
    */
   fromStore?: (spec: ModelSpec) => Promise<HeldRevision | undefined>;
+  /** Bounds on on-demand models (default: 64 tracked, failed ones forgotten after 15 min). */
+  onDemand?: { maxRequested: number; forgetFailedAfterMs: number };
+}
+
+/** A request for one more on-demand model while `maxRequested` are tracked and none has settled. */
+export class TooManyRequested extends Error {
+  constructor(readonly max: number) {
+    super(`this daemon already tracks ${max} on-demand models, none of them settled yet: ask again later, or declare the model`);
+    this.name = 'TooManyRequested';
+  }
 }
 
 /** A revision published in the store. */
@@ -93,9 +114,19 @@ interface Entry {
   requested: boolean;
   /** Bumped when include/exclude change, so a running pull with old filters is followed by another. */
   generation: number;
-  running: { controller: AbortController; generation: number; done: Promise<void> } | undefined;
+  running: { controller: AbortController; generation: number; done: Promise<void>; slot: Slot } | undefined;
   queued: boolean;
   nextAttemptAt: number;
+  /** When the API last asked for it (on-demand models are forgotten some time after failing). */
+  lastRequestedAt: number;
+}
+
+/** One of the `concurrency` pull slots, held from the start of a pull until it has wound down. */
+interface Slot {
+  entry: Entry;
+  startedAt: number;
+  /** Aborted to make room for a declared model. */
+  paused: boolean;
 }
 
 function sameFilters(a: ModelSpec, b: ModelSpec): boolean {
@@ -105,7 +136,11 @@ function sameFilters(a: ModelSpec, b: ModelSpec): boolean {
 
 export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [string] }> {
   private readonly entries = new Map<string, Entry>();
-  private readonly limit;
+  /** Entries waiting for a slot, in arrival order (taken by rank, then order). */
+  private readonly queue: Entry[] = [];
+  private readonly concurrency: number;
+  private readonly slots = new Set<Slot>();
+  private readonly onDemand: { maxRequested: number; forgetFailedAfterMs: number };
   private readonly log: Logger;
   private readonly backoff: BackoffOptions;
   private readonly resyncMs: number;
@@ -117,7 +152,8 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
   constructor(private readonly opts: ReconcilerOptions) {
     super();
     this.setMaxListeners(0);
-    this.limit = pLimit(Math.max(1, opts.concurrency));
+    this.concurrency = Math.max(1, opts.concurrency);
+    this.onDemand = opts.onDemand ?? { maxRequested: 64, forgetFailedAfterMs: 15 * 60_000 };
     this.log = opts.logger.child({ module: 'reconciler' });
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
     this.resyncMs = opts.resyncMs ?? 60 * 60_000;
@@ -139,13 +175,31 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     this.kick();
   }
 
-  /** An on-demand pull (POST /v1/pulls): tracked until restart, not pinned. */
+  /**
+   * An on-demand pull (POST /v1/pulls): tracked until restart (or forgotten after failing), not
+   * pinned. Throws TooManyRequested when the bound is reached and nothing can make room.
+   */
   request(spec: ModelSpec): ModelStatus {
+    if (!this.entries.has(spec.key)) this.makeRoom();
     const e = this.upsert(spec, 'requested');
+    e.lastRequestedAt = Date.now();
     // Asking again for a failed model means "try now", not "after the backoff".
     if (e.status.state === 'failed' && !e.running) e.nextAttemptAt = 0;
     this.kick();
     return { ...e.status };
+  }
+
+  /** Room for one more on-demand model: forget the oldest settled one (failed first) if at the bound. */
+  private makeRoom(): void {
+    const onDemand = [...this.entries.values()].filter((e) => e.requested && !e.declared);
+    if (onDemand.length < this.onDemand.maxRequested) return;
+    const settled = onDemand
+      .filter((e) => !e.running && !e.queued && (e.status.state === 'failed' || e.status.state === 'ready'))
+      .sort((a, b) => Number(b.status.state === 'failed') - Number(a.status.state === 'failed') || a.lastRequestedAt - b.lastRequestedAt);
+    const victim = settled[0];
+    if (!victim) throw new TooManyRequested(this.onDemand.maxRequested);
+    this.log.info({ ref: victim.spec.key, state: victim.status.state }, 'on-demand model forgotten to make room for another');
+    this.remove(victim.spec.key);
   }
 
   /** `imported`: neither declared nor requested, listed because a bundle import put it in the store; never pulled. */
@@ -160,6 +214,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
         running: undefined,
         queued: false,
         nextAttemptAt: 0,
+        lastRequestedAt: 0,
         status: {
           ref: spec.key, commit: null, state: 'pending', bytesDone: 0, bytesTotal: 0, path: null, error: null, exitCode: null, errorCode: null,
           declared: why === 'declared', attempts: 0, nextRetryAt: null, waitingFor: null, updatedAt: new Date().toISOString(),
@@ -248,7 +303,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
   async stop(timeoutMs = 8_000): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    this.limit.clearQueue();
+    this.queue.length = 0;
     const running: Promise<void>[] = [];
     for (const e of this.entries.values()) {
       e.queued = false;
@@ -281,6 +336,16 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     for (const e of this.entries.values()) {
       if (e.running || e.queued) continue;
       if (!e.declared && !e.requested) continue;
+      if (!e.declared && e.status.state === 'failed') {
+        // A failed on-demand model is kept for a while for whoever asked, then forgotten.
+        const forgetAt = e.lastRequestedAt + this.onDemand.forgetFailedAfterMs;
+        if (forgetAt <= now) {
+          this.log.info({ ref: e.spec.key }, 'failed on-demand model forgotten (not asked for again)');
+          this.remove(e.spec.key);
+          continue;
+        }
+        nextWake = Math.min(nextWake, forgetAt);
+      }
       // Ready models carry their next resync time in nextAttemptAt (Infinity when disabled).
       const due = e.nextAttemptAt;
       if (due === Infinity) continue;
@@ -296,19 +361,60 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
 
   private enqueue(e: Entry): void {
     e.queued = true;
-    void this.limit(async () => {
-      e.queued = false;
-      if (this.stopped || this.entries.get(e.spec.key) !== e) return;
-      await this.runPull(e);
-    });
+    this.queue.push(e);
+    this.pump();
   }
 
-  private async runPull(e: Entry): Promise<void> {
+  /** 0: a declared model not ready yet; 1: an on-demand pull; 2: a re-sync of a ready model. */
+  private rank(e: Entry): number {
+    if (e.status.state === 'ready') return 2;
+    return e.declared ? 0 : 1;
+  }
+
+  /** Start queued pulls while slots are free, best rank first (then arrival order). */
+  private pump(): void {
+    while (!this.stopped && this.slots.size < this.concurrency && this.queue.length > 0) {
+      let best = 0;
+      for (let i = 1; i < this.queue.length; i++) if (this.rank(this.queue[i]!) < this.rank(this.queue[best]!)) best = i;
+      const e = this.queue.splice(best, 1)[0]!;
+      e.queued = false;
+      if (this.entries.get(e.spec.key) !== e) continue;
+      const slot: Slot = { entry: e, startedAt: Date.now(), paused: false };
+      this.slots.add(slot);
+      void this.runPull(e, slot).finally(() => {
+        this.slots.delete(slot);
+        this.pump();
+      });
+    }
+    this.pauseForDeclared();
+  }
+
+  /**
+   * Declared models waiting while lower-ranked pulls hold every slot: pause the newest of those,
+   * one per waiting model. The paused pull goes back to pending and resumes from its checkpoint.
+   */
+  private pauseForDeclared(): void {
+    if (this.stopped) return;
+    let waiting = this.queue.filter((e) => this.rank(e) === 0).length;
+    if (waiting === 0 || this.slots.size < this.concurrency) return;
+    // A slot already paused is on its way to a waiting model.
+    const slots = [...this.slots];
+    waiting -= slots.filter((s) => s.paused).length;
+    const candidates = slots.filter((s) => !s.paused && s.entry.running?.slot === s && this.rank(s.entry) > 0).sort((a, b) => b.startedAt - a.startedAt);
+    for (const s of candidates) {
+      if (waiting <= 0) break;
+      s.paused = true;
+      s.entry.running!.controller.abort(new Error('paused: a declared model goes first'));
+      waiting--;
+    }
+  }
+
+  private async runPull(e: Entry, slot: Slot): Promise<void> {
     const controller = new AbortController();
     const generation = e.generation;
     const spec = e.spec;
     let resolveDone!: () => void;
-    e.running = { controller, generation, done: new Promise<void>((r) => (resolveDone = r)) };
+    e.running = { controller, generation, done: new Promise<void>((r) => (resolveDone = r)), slot };
     e.status.waitingFor = null;
     const log = this.log.child({ ref: spec.key });
     const started = e.status.state;
@@ -326,10 +432,17 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     } catch (err) {
       error = err;
       const shutdown = controller.signal.aborted && this.stopped;
-      const held = shutdown || started === 'ready' ? undefined : await this.opts.fromStore?.(spec).catch(() => undefined);
+      const paused = controller.signal.aborted && slot.paused;
+      const held = shutdown || paused || started === 'ready' ? undefined : await this.opts.fromStore?.(spec).catch(() => undefined);
       if (shutdown) {
         // Interrupted by shutdown: not a failure; the engine's checkpoint resumes it next start.
         log.info('pull interrupted by shutdown');
+        if (started !== 'ready') this.setState(e, 'pending');
+      } else if (paused) {
+        // Made room for a declared model: not a failure; queued again, it resumes from its checkpoint.
+        error = undefined;
+        log.info('pull paused: a declared model goes first');
+        e.nextAttemptAt = 0;
         if (started !== 'ready') this.setState(e, 'pending');
       } else if (held) {
         // The hub could not say (down, or 404 for a repo since removed or made private), but the
@@ -337,18 +450,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
         this.markReady(e, held);
         log.warn({ err: err instanceof Error ? err.message : String(err), commit: held.commit }, 'pull failed; serving the revision the store already has');
       } else {
-        e.status.attempts++;
-        const delay = retryDelay(e.status.attempts, err, this.backoff);
-        e.nextAttemptAt = Date.now() + delay;
-        e.status.error = err instanceof Error ? err.message : String(err);
-        e.status.exitCode = isSwiftFetchError(err) ? err.exitCode : 1;
-        e.status.errorCode = isSwiftFetchError(err) ? err.code : null;
-        e.status.nextRetryAt = new Date(e.nextAttemptAt).toISOString();
-        e.status.waitingFor = null;
-        // A failed resync leaves the published revision usable: the model stays ready.
-        if (started === 'ready') this.changed(e);
-        else this.setState(e, 'failed');
-        log.warn({ err: e.status.error, code: (err as { code?: string }).code, attempt: e.status.attempts, retryInMs: delay }, 'pull failed; will retry');
+        this.failed(e, err, started === 'ready', log);
       }
     } finally {
       e.running = undefined;
@@ -366,6 +468,28 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
       if (e.status.state === 'ready') this.setState(e, 'pending');
     }
     this.kick();
+  }
+
+  /**
+   * A pull failed: record why and when to try again. An on-demand model the hub does not have (or
+   * does not allow) is not tried again by itself: only a new request, or a declaration, retries it.
+   */
+  private failed(e: Entry, err: unknown, wasReady: boolean, log: Logger): void {
+    e.status.attempts++;
+    const final = !e.declared && isSwiftFetchError(err) && (err.exitCode === ExitCode.notFound || err.exitCode === ExitCode.auth);
+    const delay = final ? Infinity : retryDelay(e.status.attempts, err, this.backoff);
+    e.nextAttemptAt = Date.now() + delay;
+    e.status.error = err instanceof Error ? err.message : String(err);
+    e.status.exitCode = isSwiftFetchError(err) ? err.exitCode : 1;
+    e.status.errorCode = isSwiftFetchError(err) ? err.code : null;
+    e.status.nextRetryAt = final ? null : new Date(e.nextAttemptAt).toISOString();
+    e.status.waitingFor = null;
+    // A failed resync leaves the published revision usable: the model stays ready.
+    if (wasReady) this.changed(e);
+    else this.setState(e, 'failed');
+    const fields = { err: e.status.error, code: (err as { code?: string }).code, attempt: e.status.attempts };
+    if (final) log.warn(fields, 'on-demand pull failed; not retrying until asked again');
+    else log.warn({ ...fields, retryInMs: delay }, 'pull failed; will retry');
   }
 
   /** The model is published at `held`: ready, failures forgotten, its next resync scheduled. */

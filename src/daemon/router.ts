@@ -83,7 +83,8 @@ export class Router {
           res.destroy();
           return;
         }
-        if (e instanceof UsageError || e instanceof HttpError) return sendJson(res, e instanceof HttpError ? e.status : 400, { error: e.message });
+        if (e instanceof HttpError) return sendJson(res, e.status, { error: e.message }, e.headers);
+        if (e instanceof UsageError) return sendJson(res, 400, { error: e.message });
         return sendJson(res, 500, { error: 'internal error' });
       }
       return;

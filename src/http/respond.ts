@@ -4,9 +4,9 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-/** An answer a handler chooses by throwing: the router sends `{error: message}` with `status`. */
+/** An answer a handler chooses by throwing: the router sends `{error: message}` with `status` (and `headers`). */
 export class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(readonly status: number, message: string, readonly headers: Record<string, string> = {}) {
     super(message);
   }
 }

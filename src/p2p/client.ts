@@ -3,6 +3,7 @@
  * hub's request headers, so a hub token cannot travel to a peer. Peers are in-cluster: no proxy.
  */
 import { Agent, request, type Dispatcher } from 'undici';
+import { connectOptions, type ServerTrust } from '../http/tls.js';
 import { FETCHING_HEADER, NODE_HEADER } from './server.js';
 import { isRangeList, type Range } from './ranges.js';
 import type { PeerToken } from './token.js';
@@ -40,6 +41,8 @@ export interface PeerClientOptions {
   connections?: number;
   /** Timeout for small JSON requests (default 5 s). */
   timeoutMs?: number;
+  /** How peers' certificates are checked over https (an untrusted peer never sees the token). */
+  trust?: ServerTrust;
 }
 
 export class PeerClient {
@@ -50,8 +53,9 @@ export class PeerClient {
 
   constructor(private readonly opts: PeerClientOptions) {
     this.timeoutMs = opts.timeoutMs ?? 5_000;
-    this.control = new Agent({ connections: 4, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: this.timeoutMs });
-    this.agent = new Agent({ connections: opts.connections ?? 64, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: this.timeoutMs });
+    const connect = connectOptions(opts.trust);
+    this.control = new Agent({ connections: 4, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: this.timeoutMs, connect });
+    this.agent = new Agent({ connections: opts.connections ?? 64, pipelining: 1, keepAliveTimeout: 10_000, connectTimeout: this.timeoutMs, connect });
   }
 
   private headers(fetching: boolean, extra: Record<string, string> = {}): Record<string, string> {

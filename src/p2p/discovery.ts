@@ -31,6 +31,8 @@ export interface DiscoveryOptions {
   dns?: string;
   /** Port the peers listen on (with `dns`). */
   port?: number;
+  /** Scheme of the addresses `dns` gives (https when the daemons serve TLS; default http). */
+  scheme?: 'http' | 'https';
   /** DNS servers (`127.0.0.1:5353`) to ask instead of the system resolver. */
   dnsServers?: string[];
   /** Or any resolver (tests). Default: the system's getaddrinfo, which applies the search domains. */
@@ -48,8 +50,8 @@ export function normalizeBaseUrl(u: string): string {
   return `${url.protocol}//${url.host}`;
 }
 
-function ipUrl(ip: string, port: number): string {
-  return ip.includes(':') ? `http://[${ip}]:${port}` : `http://${ip}:${port}`;
+function ipUrl(ip: string, port: number, scheme = 'http'): string {
+  return ip.includes(':') ? `${scheme}://[${ip}]:${port}` : `${scheme}://${ip}:${port}`;
 }
 
 export class PeerDiscovery {
@@ -181,7 +183,7 @@ export class PeerDiscovery {
       const port = this.opts.port ?? 7070;
       try {
         const ips = this.resolver ? await this.resolver.resolve4(this.opts.dns) : (await dns.lookup(this.opts.dns, { all: true, family: 4 })).map((a) => a.address);
-        for (const ip of ips) out.add(ipUrl(ip, port));
+        for (const ip of ips) out.add(ipUrl(ip, port, this.opts.scheme));
       } catch (e) {
         // No endpoints yet (the Service has no ready pods) is normal at rollout.
         this.log?.debug({ dns: this.opts.dns, err: (e as NodeJS.ErrnoException).code ?? (e as Error).message }, 'peer DNS lookup failed');

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { TransferEvent } from '../core/transfer.js';
+import type { ServerTrust } from '../http/tls.js';
 import type { ChunkEvent, ChunkSource } from '../transfer/index.js';
 import { PeerClient } from './client.js';
 import { P2PCounters } from './counters.js';
@@ -36,6 +37,10 @@ export interface P2PNodeOptions {
   static?: string[];
   dns?: string;
   port?: number;
+  /** How discovered addresses are reached: https when the daemons serve TLS. */
+  scheme?: 'http' | 'https';
+  /** How peers' certificates are checked (peers.caFile, peers.serverName). */
+  trust?: ServerTrust;
   dnsServers?: string[];
   resolver?: DnsResolver;
   discoveryIntervalMs?: number;
@@ -76,13 +81,14 @@ export function createP2PNode(o: P2PNodeOptions): P2PNode {
   const nodeId = o.nodeId ?? randomBytes(8).toString('hex');
   const counters = new P2PCounters();
   const inventory = new LocalInventory({ store: o.store, stateDir: o.stateDir });
-  const client = new PeerClient({ token: o.token, nodeId });
+  const client = new PeerClient({ token: o.token, nodeId, ...(o.trust ? { trust: o.trust } : {}) });
   const discovery = new PeerDiscovery({
     selfId: nodeId,
     client,
     ...(o.static ? { static: o.static } : {}),
     ...(o.dns ? { dns: o.dns } : {}),
     ...(o.port !== undefined ? { port: o.port } : {}),
+    ...(o.scheme ? { scheme: o.scheme } : {}),
     ...(o.dnsServers ? { dnsServers: o.dnsServers } : {}),
     ...(o.resolver ? { resolver: o.resolver } : {}),
     ...(o.discoveryIntervalMs !== undefined ? { intervalMs: o.discoveryIntervalMs } : {}),

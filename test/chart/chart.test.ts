@@ -11,6 +11,7 @@ import {
   NAMESPACE,
   OWN_NODE_SELECTION,
   RELEASE,
+  TLS_VALUES,
   VALUE_SETS,
   allContainers,
   chartDir,
@@ -177,7 +178,7 @@ describe.skipIf(!runs)('helm chart', () => {
           }
         }
       }
-      for (const s of findAll(r, 'Secret')) expect(s.metadata.name).toBe(`${FULL}-peer-token`);
+      for (const s of findAll(r, 'Secret')) expect([`${FULL}-peer-token`, `${FULL}-api-token`]).toContain(s.metadata.name);
     });
 
     it('mounts the models key of the ConfigMap as a directory at the modelsFile location', () => {
@@ -324,7 +325,7 @@ describe.skipIf(!runs)('helm chart', () => {
 
     it('uses an existing peer token Secret instead of generating one', async () => {
       const r = await rendered('monitoring');
-      expect(findAll(r, 'Secret')).toEqual([]);
+      expect(findAll(r, 'Secret').filter((x) => x.metadata.name.endsWith('-peer-token'))).toEqual([]);
       const vol = podSpec(find(r, 'DaemonSet')).volumes!.find((v) => v.name === 'peer-token')!;
       expect(vol.secret).toMatchObject({ secretName: 'swift-fetch-peer-token', items: [{ key: 'peer-token', path: 'token' }] });
       expect(daemonConfig(r).peers.static).toEqual(['http://10.0.0.2:7070']);
@@ -333,11 +334,125 @@ describe.skipIf(!runs)('helm chart', () => {
     it('drops the peers section, token and hostPort when peers are off', async () => {
       const r = await rendered('peers-off');
       expect(daemonConfig(r).peers).toBeUndefined();
-      expect(findAll(r, 'Secret')).toEqual([]);
+      expect(findAll(r, 'Secret').map((x) => x.metadata.name)).toEqual([`${FULL}-api-token`]);
       expect(daemonContainer(r).volumeMounts!.map((m) => m.name)).not.toContain('peer-token');
       expect(daemonContainer(r).ports![0]!.hostPort).toBeUndefined();
       // The Service stays: it is also the metrics target.
       expect(find(r, 'Service', '-peers')).toBeDefined();
+    });
+  });
+
+  describe('node API security (issue 12)', () => {
+    const initOf = (r: Rendered) => podSpec(find(r, 'Deployment', '-inference')).initContainers!.find((c) => c.name === 'wait-for-model')!;
+
+    it('generates the API token once, mounts it at api.tokenFile in the daemon and in the init container only', async () => {
+      const r = await rendered('inference');
+      const cfg = daemonConfig(r);
+      const secret = find(r, 'Secret', '-api-token');
+      expect(Buffer.from((secret.data as Record<string, string>).token!, 'base64').toString()).toMatch(/^[A-Za-z0-9]{48}$/);
+      expect(secret.metadata.annotations?.['helm.sh/resource-policy']).toBe('keep');
+      // A new install draws a new token; an upgrade keeps the one in the cluster (lookup, as for the peer token).
+      expect((find(await render(['inference.yaml']), 'Secret', '-api-token').data as Record<string, string>).token).not.toBe((secret.data as Record<string, string>).token);
+      expect(readFileSync(`${chartDir}/templates/secret-api-token.yaml`, 'utf8')).toMatch(/lookup "v1" "Secret" \.Release\.Namespace \$name/);
+
+      const mount = daemonContainer(r).volumeMounts!.find((m) => m.mountPath === posix.dirname(cfg.api.tokenFile))!;
+      expect(mount.readOnly).toBe(true);
+      const vol = podSpec(find(r, 'DaemonSet')).volumes!.find((v) => v.name === mount.name)!;
+      expect(vol.secret).toMatchObject({ secretName: secret.metadata.name, items: [{ key: 'token', path: posix.basename(cfg.api.tokenFile) }] });
+
+      const inf = podSpec(find(r, 'Deployment', '-inference'));
+      const wait = initOf(r);
+      const flag = wait.args!.indexOf('--daemon-token-file');
+      expect(wait.args![flag + 1]).toBe(cfg.api.tokenFile);
+      const initMount = wait.volumeMounts!.find((m) => m.mountPath === posix.dirname(cfg.api.tokenFile))!;
+      expect(inf.volumes!.find((v) => v.name === initMount.name)!.secret).toMatchObject({ secretName: secret.metadata.name });
+      for (const c of inf.containers) expect(c.volumeMounts!.map((m) => m.name)).not.toContain(initMount.name);
+    });
+
+    it('uses an existing API token Secret, and passes api settings into the config', async () => {
+      const r = await render([], ['api.token.existingSecret=node-api', 'api.token.secretKey=t', 'api.protectReads=true', 'api.maxRequested=8', 'api.requestsPerMinute=0']);
+      expect(findAll(r, 'Secret').filter((x) => x.metadata.name.endsWith('-api-token'))).toEqual([]);
+      expect(podSpec(find(r, 'DaemonSet')).volumes!.find((v) => v.name === 'api-token')!.secret).toMatchObject({ secretName: 'node-api', items: [{ key: 't', path: 'token' }] });
+      expect(daemonConfig(r).api).toEqual({ tokenFile: '/etc/swift-fetch/api-token/token', protectReads: true, maxRequested: 8, requestsPerMinute: 0 });
+      expect(await renderError([], ['api.maxRequested=0'])).toMatch(/maxRequested/);
+    });
+
+    it('ships a NetworkPolicy: the daemon port only from the release\'s pods, nodeCIDRs and extraFrom', async () => {
+      const r = await rendered('inference');
+      const np = find(r, 'NetworkPolicy');
+      const spec = np.spec as { podSelector: { matchLabels: Record<string, string> }; policyTypes: string[]; ingress: Array<{ from: any[]; ports: any[] }> };
+      expect(podTemplate(find(r, 'DaemonSet')).metadata.labels).toMatchObject(spec.podSelector.matchLabels);
+      expect(spec.podSelector.matchLabels['app.kubernetes.io/component']).toBe('daemon');
+      expect(spec.policyTypes).toEqual(['Ingress']);
+      expect(spec.ingress).toHaveLength(1);
+      expect(spec.ingress[0]!.ports).toEqual([{ port: probePort(daemonContainer(r), 'http'), protocol: 'TCP' }]);
+      const from = spec.ingress[0]!.from;
+      expect(from).toHaveLength(1);
+      // The selector admits the daemons (peers) and the inference pods (their init containers), nothing wider.
+      const sel = from[0].podSelector.matchLabels as Record<string, string>;
+      expect(sel).toEqual({ 'app.kubernetes.io/name': 'swift-fetch', 'app.kubernetes.io/instance': RELEASE });
+      expect(podTemplate(find(r, 'Deployment', '-inference')).metadata.labels).toMatchObject(sel);
+      expect(from[0].namespaceSelector).toBeUndefined();
+
+      const wide = find(await render(TLS_VALUES), 'NetworkPolicy').spec as typeof spec;
+      expect(wide.ingress[0]!.from.slice(1)).toEqual([
+        { ipBlock: { cidr: '10.0.0.0/16' } },
+        { ipBlock: { cidr: 'fd00::/64' } },
+        { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+      ]);
+      expect(findAll(await render([], ['networkPolicy.enabled=false']), 'NetworkPolicy')).toEqual([]);
+    });
+
+    it('with tls: every object validates (the Certificate against cert-manager\'s schema)', async () => {
+      const r = await render(TLS_VALUES);
+      expect((await Promise.all(r.objects.map(schemaErrors))).flat()).toEqual([]);
+      if (strictRuns) for (const v of KUBE_VERSIONS) expect(await strictErrors(r.objects, v)).toEqual([]);
+      // The schema check itself notices a broken Certificate.
+      const cert = structuredClone(find(r, 'Certificate'));
+      (cert.spec as Record<string, unknown>).dnsNames = 'not a list';
+      expect(await schemaErrors(cert)).not.toEqual([]);
+    });
+
+    it('with tls: a cert-manager Certificate for the peers name, mounted, probed over HTTPS, trusted by init, peers and Prometheus', async () => {
+      const r = await render(TLS_VALUES);
+      const cfg = daemonConfig(r);
+      const cert = find(r, 'Certificate');
+      const certSpec = cert.spec as { secretName: string; dnsNames: string[]; issuerRef: Record<string, string> };
+      expect(certSpec.issuerRef).toEqual({ name: 'swift-fetch-ca', kind: 'ClusterIssuer', group: 'cert-manager.io' });
+      expect(certSpec.dnsNames).toContain(cfg.peers.dns);
+      const ds = podSpec(find(r, 'DaemonSet'));
+      const c = daemonContainer(r);
+      const mount = c.volumeMounts!.find((m) => m.mountPath === posix.dirname(cfg.tls.certFile))!;
+      expect(mount.subPath).toBeUndefined(); // a directory mount follows renewals
+      expect(ds.volumes!.find((v) => v.name === mount.name)!.secret).toMatchObject({
+        secretName: certSpec.secretName,
+        items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }, { key: 'ca.crt', path: 'ca.crt' }],
+      });
+      expect(posix.dirname(cfg.tls.keyFile)).toBe(mount.mountPath);
+      expect(cfg.peers.caFile).toBe(`${mount.mountPath}/ca.crt`);
+      for (const p of [c.livenessProbe, c.readinessProbe, c.startupProbe]) expect((p!.httpGet as { scheme?: string }).scheme).toBe('HTTPS');
+
+      const wait = initOf(r);
+      expect(wait.args).toContain('https://$(HOST_IP):7070');
+      const ca = wait.args![wait.args!.indexOf('--daemon-ca-file') + 1]!;
+      expect(wait.args![wait.args!.indexOf('--daemon-server-name') + 1]).toBe(cfg.peers.dns);
+      const caMount = wait.volumeMounts!.find((m) => m.mountPath === posix.dirname(ca))!;
+      // The inference pod gets the CA, never the daemons' key.
+      expect(podSpec(find(r, 'Deployment', '-inference')).volumes!.find((v) => v.name === caMount.name)!.secret).toEqual({ secretName: certSpec.secretName, items: [{ key: 'ca.crt', path: posix.basename(ca) }] });
+
+      const ep = (find(r, 'ServiceMonitor').spec as { endpoints: Array<Record<string, any>> }).endpoints[0]!;
+      expect(ep.scheme).toBe('https');
+      expect(ep.tlsConfig).toEqual({ serverName: cfg.peers.dns, ca: { secret: { name: certSpec.secretName, key: 'ca.crt' } } });
+      const test = find(r, 'Pod', '-test-readyz');
+      expect(podSpec(test).containers[0]!.args).toEqual(expect.arrayContaining(['--cacert', `https://${cfg.peers.dns}:7070/readyz`]));
+    });
+
+    it('with tls: takes an existing Secret instead, and refuses what cannot work', async () => {
+      const r = await render([], ['tls.enabled=true', 'tls.existingSecret=my-tls']);
+      expect(findAll(r, 'Certificate')).toEqual([]);
+      expect(podSpec(find(r, 'DaemonSet')).volumes!.find((v) => v.name === 'tls')!.secret).toMatchObject({ secretName: 'my-tls' });
+      expect(await renderError([], ['tls.enabled=true'])).toMatch(/tls\.enabled needs tls\.existingSecret or tls\.certManager\.issuerRef\.name/);
+      expect(await renderError(['inference-mirror.yaml'], ['tls.enabled=true', 'tls.existingSecret=my-tls'])).toMatch(/inference\.mode=mirror with tls\.enabled/);
     });
   });
 

@@ -19,6 +19,7 @@ import {
   probePort,
   daemonKnowsMirror,
   render,
+  TLS_VALUES,
   renderSet,
   requireTool,
   type Rendered,
@@ -77,6 +78,13 @@ describe.skipIf(!runs).each(Object.keys(VALUE_SETS))('daemon config loader accep
     expect(mounts).toContain(cfg.imports);
     expect(mounts).toContain(posix.dirname(cfg.modelsFile!));
     if (cfg.peers.tokenFile) expect(mounts).toContain(posix.dirname(cfg.peers.tokenFile));
+    expect(mounts).toContain(posix.dirname(cfg.api.tokenFile!));
+    for (const f of [cfg.tls?.certFile, cfg.tls?.keyFile, cfg.peers.caFile]) if (f) expect(mounts).toContain(posix.dirname(f));
+  });
+
+  it('reads the api section: a token file always, no tls unless asked for', () => {
+    expect(cfg.api).toEqual({ tokenFile: '/etc/swift-fetch/api-token/token', protectReads: false, maxRequested: 64, forgetFailedAfterMs: 15 * 60_000, requestsPerMinute: 60 });
+    expect(cfg.tls).toBeUndefined();
   });
 
   it('reads the peers section as the chart wired it', () => {
@@ -110,6 +118,20 @@ describe.skipIf(!runs).each(Object.keys(VALUE_SETS))('daemon config loader accep
       expect(cfg.chunkSize).toBe(32 * 1024 * 1024);
       expect(cfg.logLevel).toBe('debug');
     }
+  });
+});
+
+describe.skipIf(!runs)('daemon config loader accepts the chart with tls', () => {
+  it('reads the listener\'s and the peers\' certificates where the pod mounts them, and the name peers check is on the Certificate', async () => {
+    const r = await render(TLS_VALUES);
+    const cfg = parseConfig(loadable(configMapFiles(r).config), CONFIG_PATH, { env: {} });
+    expect(cfg.tls).toEqual({ certFile: '/etc/swift-fetch/tls/tls.crt', keyFile: '/etc/swift-fetch/tls/tls.key' });
+    expect(cfg.peers.caFile).toBe('/etc/swift-fetch/tls/ca.crt');
+    const mounts = podSpec(find(r, 'DaemonSet')).containers[0]!.volumeMounts!.map((m) => m.mountPath);
+    for (const f of [cfg.tls!.certFile, cfg.tls!.keyFile, cfg.peers.caFile!]) expect(mounts).toContain(posix.dirname(f));
+    // peers.serverName is left to its default, peers.dns, which the Certificate must carry.
+    expect(cfg.peers.serverName).toBeUndefined();
+    expect((find(r, 'Certificate').spec as { dnsNames: string[] }).dnsNames).toContain(cfg.peers.dns);
   });
 });
 

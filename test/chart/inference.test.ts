@@ -69,7 +69,10 @@ describe.skipIf(!runs)('inference side of the chart', () => {
       if (hostNetwork) expect(ds.ports![0]!.hostPort).toBe(ds.ports![0]!.containerPort);
 
       const wait = init('wait-for-model')!;
-      expect(wait.args).toEqual(['init', 'ms://Qwen/Qwen2.5-7B-Instruct', '--store', '/models', '--daemon', `http://$(HOST_IP):${nodePort}`, '--timeout', '30m', '--link-file', '/models-path/path']);
+      expect(wait.args).toEqual([
+        'init', 'ms://Qwen/Qwen2.5-7B-Instruct', '--store', '/models', '--daemon', `http://$(HOST_IP):${nodePort}`, '--timeout', '30m', '--link-file', '/models-path/path',
+        '--daemon-token-file', '/etc/swift-fetch/api-token/token', '--no-self-pull',
+      ]);
       expect(wait.env).toContainEqual({ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } });
       expect(wait.securityContext?.runAsNonRoot).toBe(true);
 
@@ -90,8 +93,11 @@ describe.skipIf(!runs)('inference side of the chart', () => {
     it('opens the store to the init container only when it may pull by itself', async () => {
       const ro = inference(await renderSet('inference')).init('wait-for-model')!;
       expect(ro.env!.map((e) => e.name)).not.toContain('HF_TOKEN');
+      // Read-only store, no hub settings: init must never fall back to pulling from a hub.
+      expect(ro.args).toContain('--no-self-pull');
       const { spec, main, init } = inference(await render(['inference.yaml', 'models.yaml'], ['inference.selfPullFallback=true']));
       const wait = init('wait-for-model')!;
+      expect(wait.args).not.toContain('--no-self-pull');
       expect(wait.volumeMounts!.find((m) => m.mountPath === '/models')!.readOnly).toBe(false);
       expect(wait.env!.find((e) => e.name === 'HF_TOKEN')!.valueFrom).toEqual({ secretKeyRef: { name: 'hf-token', key: 'HF_TOKEN', optional: false } });
       expect(wait.env).toContainEqual({ name: 'SWIFT_FETCH_STATE_DIR', value: '/tmp/state' });

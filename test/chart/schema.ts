@@ -1,8 +1,8 @@
 /**
  * Validation of rendered objects against the Kubernetes OpenAPI schemas as shipped by the
  * `kubernetes-models` package (generated from the upstream OpenAPI spec, compiled to ajv
- * validators) and, for the prometheus-operator ServiceMonitor, `@kubernetes-models/prometheus-operator`
- * (generated from its CRD). A kind without a schema here is an error, so a new template cannot
+ * validators) and, for the prometheus-operator ServiceMonitor and cert-manager's Certificate,
+ * `@kubernetes-models/prometheus-operator` and `@kubernetes-models/cert-manager` (generated from their CRDs). A kind without a schema here is an error, so a new template cannot
  * slip past validation.
  *
  * Those compiled schemas do not reject unknown properties, so a misspelt field (which the API
@@ -39,7 +39,9 @@ const MODULES: Record<string, string> = {
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': `${CORE}/rbac.authorization.k8s.io/v1/ClusterRoleBinding`,
   'rbac.authorization.k8s.io/v1/Role': `${CORE}/rbac.authorization.k8s.io/v1/Role`,
   'rbac.authorization.k8s.io/v1/RoleBinding': `${CORE}/rbac.authorization.k8s.io/v1/RoleBinding`,
+  'networking.k8s.io/v1/NetworkPolicy': `${CORE}/networking.k8s.io/v1/NetworkPolicy`,
   'monitoring.coreos.com/v1/ServiceMonitor': '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor',
+  'cert-manager.io/v1/Certificate': '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate',
 };
 
 const cache = new Map<string, ModelCtor>();
@@ -73,7 +75,7 @@ export async function schemaErrors(o: K8sObject): Promise<string[]> {
 
 export const kubernetesValidatePath = findTool('kubernetes-validate', 'KUBERNETES_VALIDATE_BIN');
 /** Kinds kubernetes-validate has no schema for (CRDs); schemaErrors covers them. */
-const NOT_BUILTIN = new Set(['monitoring.coreos.com/v1']);
+const NOT_BUILTIN = new Set(['monitoring.coreos.com/v1', 'cert-manager.io/v1']);
 
 /**
  * Strict validation (no unknown fields) of the built-in objects against the schemas of one

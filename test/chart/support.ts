@@ -223,6 +223,12 @@ export const VALUE_SETS: Record<string, string[]> = {
   'inference-mirror': ['inference-mirror.yaml'],
 };
 
+/**
+ * HTTPS with a cert-manager Certificate, inference and monitoring on. Not among VALUE_SETS: the
+ * bare API server of test/kube has neither cert-manager's nor prometheus-operator's kinds.
+ */
+export const TLS_VALUES = ['inference.yaml', 'monitoring.yaml', 'tls.yaml'];
+
 const renders = new Map<string, Promise<Rendered>>();
 
 /** One of VALUE_SETS rendered (once per test file: the renderings are cached). */

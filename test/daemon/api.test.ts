@@ -180,6 +180,26 @@ describe('daemon HTTP API', () => {
     expect((await http('PUT', '/v1/config/max-rate', { maxRate: 0 })).json).toEqual({ maxRate: 0 });
   });
 
+  it('refuses a rate that would round to 0 (= unlimited) or is beyond any link, and keeps the limit it had', async () => {
+    expect((await http('PUT', '/v1/config/max-rate', { maxRate: '20MB/s' })).status).toBe(200);
+    const cases: Array<[string | number, RegExp]> = [
+      ['0.0001B/s', /below 1 B\/s/],
+      [0.5, /below 1 B\/s/],
+      ['4bit/s', /below 1 B\/s/],
+      [1e308, /above/],
+      ['99999999TB/s', /above/],
+    ];
+    for (const [maxRate, reason] of cases) {
+      const r = await http('PUT', '/v1/config/max-rate', { maxRate });
+      expect(r.status, String(maxRate)).toBe(400);
+      expect(r.json.error).toMatch(reason);
+      expect(daemon.limiter.rate).toBe(20_000_000);
+    }
+    // The words and numbers that do mean "unlimited", and the smallest real limit, still work.
+    expect((await http('PUT', '/v1/config/max-rate', { maxRate: '1B/s' })).json).toEqual({ maxRate: 1 });
+    expect((await http('PUT', '/v1/config/max-rate', { maxRate: '0MB/s' })).json).toEqual({ maxRate: 0 });
+  });
+
   it('/metrics is valid Prometheus text with the swift_fetch_ metrics', async () => {
     await until(() => daemon.reconciler.get('hf://org/declared@main')?.state === 'ready');
     fp.script.set('hf://org/x@main', ['fail', 'ok']);

@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { daemonFailure, DaemonClient, EventsUnavailable } from '../../src/daemon/client.js';
 import type { ModelView } from '../../src/daemon/routes.js';
+import { BearerToken } from '../../src/http/bearer.js';
 import { formatEvent, SseParser } from '../../src/daemon/sse.js';
 
 const enc = (s: string) => Buffer.from(s, 'utf8');
@@ -108,6 +109,53 @@ describe('DaemonClient.events over a real HTTP stream', () => {
       await expect(first('hf://o/json@main')).rejects.toMatchObject({ constructor: EventsUnavailable, status: 200 });
     } finally {
       await client.close();
+    }
+  });
+});
+
+describe('DaemonClient against a daemon that guards its API', () => {
+  let server: Server | undefined;
+  afterEach(async () => {
+    await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+    server = undefined;
+  });
+
+  it('waits out 429 as Retry-After says, sends its token every time, and takes 401/403 as an auth failure (exit 4)', async () => {
+    const seen: Array<{ at: number; auth: string | undefined; path: string }> = [];
+    let busy = 2;
+    server = createServer((req, res) => {
+      seen.push({ at: Date.now(), auth: req.headers.authorization, path: req.url! });
+      const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+        res.writeHead(status, { 'content-type': 'application/json', ...headers });
+        res.end(JSON.stringify(body));
+      };
+      if (req.url!.includes('forbidden')) return send(403, { error: 'loopback only' });
+      if (req.headers.authorization !== 'Bearer right') return send(401, { error: 'the API token was not accepted' });
+      if (busy-- > 0) return send(429, { error: 'too many requests' }, { 'retry-after': '1' });
+      send(202, { ref: 'hf://o/n@main', state: 'pending' });
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+    const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const right = new DaemonClient(base, { token: BearerToken.fromValue('right') });
+    const wrong = new DaemonClient(base, { token: BearerToken.fromValue('wrong') });
+    try {
+      const got = await right.pull({ ref: 'hf://o/n' });
+      expect(got).toMatchObject({ state: 'pending' });
+      expect(seen).toHaveLength(3);
+      expect(seen.every((s) => s.auth === 'Bearer right')).toBe(true);
+      // Each retry came no sooner than the second the daemon asked for.
+      expect(seen[1]!.at - seen[0]!.at).toBeGreaterThanOrEqual(990);
+      expect(seen[2]!.at - seen[1]!.at).toBeGreaterThanOrEqual(990);
+      await expect(wrong.pull({ ref: 'hf://o/n' })).rejects.toMatchObject({ exitCode: 4, code: 'ESF_DAEMON_AUTH', message: expect.stringMatching(/refused the request \(401: the API token was not accepted\)/) });
+      await expect(right.model('hf://o/forbidden@main')).rejects.toMatchObject({ exitCode: 4, message: expect.stringMatching(/403: loopback only.*no api\.tokenFile/) });
+      const events = async () => {
+        for await (const e of wrong.events('hf://o/n@main')) return e;
+        return undefined;
+      };
+      await expect(events()).rejects.toMatchObject({ exitCode: 4 });
+    } finally {
+      await right.close();
+      await wrong.close();
     }
   });
 });

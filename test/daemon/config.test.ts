@@ -85,6 +85,9 @@ describe('daemon config', () => {
       ['peers: { prot: 1 }', 'config.yaml: peers.prot: unknown key'],
       ['stroe: /x', 'config.yaml: stroe: unknown key'],
       ['maxRate: fast', 'config.yaml: maxRate: expected a rate such as 200MB/s'],
+      // A fraction of a byte per second would round to 0, which means unlimited.
+      ['maxRate: 0.5', 'config.yaml: maxRate: rate 0.5 is below 1 B/s'],
+      ['peers: { uploadMaxRate: 1e308 }', 'config.yaml: peers.uploadMaxRate: rate 1e+308 is above'],
       ['chunkSize: 12 parsecs', 'config.yaml: chunkSize: expected a size such as 16MiB'],
       ['gc: { maxBytes: lots }', 'config.yaml: gc.maxBytes: expected a size'],
       ['listen: localhost', 'config.yaml: listen: expected host:port'],
@@ -106,9 +109,27 @@ describe('daemon config', () => {
     }
     expect(err('{"listen": 1,}', 'c.json').message).toMatch(/^c\.json: not valid JSON/);
     // The keys an unknown-key message offers are the ones the parser accepts, at that level.
-    expect(err('stroe: /x').message).toContain('(expected one of: store, stateDir, listen, models, modelsFile, maxRate, connections, chunkSize, maxConcurrentPulls, peers, gc, imports, logLevel, kubernetes, replicas, backup)');
+    expect(err('stroe: /x').message).toContain('(expected one of: store, stateDir, listen, models, modelsFile, maxRate, connections, chunkSize, maxConcurrentPulls, peers, gc, imports, logLevel, kubernetes, replicas, backup, api, tls)');
     expect(err('gc: { every: 1h }').message).toContain('gc.every: unknown key (expected one of: maxBytes, interval)');
     expect(err('models: [{ref: "hf://a/b", inclde: []}]').message).toContain('(expected one of: ref, include, exclude)');
+  });
+
+  it('reads the api and tls sections, with defaults that bound on-demand work', () => {
+    const c = parseConfig(
+      'api: { tokenFile: secrets/api, protectReads: true, maxRequested: 8, forgetFailedAfter: 2m, requestsPerMinute: 0 }\n' +
+        'tls: { certFile: tls/tls.crt, keyFile: tls/tls.key }\npeers: { caFile: tls/ca.crt, serverName: peers.ns.svc.cluster.local }\n',
+      '/etc/sf/config.yaml',
+      { env },
+    );
+    expect(c.api).toEqual({ tokenFile: '/etc/sf/secrets/api', protectReads: true, maxRequested: 8, forgetFailedAfterMs: 120_000, requestsPerMinute: 0 });
+    expect(c.tls).toEqual({ certFile: '/etc/sf/tls/tls.crt', keyFile: '/etc/sf/tls/tls.key' });
+    expect(c.peers).toMatchObject({ caFile: '/etc/sf/tls/ca.crt', serverName: 'peers.ns.svc.cluster.local' });
+    const d = parseConfig('', 'config.yaml', { env });
+    expect(d.api).toEqual({ protectReads: false, maxRequested: 64, forgetFailedAfterMs: 15 * 60_000, requestsPerMinute: 60 });
+    expect(d.tls).toBeUndefined();
+    expect(err('tls: { certFile: /c }').message).toContain('config.yaml: tls.keyFile: expected a non-empty string, got nothing');
+    expect(err('api: { maxRequested: 0 }').message).toContain('config.yaml: api.maxRequested: expected an integer 1-100000, got 0');
+    expect(err('api: { token: x }').message).toContain('api.token: unknown key (expected one of: tokenFile, protectReads, maxRequested, forgetFailedAfter, requestsPerMinute)');
   });
 
   it('loadConfig reports a missing file as a usage error', async () => {

@@ -21,7 +21,7 @@ afterEach(async () => {
   rec = undefined;
 });
 
-function make(fp: FakePull, concurrency = 2, extra: { resyncMs?: number } = {}): Reconciler {
+function make(fp: FakePull, concurrency = 2, extra: { resyncMs?: number; onDemand?: { maxRequested: number; forgetFailedAfterMs: number } } = {}): Reconciler {
   rec = new Reconciler({
     pull: fp.pull,
     pullOptions: () => ({ store: '/store', stateDir: '/state', holder: 'test-holder' }),
@@ -29,6 +29,7 @@ function make(fp: FakePull, concurrency = 2, extra: { resyncMs?: number } = {}):
     logger: log,
     backoff: FAST,
     resyncMs: extra.resyncMs ?? 0,
+    ...(extra.onDemand ? { onDemand: extra.onDemand } : {}),
   });
   return rec;
 }
@@ -186,5 +187,90 @@ describe('reconciler', () => {
     await until(() => state(r, 'hf://org/a@main') === 'ready' && fp.running() === 0);
     // After the first ready, the failed resync never flipped the state.
     expect(seen.slice(seen.indexOf('ready'))).not.toContain('failed');
+  });
+
+  it('a declared model goes first: two on-demand pulls holding both slots do not keep a newly declared model pending', async () => {
+    const fp = fakePull();
+    for (const k of ['hf://org/asked1@main', 'hf://org/asked2@main']) fp.script.set(k, ['block', 'block']);
+    const r = make(fp, 2);
+    r.start();
+    r.request(spec('hf://org/asked1'));
+    r.request(spec('hf://org/asked2'));
+    await until(() => fp.running() === 2);
+    r.setDeclared([spec('hf://org/declared')]);
+    // Neither on-demand pull was released: the declared model got a slot by pausing one of them.
+    await until(() => state(r, 'hf://org/declared@main') === 'ready', 25, 5_000);
+    const paused = ['hf://org/asked1@main', 'hf://org/asked2@main'].filter((k) => fp.calls.filter((c) => c.ref === k).length === 2 || state(r, k) === 'pending');
+    expect(paused, JSON.stringify({ calls: fp.calls.map((c) => c.ref), list: r.list().map((m) => [m.ref, m.state]) })).toHaveLength(1);
+    // Paused is not failed: no attempt counted, and it resumes once there is room.
+    expect(r.get(paused[0]!)).toMatchObject({ attempts: 0, error: null });
+    expect(fp.maxRunning).toBe(2);
+    for (const k of ['hf://org/asked1@main', 'hf://org/asked2@main']) fp.release(k);
+    await until(() => fp.calls.filter((c) => c.ref === paused[0]).length === 2);
+    fp.release(paused[0]!);
+    await until(() => r.list().every((m) => m.state === 'ready'));
+  });
+
+  it('a queued declared model runs before on-demand pulls that were queued earlier', async () => {
+    const fp = fakePull();
+    fp.script.set('hf://org/first@main', ['block', 'ok']);
+    const r = make(fp, 1);
+    r.start();
+    r.request(spec('hf://org/first'));
+    await until(() => fp.running() === 1);
+    r.request(spec('hf://org/second'));
+    r.setDeclared([spec('hf://org/declared')]);
+    await until(() => r.list().every((m) => m.state === 'ready'), 25, 5_000);
+    expect(fp.calls.map((c) => c.ref)).toEqual(['hf://org/first@main', 'hf://org/declared@main', expect.any(String), expect.any(String)]);
+    expect(fp.calls.slice(2).map((c) => c.ref).sort()).toEqual(['hf://org/first@main', 'hf://org/second@main']);
+  });
+
+  it('an on-demand model the hub does not have is not retried by itself, and a failed one is forgotten after a while', async () => {
+    const fp = fakePull();
+    fp.script.set('hf://org/none@main', ['notfound']);
+    fp.script.set('hf://org/flaky@main', ['fail']);
+    const r = make(fp, 2, { onDemand: { maxRequested: 10, forgetFailedAfterMs: 1_000 } });
+    const removed: string[] = [];
+    r.on('removed', (k) => removed.push(k));
+    r.start();
+    r.request(spec('hf://org/none'));
+    r.request(spec('hf://org/flaky'));
+    await until(() => state(r, 'hf://org/none@main') === 'failed');
+    expect(r.get('hf://org/none@main')).toMatchObject({ exitCode: 3, nextRetryAt: null });
+    // Several slow backoffs (200-400 ms here) pass: still one attempt. The network failure is retried.
+    await new Promise((res) => setTimeout(res, 800));
+    expect(fp.calls.filter((c) => c.ref === 'hf://org/none@main')).toHaveLength(1);
+    expect(fp.calls.filter((c) => c.ref === 'hf://org/flaky@main').length).toBeGreaterThan(1);
+    // Nobody asked again: both are forgotten.
+    await until(() => r.get('hf://org/none@main') === undefined && r.get('hf://org/flaky@main') === undefined, 25, 5_000);
+    expect(removed.sort()).toEqual(['hf://org/flaky@main', 'hf://org/none@main']);
+    const calls = fp.calls.length;
+    await new Promise((res) => setTimeout(res, 300));
+    expect(fp.calls).toHaveLength(calls);
+  });
+
+  it('bounds the on-demand models: the oldest settled one makes room, and with none settled a new one is refused', async () => {
+    const fp = fakePull();
+    for (const n of ['a', 'b', 'c', 'd']) fp.script.set(`hf://org/${n}@main`, ['notfound']);
+    for (const n of ['x1', 'x2', 'x3']) fp.script.set(`hf://org/${n}@main`, ['block']);
+    const r = make(fp, 2, { onDemand: { maxRequested: 3, forgetFailedAfterMs: 60_000 } });
+    r.start();
+    r.setDeclared([spec('hf://org/declared')]);
+    for (const n of ['a', 'b', 'c']) r.request(spec(`hf://org/${n}`));
+    await until(() => ['a', 'b', 'c'].every((n) => state(r, `hf://org/${n}@main`) === 'failed'));
+    r.request(spec('hf://org/d'));
+    expect(r.get('hf://org/a@main')).toBeUndefined();
+    expect(r.list().filter((m) => !m.declared).map((m) => m.ref).sort()).toEqual(['hf://org/b@main', 'hf://org/c@main', 'hf://org/d@main']);
+    await until(() => state(r, 'hf://org/d@main') === 'failed');
+    for (const n of ['x1', 'x2', 'x3']) r.request(spec(`hf://org/${n}`));
+    await until(() => fp.running() === 2);
+    // x1-x3 are all still to settle: nothing can make room.
+    expect(() => r.request(spec('hf://org/x4'))).toThrow(expect.objectContaining({ name: 'TooManyRequested', message: expect.stringMatching(/3 on-demand models/) }));
+    expect(r.get('hf://org/x4@main')).toBeUndefined();
+    // Asking again for one it tracks is always fine, and declared models do not count.
+    expect(r.request(spec('hf://org/x1')).ref).toBe('hf://org/x1@main');
+    r.setDeclared([spec('hf://org/declared'), spec('hf://org/declared2')]);
+    expect(r.list().filter((m) => m.declared)).toHaveLength(2);
+    for (const n of ['x1', 'x2', 'x3']) fp.release(`hf://org/${n}@main`);
   });
 });

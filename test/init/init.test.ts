@@ -14,6 +14,7 @@ import { startDaemon, type Daemon } from '../../src/daemon/index.js';
 import { hubEnv, pattern, sha, storeArgs } from '../bundle/helpers.js';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { readTree, runCli, tmpDir } from '../support/index.js';
+import { makeCa, makeCert, OPENSSL_MISSING } from '../daemon/certs.js';
 
 let hub: FakeHub;
 const big = pattern(3 * 1024 * 1024 + 5, 11);
@@ -358,6 +359,145 @@ describe('init against a daemon that reports why it failed', () => {
       expect(r.stdout).toBe('');
     } finally {
       await d.close();
+    }
+  });
+});
+
+describe('init with a daemon that needs its API token', () => {
+  const TOKEN = 'init-api-token-Hk2mW9';
+  let daemon: Daemon;
+  let dir: string;
+  let tokenFile: string;
+  beforeAll(async () => {
+    dir = await tmpDir();
+    tokenFile = join(dir, 'api-token');
+    await fsp.writeFile(tokenFile, `${TOKEN}\n`);
+    await hub.addRepo({ id: 'demo/authz', files: { 'config.json': '{"a":1}', 'model.safetensors': pattern(1024 * 1024, 12) } });
+    const env = { ...process.env } as NodeJS.ProcessEnv;
+    for (const [k, v] of Object.entries(hubEnv(hub))) if (v === undefined) delete env[k]; else env[k] = v;
+    const config = parseConfig(
+      `store: ${join(dir, 'store')}\nstateDir: ${join(dir, 'daemon-state')}\nlisten: 127.0.0.1:0\napi: { tokenFile: ${tokenFile} }\n`,
+      join(dir, 'config.yaml'),
+      { env },
+    );
+    daemon = await startDaemon(config, { env, logger: pino({ level: 'silent' }), resyncMs: 0 });
+  });
+  afterAll(async () => daemon?.stop());
+
+  const args = (ref: string) => ['init', ref, '--store', join(dir, 'store'), '--state-dir', join(dir, 'init-state'), '--daemon', daemon.url];
+
+  it('sends the token from --daemon-token-file and gets the model', async () => {
+    const r = await runCli([...args('hf://demo/authz'), '--daemon-token-file', tokenFile], { env: hubEnv(undefined) });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`asked the daemon at ${daemon.url}`);
+    await expectModel(r.stdout.trim(), { 'config.json': '{"a":1}', 'model.safetensors': pattern(1024 * 1024, 12) });
+    expect(r.stdout + r.stderr).not.toContain(TOKEN);
+  });
+
+  it('without the token, or with a wrong one, exits 4 saying how to pass it, and does not pull by itself', async () => {
+    // The hub is reachable: a fallback to pulling here would succeed, so exit 4 proves there was none.
+    hub.resetStats();
+    const none = await runCli(args('hf://demo/tiny'), { env: hubEnv(hub) });
+    expect(none.code).toBe(4);
+    expect(none.stderr).toMatch(/refused the request \(401: this route needs the API token.*\); pass its API token with --daemon-token-file or SWIFT_FETCH_API_TOKEN_FILE/);
+    const wrongFile = join(dir, 'wrong-token');
+    await fsp.writeFile(wrongFile, 'not-the-token\n');
+    const wrong = await runCli(args('hf://demo/tiny'), { env: hubEnv(hub, { SWIFT_FETCH_API_TOKEN_FILE: wrongFile }) });
+    expect(wrong.code).toBe(4);
+    expect(wrong.stderr).toMatch(/401: the API token was not accepted.*check that --daemon-token-file/);
+    expect(wrong.stderr).not.toContain('not-the-token');
+    expect(hub.log).toEqual([]);
+    expect(daemon.reconciler.get('hf://demo/tiny@main')).toBeUndefined();
+  });
+
+  it('a token file it cannot read is bad usage (exit 2)', async () => {
+    const r = await runCli([...args('hf://demo/authz'), '--daemon-token-file', join(dir, 'missing')], { env: hubEnv(undefined) });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/cannot read --daemon-token-file .*missing: ENOENT/);
+  });
+});
+
+/** Bind-mount `dir` read-only over itself (root only); the reason when it cannot. */
+function mountReadOnly(dir: string): string | undefined {
+  try {
+    execFileSync('mount', ['--bind', dir, dir], { stdio: 'pipe' });
+    onTestFinished(() => void execFileSync('umount', ['-l', dir], { stdio: 'pipe' }));
+    execFileSync('mount', ['-o', 'remount,bind,ro', dir], { stdio: 'pipe' });
+    return undefined;
+  } catch (e) {
+    return `cannot make a read-only bind mount (needs root / CAP_SYS_ADMIN): ${(e as Error).message.split('\n')[0]}`;
+  }
+}
+
+describe('init that may not pull by itself (the chart\'s read-only inference pods)', () => {
+  it('--no-self-pull: the daemon unreachable is exit 7 with a plain reason, and no hub is asked', async () => {
+    const dir = await tmpDir();
+    const port = await closedPort();
+    hub.resetStats();
+    // The hub is reachable and has the model: only --no-self-pull keeps init from fetching it.
+    const r = await runCli(['init', 'hf://demo/tiny', ...storeArgs(dir), '--daemon', `http://127.0.0.1:${port}`, '--no-self-pull'], { env: hubEnv(hub) });
+    expect(r.code).toBe(7);
+    expect(r.stderr).toMatch(/the daemon at http:\/\/127\.0\.0\.1:\d+ is unreachable \(ECONNREFUSED\) and self-pull is disabled \(--no-self-pull\): not pulling hf:\/\/demo\/tiny@main from a hub here/);
+    expect(r.stdout).toBe('');
+    expect(hub.log).toEqual([]);
+    // Without a daemon to ask there is no way to get it at all: bad usage.
+    const alone = await runCli(['init', 'hf://demo/tiny', ...storeArgs(dir), '--no-self-pull'], { env: hubEnv(hub) });
+    expect(alone.code).toBe(2);
+    expect(alone.stderr).toMatch(/no --daemon to ask, and self-pull is disabled/);
+    expect(hub.log).toEqual([]);
+  });
+
+  it('a read-only store counts as no self-pull: exit 7 naming the read-only store; a model already there is still found', async (tc) => {
+    const dir = await tmpDir();
+    const store = join(dir, 'store');
+    const first = await runCli(['pull', 'hf://demo/tiny', '--store', store, '--state-dir', join(dir, 'state'), '--quiet'], { env: hubEnv(hub) });
+    expect(first.code).toBe(0);
+    const why = mountReadOnly(store);
+    if (why) {
+      if (process.env.CI === 'true') throw new Error(`${why}; CI must run this test`);
+      return tc.skip(why);
+    }
+    const port = await closedPort();
+    hub.resetStats();
+    const initArgs = ['--store', store, '--state-dir', join(dir, 'init-state'), '--daemon', `http://127.0.0.1:${port}`];
+    const missing = await runCli(['init', 'hf://demo/daemon', ...initArgs], { env: hubEnv(hub) });
+    expect(missing.code).toBe(7);
+    expect(missing.stderr).toMatch(new RegExp(`is unreachable \\(ECONNREFUSED\\) and the store at ${store.replace(/[/.]/g, '\\$&')} is read-only \\(EROFS\\)`));
+    expect(hub.log).toEqual([]);
+    const there = await runCli(['init', 'hf://demo/tiny', ...initArgs], { env: hubEnv(undefined) });
+    expect(there.code, there.stderr).toBe(0);
+    expect(there.stdout.trim()).toBe(first.stdout.trim());
+  });
+});
+
+describe.skipIf(OPENSSL_MISSING)('init with a daemon over https (skipped without openssl)', () => {
+  it('trusts the daemon through --daemon-ca-file and --daemon-server-name; without them exits 4 and does not pull by itself', async () => {
+    const dir = await tmpDir();
+    const ca = makeCa(join(dir, 'pki'), 'ca');
+    const leaf = makeCert(join(dir, 'pki'), ca, 'daemon', { dns: ['daemon.test'] });
+    await hub.addRepo({ id: 'demo/tls', files: { 'config.json': '{"t":1}', 'model.safetensors': pattern(512 * 1024, 13) } });
+    const env = { ...process.env } as NodeJS.ProcessEnv;
+    for (const [k, v] of Object.entries(hubEnv(hub))) if (v === undefined) delete env[k]; else env[k] = v;
+    const config = parseConfig(
+      `store: ${join(dir, 'store')}\nstateDir: ${join(dir, 'daemon-state')}\nlisten: 127.0.0.1:0\ntls: { certFile: ${leaf.cert}, keyFile: ${leaf.key} }\n`,
+      join(dir, 'config.yaml'),
+      { env },
+    );
+    const d = await startDaemon(config, { env, logger: pino({ level: 'silent' }), resyncMs: 0 });
+    try {
+      expect(d.url).toMatch(/^https:/);
+      const args = ['init', 'hf://demo/tls', '--store', join(dir, 'store'), '--state-dir', join(dir, 'init-state'), '--daemon', d.url];
+      hub.resetStats();
+      const untrusted = await runCli(args, { env: hubEnv(hub) });
+      expect(untrusted.code).toBe(4);
+      expect(untrusted.stderr).toMatch(/presented a certificate this client does not trust .*--daemon-ca-file/);
+      expect(hub.log).toEqual([]);
+      const r = await runCli([...args, '--daemon-ca-file', ca.cert], { env: hubEnv(undefined, { SWIFT_FETCH_DAEMON_SERVER_NAME: 'daemon.test' }) });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`asked the daemon at ${d.url}`);
+      await expectModel(r.stdout.trim(), { 'config.json': '{"t":1}', 'model.safetensors': pattern(512 * 1024, 13) });
+    } finally {
+      await d.stop();
     }
   });
 });

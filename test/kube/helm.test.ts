@@ -104,7 +104,7 @@ describe.skipIf(!kubeSuiteRuns(true))('helm chart on a real API server', () => {
 
     await helmOk(['uninstall', RELEASE, '-n', NS]);
     const left = JSON.parse(await k.kubectlOk(['get', 'all,configmaps,serviceaccounts,secrets,roles,rolebindings', '-n', NS, '-l', `app.kubernetes.io/instance=${RELEASE}`, '-o', 'json'])) as { items: { kind: string; metadata: { name: string } }[] };
-    expect(left.items.map((i) => `${i.kind}/${i.metadata.name}`)).toEqual([`Secret/${RELEASE}-swift-fetch-peer-token`]);
+    expect(left.items.map((i) => `${i.kind}/${i.metadata.name}`).sort()).toEqual([`Secret/${RELEASE}-swift-fetch-api-token`, `Secret/${RELEASE}-swift-fetch-peer-token`]);
     const cluster = await k.kubectl(['get', 'clusterroles,clusterrolebindings', '-l', `app.kubernetes.io/instance=${RELEASE}`, '-o', 'name']);
     expect(cluster.stdout.trim()).toBe('');
     const events = await k.kubectl(['get', 'roles,rolebindings', '-n', 'default', '-l', `app.kubernetes.io/instance=${RELEASE}`, '-o', 'name']);
@@ -113,7 +113,11 @@ describe.skipIf(!kubeSuiteRuns(true))('helm chart on a real API server', () => {
 
     // A reinstall adopts the kept Secret and keeps its token, so running daemons keep their peers.
     await helmOk(['install', RELEASE, chartDir, '--namespace', NS, '--set', 'kubernetes.enabled=true']);
-    expect((await releaseSecrets())[`${RELEASE}-swift-fetch-peer-token`]).toEqual(before[`${RELEASE}-swift-fetch-peer-token`]);
+    const after = await releaseSecrets();
+    expect(after[`${RELEASE}-swift-fetch-peer-token`]).toEqual(before[`${RELEASE}-swift-fetch-peer-token`]);
+    // So does the API token, so that init containers keep being heard.
+    expect(Object.keys(before)).toContain(`${RELEASE}-swift-fetch-api-token`);
+    expect(after[`${RELEASE}-swift-fetch-api-token`]).toEqual(before[`${RELEASE}-swift-fetch-api-token`]);
   });
 
   it('lets the daemon\'s ServiceAccount do exactly what the daemon does, and nothing more', async () => {

@@ -67,6 +67,24 @@ app.kubernetes.io/component: inference
 {{- default (printf "%s-peer-token" (include "swift-fetch.fullname" .)) .Values.peers.token.existingSecret }}
 {{- end }}
 
+{{- define "swift-fetch.apiTokenSecretName" -}}
+{{- default (printf "%s-api-token" (include "swift-fetch.fullname" .)) .Values.api.token.existingSecret }}
+{{- end }}
+
+{{/* The daemons' TLS Secret: cert-manager's (when an issuer is named) or one the user made. */}}
+{{- define "swift-fetch.tlsSecretName" -}}
+{{- if .Values.tls.certManager.issuerRef.name }}
+{{- printf "%s-tls" (include "swift-fetch.fullname" .) }}
+{{- else }}
+{{- required "tls.enabled needs tls.existingSecret or tls.certManager.issuerRef.name" .Values.tls.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* http or https: how everything reaches the daemons' port. */}}
+{{- define "swift-fetch.scheme" -}}
+{{- ternary "https" "http" .Values.tls.enabled }}
+{{- end }}
+
 {{- define "swift-fetch.listen" -}}
 {{- printf "%s:%d" .Values.daemon.listenHost (int .Values.daemon.port) }}
 {{- end }}
@@ -88,6 +106,12 @@ modelsDir: /etc/swift-fetch/models
 modelsFile: /etc/swift-fetch/models/models.yaml
 peerTokenDir: /etc/swift-fetch/peer-token
 peerTokenFile: /etc/swift-fetch/peer-token/token
+apiTokenDir: /etc/swift-fetch/api-token
+apiTokenFile: /etc/swift-fetch/api-token/token
+tlsDir: /etc/swift-fetch/tls
+tlsCertFile: /etc/swift-fetch/tls/tls.crt
+tlsKeyFile: /etc/swift-fetch/tls/tls.key
+tlsCaFile: /etc/swift-fetch/tls/ca.crt
 store: /var/lib/swift-fetch/store
 state: /var/lib/swift-fetch/state
 imports: /var/lib/swift-fetch/imports
@@ -194,6 +218,19 @@ hostPath:
 {{- end }}
 {{- if .Values.kubernetes.enabled }}
 {{- $_ := set $config "kubernetes" (dict "enabled" true) }}
+{{- end }}
+{{- $_ := set $config "api" (dict
+  "tokenFile" $p.apiTokenFile
+  "protectReads" .Values.api.protectReads
+  "maxRequested" (int .Values.api.maxRequested)
+  "requestsPerMinute" (int .Values.api.requestsPerMinute)
+) }}
+{{- if .Values.tls.enabled }}
+{{- $_ := set $config "tls" (dict "certFile" $p.tlsCertFile "keyFile" $p.tlsKeyFile) }}
+{{- if .Values.peers.enabled }}
+{{- /* Peers are reached by pod IP: their certificate is checked for the peers Service's name (peers.dns). */}}
+{{- $_ := set $config.peers "caFile" $p.tlsCaFile }}
+{{- end }}
 {{- end }}
 {{- toYaml $config }}
 {{- end }}

@@ -7,14 +7,20 @@
  *  2. a node daemon (`--daemon URL` / SWIFT_FETCH_DAEMON) is asked for it and followed over SSE
  *     (polling if SSE is unavailable);
  *  3. no daemon, or it does not answer: pull it ourselves. pullModel's lease protocol makes several
- *     pods on one node (and a daemon) share one download.
+ *     pods on one node (and a daemon) share one download. Not when self-pull is off (--no-self-pull,
+ *     or a read-only store, as in the chart's inference pods): then init fails with why, without
+ *     ever reaching for a hub.
  */
+import { constants as fsc } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { StorageError, TimeoutError, UsageError } from '../../core/errors.js';
+import { NetworkError, StorageError, TimeoutError, UsageError } from '../../core/errors.js';
 import { formatRef, parseRef, repoKey } from '../../core/ref.js';
 import { parseDuration } from '../../core/units.js';
 import { DaemonClient, DaemonUnreachable } from '../../daemon/client.js';
+import { BearerToken } from '../../http/bearer.js';
+import { readPem, type ServerTrust } from '../../http/tls.js';
 import type { ModelView } from '../../daemon/routes.js';
 import { symlinkAtomic, writeFileAtomic } from '../../store/fsutil.js';
 import { Store, type PublishRecord } from '../../store/store.js';
@@ -24,6 +30,11 @@ import { checkRecord, fromStore, missingSummary, progressLine, pullSelf, type In
 
 interface InitFlags {
   daemon?: string;
+  daemonTokenFile?: string;
+  daemonCaFile?: string;
+  daemonServerName?: string;
+  /** false with --no-self-pull. */
+  selfPull: boolean;
   timeout: string;
   verify?: boolean;
   linkFile?: string;
@@ -69,17 +80,51 @@ function startTicker(g: GlobalOptions, ctx: InitContext, todo: Tracked[], interv
 /** Ask the daemon for every model; an empty map when there is no daemon or it does not answer. */
 async function askDaemon(ctx: InitContext, client: DaemonClient | undefined, todo: Tracked[]): Promise<Map<Tracked, ModelView>> {
   const firsts = new Map<Tracked, ModelView>();
-  if (!client) return firsts;
   const labels = todo.map((t) => t.label).join(', ');
+  if (!client) {
+    if (ctx.noSelfPull) throw new UsageError(`${labels} not in the store at ${ctx.storeDir}, no --daemon to ask, and ${ctx.noSelfPull}`);
+    return firsts;
+  }
   try {
     for (const t of todo) firsts.set(t, await client.pull({ ref: t.label }));
     ctx.say(`asked the daemon at ${client.base} for ${labels}`);
   } catch (e) {
     if (!(e instanceof DaemonUnreachable)) throw e;
     firsts.clear();
+    if (ctx.noSelfPull) {
+      throw new NetworkError(`the daemon at ${client.base} is unreachable (${e.message}) and ${ctx.noSelfPull}: not pulling ${labels} from a hub here`, 'ESF_DAEMON_UNREACHABLE');
+    }
     ctx.say(`the daemon at ${client.base} does not answer (${e.message}); pulling ${labels} here instead`);
   }
   return firsts;
+}
+
+/** The API token to send, from --daemon-token-file or SWIFT_FETCH_API_TOKEN_FILE (read now: a bad file is exit 2). */
+function daemonToken(flags: InitFlags): BearerToken | undefined {
+  if (flags.daemonTokenFile) return BearerToken.fromFile(flags.daemonTokenFile, '--daemon-token-file');
+  const file = process.env.SWIFT_FETCH_API_TOKEN_FILE;
+  return file ? BearerToken.fromFile(file, 'SWIFT_FETCH_API_TOKEN_FILE') : undefined;
+}
+
+/** How an https:// daemon's certificate is checked (--daemon-ca-file, --daemon-server-name or their env). */
+function daemonTrust(flags: InitFlags): ServerTrust | undefined {
+  const caFile = flags.daemonCaFile ?? process.env.SWIFT_FETCH_DAEMON_CA_FILE;
+  const serverName = flags.daemonServerName ?? process.env.SWIFT_FETCH_DAEMON_SERVER_NAME;
+  if (!caFile && !serverName) return undefined;
+  return { ...(caFile ? { ca: readPem(caFile, flags.daemonCaFile ? '--daemon-ca-file' : 'SWIFT_FETCH_DAEMON_CA_FILE') } : {}), ...(serverName ? { serverName } : {}) };
+}
+
+/** Why init may not pull from a hub by itself (undefined: it may). */
+async function selfPullBlocked(flags: InitFlags, storeDir: string): Promise<string | undefined> {
+  if (!flags.selfPull) return 'self-pull is disabled (--no-self-pull)';
+  try {
+    await access(storeDir, fsc.W_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    // A store that does not exist yet is created by the pull; one we cannot write is no place to pull into.
+    if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') return `the store at ${storeDir} is read-only (${code})`;
+  }
+  return undefined;
 }
 
 function done(ctx: InitContext, t: Tracked, rec: PublishRecord): void {
@@ -96,6 +141,10 @@ export function register(program: Command): void {
     .description('wait until models are published and verified in the store (init container); print their directories')
     .argument('<ref...>', 'model references')
     .option('--daemon <url>', 'node daemon to ask first, e.g. http://$(HOST_IP):7070 (env SWIFT_FETCH_DAEMON)')
+    .option('--daemon-token-file <file>', "file holding the daemon's API token (its api.tokenFile; env SWIFT_FETCH_API_TOKEN_FILE)")
+    .option('--daemon-ca-file <file>', 'for an https:// daemon: CA certificates its certificate chains to (env SWIFT_FETCH_DAEMON_CA_FILE)')
+    .option('--daemon-server-name <name>', 'for an https:// daemon reached by IP: the name its certificate carries (env SWIFT_FETCH_DAEMON_SERVER_NAME)')
+    .option('--no-self-pull', 'never pull from a hub here: only the store and the daemon (also when the store is read-only)')
     .option('--timeout <duration>', 'give up after this long (exit 8); 0 = never', '30m')
     .option('--verify', 're-hash published files instead of trusting the publish record')
     .option('--link-file <file>', 'also write the model directories (one per line) to this file, atomically')
@@ -130,9 +179,10 @@ export function register(program: Command): void {
           if (g.json) emitJson({ type: 'log', message: text, time: new Date().toISOString() });
           else if (!g.quiet) process.stderr.write(`swift-fetch init: ${text}\n`);
         },
+        noSelfPull: await selfPullBlocked(flags, storeDir),
       };
       let ticker: NodeJS.Timeout | undefined;
-      const client = daemonUrl ? new DaemonClient(daemonUrl, { signal: abort.signal }) : undefined;
+      const client = daemonUrl ? new DaemonClient(daemonUrl, { signal: abort.signal, token: daemonToken(flags), trust: daemonTrust(flags) }) : undefined;
       try {
         // 1. The fast path: the store answers without any network and without re-hashing.
         for (const t of items) {

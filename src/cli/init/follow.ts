@@ -4,7 +4,7 @@
  * model back to the caller (who pulls it by itself) when the daemon stops answering.
  */
 import { existsSync } from 'node:fs';
-import { StorageError } from '../../core/errors.js';
+import { NetworkError, StorageError } from '../../core/errors.js';
 import { formatRef } from '../../core/ref.js';
 import { sleep } from '../../core/sleep.js';
 import { daemonFailure, DaemonUnreachable, EventsUnavailable, type DaemonClient } from '../../daemon/client.js';
@@ -73,20 +73,23 @@ export async function viaDaemon(ctx: InitContext, client: DaemonClient, t: Track
       if (!settled(next) && !polling) await sleep(500, ctx.signal);
     } catch (e) {
       if (!(e instanceof DaemonUnreachable)) throw e;
-      if (++failures >= MAX_FAILURES) {
-        ctx.say(`${t.label}: lost the daemon at ${client.base} (${e.message}); pulling it here`);
-        return undefined;
-      }
+      if (++failures >= MAX_FAILURES) return handBack(ctx, t, `lost the daemon at ${client.base} (${e.message})`);
       await sleep(1_000, ctx.signal);
     }
   }
   if (status.state === 'failed') {
     const err = daemonFailure(status, t.label);
     if (err) throw err;
-    ctx.say(`${t.label}: the daemon reports a failure (${status.error ?? 'no reason given'}) without an exit code; pulling it here to find out`);
-    return undefined;
+    return handBack(ctx, t, `the daemon reports a failure (${status.error ?? 'no reason given'}) without an exit code`);
   }
   return readyRecord(ctx, t, status);
+}
+
+/** Hand the model back for the caller to pull by itself (undefined), or fail with why when it may not. */
+function handBack(ctx: InitContext, t: Tracked, reason: string): undefined {
+  if (ctx.noSelfPull) throw new NetworkError(`${t.label}: ${reason}, and ${ctx.noSelfPull}: not pulling it from a hub here`, 'ESF_DAEMON_UNREACHABLE');
+  ctx.say(`${t.label}: ${reason}; pulling it here`);
+  return undefined;
 }
 
 /** Ready on the daemon's side: find it in *our* view of the store (the pod may mount it elsewhere). */

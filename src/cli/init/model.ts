@@ -34,6 +34,8 @@ export interface InitContext {
   say: (text: string) => void;
   log: Logger;
   verify: boolean;
+  /** Why init may not pull from a hub itself (--no-self-pull, a read-only store); undefined: it may. */
+  noSelfPull?: string | undefined;
 }
 
 /** The store's own answer, without any network: the record of a complete revision, or undefined. */

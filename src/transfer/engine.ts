@@ -12,7 +12,7 @@ import { HashPool, type HashJob } from './hash-pool.js';
 import { OriginSession, createDispatcher, openRange, parseContentRange } from './http.js';
 import type { RateLimiter } from './limiter.js';
 import { DEFAULT_CONNECTIONS, chunkCount, planBlockSize, planChunkSize } from './plan.js';
-import { DEFAULT_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
+import { TRANSFER_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
 import type { ChunkSource, ChunkEvent, EngineOptions } from './types.js';
 
@@ -179,9 +179,9 @@ export class Engine {
     this.stallMs = opts.stallTimeoutMs ?? 30_000;
     this.maxRetries = opts.maxRetries ?? 8;
     this.backoff = {
-      ...DEFAULT_BACKOFF,
+      ...TRANSFER_BACKOFF,
       ...(opts.retryBaseMs !== undefined ? { baseMs: opts.retryBaseMs } : {}),
-      ...(opts.retryMaxMs !== undefined ? { maxMs: opts.retryMaxMs, maxRetryAfterMs: Math.max(opts.retryMaxMs, DEFAULT_BACKOFF.maxRetryAfterMs) } : {}),
+      ...(opts.retryMaxMs !== undefined ? { maxMs: opts.retryMaxMs, maxRetryAfterMs: Math.max(opts.retryMaxMs, TRANSFER_BACKOFF.maxRetryAfterMs) } : {}),
     };
     this.sources = opts.chunkSources ?? [];
     this.state = ResumeState.acquire(opts.stateDir);

@@ -12,7 +12,8 @@ import { sleep } from '../core/sleep.js';
 import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
 import { storageError } from '../store/fsutil.js';
 import { Store, type PublishRecord } from '../store/store.js';
-import { fetchBlobs, forgetBlobs, proxyAwareDispatcher, type ChunkEvent, type ChunkSource, type RateLimiter } from '../transfer/index.js';
+import type { RateLimiter } from '../core/rate-limiter.js';
+import { fetchBlobs, forgetBlobs, proxyAwareDispatcher, type ChunkEvent, type ChunkSource } from '../transfer/index.js';
 
 export interface PullOptions {
   store: string;

@@ -10,7 +10,6 @@ import { formatBytes } from '../core/units.js';
 import { ResumeState, currentBootId, type BlobRow } from '../state/resume.js';
 import { HashPool, type HashJob } from './hash-pool.js';
 import { OriginSession, createDispatcher, openRange, parseContentRange } from './http.js';
-import type { RateLimiter } from './limiter.js';
 import { DEFAULT_CONNECTIONS, chunkCount, planBlockSize, planChunkSize } from './plan.js';
 import { TRANSFER_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';

@@ -8,7 +8,7 @@ import { ResumeState, durableRanges } from '../state/resume.js';
 import { Engine } from './engine.js';
 import type { EngineOptions } from './types.js';
 
-export { RateLimiter, type Clock } from './limiter.js';
+export { RateLimiter, type Clock } from '../core/rate-limiter.js';
 export { proxyAwareDispatcher } from './http.js';
 export type { EngineOptions, ChunkSource, ChunkSourceRequest, ChunkEvent } from './types.js';
 

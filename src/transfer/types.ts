@@ -1,6 +1,6 @@
 import type { BlobRequest } from '../core/transfer.js';
 import type { TransferEvent } from '../core/transfer.js';
-import type { RateLimiter } from './limiter.js';
+import type { RateLimiter } from '../core/rate-limiter.js';
 
 export interface EngineOptions {
   /** `<store>/.swift-fetch/partial`: partial files live here, on the store's filesystem. */

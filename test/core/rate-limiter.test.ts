@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RateLimiter, type Clock } from '../../src/transfer/index.js';
+import { RateLimiter, type Clock } from '../../src/core/rate-limiter.js';
 
 /** Let every pending promise callback run (readers get to their next take). */
 const settle = () => new Promise<void>((r) => setImmediate(r));

@@ -6,7 +6,8 @@ import { NetworkError, StorageError } from '../core/errors.js';
 import { totalBytes, type FileEntry, type Manifest } from '../core/manifest.js';
 import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
 import { selectFiles } from '../core/select.js';
-import { blobKey, type BlobRequest, type ByteSource, type TransferEvent } from '../core/transfer.js';
+import { blobFileStem, blobKeyOf, formatBlobKey } from '../core/blob-key.js';
+import type { BlobRequest, ByteSource, TransferEvent } from '../core/transfer.js';
 import { sourceFor } from '../sources/index.js';
 import { sleep } from '../core/sleep.js';
 import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
@@ -231,19 +232,20 @@ async function fetchMissing(
       continue;
     }
     // A file the hub gives no hash for is keyed by its place in the commit: fetched, never deduplicated.
-    const key = f.sha256 || f.gitOid ? blobKey(f) : `path:${manifest.commit}:${f.path}`;
-    (pathsByKey.get(key) ?? pathsByKey.set(key, []).get(key)!).push(f.path);
-    if (requests.has(key)) continue;
+    const key = blobKeyOf(f, manifest.commit);
+    const id = formatBlobKey(key);
+    (pathsByKey.get(id) ?? pathsByKey.set(id, []).get(id)!).push(f.path);
+    if (requests.has(id)) continue;
     const req: BlobRequest = { key, label: f.path, size: f.size, origin: source.origin(manifest, f) };
     if (f.sha256) req.sha256 = f.sha256;
     if (f.gitOid) req.gitOid = f.gitOid;
-    requests.set(key, req);
+    requests.set(id, req);
   }
 
   let done = present;
   let downloaded = 0;
   let lastEmit = 0;
-  const gitOids = new Map([...requests.values()].map((r) => [r.key, r.gitOid]));
+  const gitOids = new Map([...requests.entries()].map(([id, r]) => [id, r.gitOid]));
   const onTransfer = (e: TransferEvent) => {
     if (e.type === 'progress') {
       done += e.bytes;
@@ -282,9 +284,10 @@ async function fetchMissing(
       chunkSources: opts.engineHooks?.chunkSources,
     });
     for (const b of fetched) {
-      await store.commitBlob(b.path, b.sha256, gitOids.get(b.key));
+      const id = formatBlobKey(b.key);
+      await store.commitBlob(b.path, b.sha256, gitOids.get(id));
       await pin(b.sha256);
-      for (const p of pathsByKey.get(b.key) ?? []) shas.set(p, b.sha256);
+      for (const p of pathsByKey.get(id) ?? []) shas.set(p, b.sha256);
     }
     forgetBlobs(fetched.map((b) => b.key), { stateDir: opts.stateDir });
   };
@@ -292,22 +295,22 @@ async function fetchMissing(
   // Partial files live in the (possibly shared) store, named by blob. Two pulls of different
   // revisions that share content, on this node or another, must not write one partial file at
   // once: each blob is fetched under its own lease, and blobs someone else is fetching are awaited.
-  const blobLease = (r: BlobRequest) => tryAcquireLease(store.leaseDir, `blob-${r.key.replace(':', '-')}`, { holder, ttlMs: opts.leaseTtlMs, onLost });
+  const blobLease = (r: BlobRequest) => tryAcquireLease(store.leaseDir, `blob-${blobFileStem(r.key)}`, { holder, ttlMs: opts.leaseTtlMs, onLost });
   const mine: BlobRequest[] = [];
   const leases: Lease[] = [];
   let theirs: BlobRequest[] = [];
   for (const r of requests.values()) {
     // Unhashed files are keyed by revision and path: the revision lease already covers them.
-    const lease = r.key.startsWith('path:') ? undefined : await blobLease(r);
+    const lease = r.key.kind === 'path' ? undefined : await blobLease(r);
     // Committed by someone else between our look and our lease: nothing to fetch.
     const landed = lease ? (r.sha256 ?? (r.gitOid ? await store.shaForGitOid(r.gitOid) : undefined)) : undefined;
     if (lease && landed && (await pin(landed))) {
-      for (const p of pathsByKey.get(r.key) ?? []) shas.set(p, landed);
+      for (const p of pathsByKey.get(formatBlobKey(r.key)) ?? []) shas.set(p, landed);
       done += r.size;
       await lease.release();
       continue;
     }
-    if (lease || r.key.startsWith('path:')) {
+    if (lease || r.key.kind === 'path') {
       mine.push(r);
       if (lease) leases.push(lease);
     } else {
@@ -324,7 +327,7 @@ async function fetchMissing(
     for (const r of theirs) {
       const sha = r.sha256 ?? (r.gitOid ? await store.shaForGitOid(r.gitOid) : undefined);
       if (sha && (await pin(sha))) {
-        for (const p of pathsByKey.get(r.key) ?? []) shas.set(p, sha);
+        for (const p of pathsByKey.get(formatBlobKey(r.key)) ?? []) shas.set(p, sha);
         done += r.size;
         opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });
         continue;

@@ -1,5 +1,5 @@
-import type { BlobRequest } from '../core/transfer.js';
-import type { TransferEvent } from '../core/transfer.js';
+import type { BlobKey } from '../core/blob-key.js';
+import type { BlobRequest, TransferEvent } from '../core/transfer.js';
 import type { RateLimiter } from '../core/rate-limiter.js';
 
 export interface EngineOptions {
@@ -43,7 +43,7 @@ export interface EngineOptions {
 }
 
 export interface ChunkSourceRequest {
-  key: string;
+  key: BlobKey;
   sha256?: string;
   size: number;
   /** Byte range `[start, end)` wanted. */
@@ -65,7 +65,7 @@ export interface ChunkSource {
 
 /** A chunk of `key` whose bytes `[start, end)` are durable in `path`. */
 export interface ChunkEvent {
-  key: string;
+  key: BlobKey;
   path: string;
   start: number;
   end: number;

@@ -62,8 +62,8 @@ export class PeerToken {
     return this.value;
   }
 
-  /** `authorization` header value for requests to peers. */
-  header(): string {
+  /** The `authorization` header value for requests to peers. */
+  authorization(): string {
     return `Bearer ${this.current()}`;
   }
 

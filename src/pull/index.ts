@@ -14,7 +14,7 @@ import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
 import { storageError } from '../store/fsutil.js';
 import { Store, type PublishRecord } from '../store/store.js';
 import type { RateLimiter } from '../core/rate-limiter.js';
-import { fetchBlobs, forgetBlobs, proxyAwareDispatcher, type ChunkEvent, type ChunkSource } from '../transfer/index.js';
+import { fetchBlobs, forgetBlobs, proxyAwareDispatcher, type EngineHooks } from '../transfer/index.js';
 
 export interface PullOptions {
   store: string;
@@ -41,14 +41,6 @@ export interface PullOptions {
   pollMs?: number;
 }
 
-export interface EngineHooks {
-  chunkSources?: ChunkSource[];
-  /** Fires when a chunk is durable in a partial file (the peer server advertises it). */
-  onChunk?: (e: ChunkEvent) => void;
-  /** Raw transfer events (blob start, progress, hash mismatch, verified). */
-  onEvent?: (e: TransferEvent) => void;
-}
-
 export type PullEvent =
   | { type: 'resolved'; ref: string; commit: string; files: number; bytesTotal: number }
   | { type: 'waiting'; holder: string }
@@ -68,8 +60,8 @@ export interface PullResult {
   alreadyComplete: boolean;
 }
 
-/** Files of `record` cover every selected file of the manifest, with the same content. */
-function covers(record: PublishRecord | undefined, files: readonly FileEntry[]): boolean {
+/** Files of `record` hold every selected file of the manifest, with the same content. */
+function recordHolds(record: PublishRecord | undefined, files: readonly FileEntry[]): boolean {
   if (!record) return false;
   const have = new Map(record.files.map((f) => [f.path, f]));
   return files.every((f) => {
@@ -116,7 +108,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     log?.info({ commit: manifest.commit, files: files.length, bytes: bytesTotal }, 'resolved');
 
     const existing = await store.readRecord(ref, manifest.commit);
-    if (covers(existing, files)) {
+    if (recordHolds(existing, files)) {
       // Record the revision name too (a new branch may point at a commit we already have).
       const rec = await publishFrom(store, manifest, files, existing!, complete);
       return done(ref, rec, 0, true, opts);
@@ -136,7 +128,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     for (;;) {
       opts.signal?.throwIfAborted();
       const rec = await store.readRecord(ref, manifest.commit);
-      if (covers(rec, files)) {
+      if (recordHolds(rec, files)) {
         const published = await publishFrom(store, manifest, files, rec!, complete);
         return done(ref, published, 0, true, opts);
       }

@@ -1,17 +1,13 @@
 import { request, type Dispatcher } from 'undici';
 import { NetworkError } from '../core/errors.js';
+import type { HeaderMap } from '../core/headers.js';
 import { HUB_API_BACKOFF, RETRYABLE_STATUS, backoffDelay, parseRateLimitReset, parseRetryAfter, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
 
 export interface ApiResponse {
   status: number;
-  headers: Record<string, string | string[] | undefined>;
+  headers: HeaderMap;
   body: string;
-}
-
-export function header(h: ApiResponse['headers'], name: string): string | undefined {
-  const v = h[name.toLowerCase()];
-  return Array.isArray(v) ? v[0] : v;
 }
 
 /** How long the hub asks us to wait: `Retry-After` (seconds or a date), else HF's `RateLimit` reset. */

@@ -11,7 +11,7 @@ import type { EngineOptions } from './types.js';
 
 export { RateLimiter, type Clock } from '../core/rate-limiter.js';
 export { proxyAwareDispatcher } from './http.js';
-export type { EngineOptions, ChunkSource, ChunkSourceRequest, ChunkEvent } from './types.js';
+export type { EngineOptions, EngineHooks, ChunkSource, ChunkSourceRequest, ChunkEvent } from './types.js';
 
 /**
  * Fetch and verify every blob. Each result is a file under `opts.partialDir` whose SHA-256 (or

@@ -42,6 +42,12 @@ export interface EngineOptions {
   hashWorkers?: number;
 }
 
+/**
+ * The engine's extension points as one bundle: where chunks may come from before the origin, and
+ * the events a peer server follows. P2P makes one (`P2PNode.engineHooks()`) and pulls pass it on.
+ */
+export type EngineHooks = Pick<EngineOptions, 'chunkSources' | 'onChunk' | 'onEvent'>;
+
 export interface ChunkSourceRequest {
   key: BlobKey;
   sha256?: string;

@@ -41,8 +41,7 @@ export async function apiGet(url: string, opts: GetOptions): Promise<ApiResponse
         headers: { accept: 'application/json', 'user-agent': 'swift-fetch', ...opts.headers },
         dispatcher: opts.dispatcher,
         signal: opts.signal,
-        maxRedirections: 0,
-      } as Parameters<typeof request>[1]);
+      });
       const body = await res.body.text();
       const out: ApiResponse = { status: res.statusCode, headers: res.headers, body };
       if (!RETRYABLE_STATUS.has(res.statusCode) || attempt >= retries) return out;

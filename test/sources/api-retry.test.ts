@@ -45,3 +45,23 @@ describe('hub API calls retry through the shared backoff', () => {
     }
   });
 });
+
+describe('hub API calls and redirects', () => {
+  it('a redirect is handed back, never followed (the token must not travel to where a Location points)', async () => {
+    const { createServer } = await import('node:http');
+    const seen: string[] = [];
+    const srv = createServer((req, res) => {
+      seen.push(req.url!);
+      if (req.url === '/api/a') res.writeHead(302, { location: '/api/b' }).end();
+      else res.end('{}');
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    try {
+      const res = await apiGet(`http://127.0.0.1:${(srv.address() as { port: number }).port}/api/a`, { dispatcher: agent, headers: { authorization: 'Bearer hf_x' } });
+      expect(res.status).toBe(302);
+      expect(seen).toEqual(['/api/a']);
+    } finally {
+      await new Promise((r) => srv.close(r));
+    }
+  });
+});

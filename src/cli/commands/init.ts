@@ -251,7 +251,7 @@ async function fromStore(ctx: Context, t: Tracked): Promise<PublishRecord | unde
 async function checkRecord(ctx: Context, t: Tracked, rec: PublishRecord): Promise<void> {
   if (!ctx.verify) return;
   t.state = 'verifying';
-  const problems = await verifyRecord(ctx.store, rec);
+  const problems = await verifyRecord(rec);
   if (problems.length > 0) {
     const p = problems[0]!;
     throw new IntegrityError(`${t.label}: ${problems.length} file(s) fail verification in ${rec.paths.plain}, e.g. ${p.path}: ${p.problem}`, {

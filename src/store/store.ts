@@ -136,7 +136,8 @@ export class Store {
         }
       }
       await fsp.rm(tmpPath, { force: true });
-      if (gitOid) await writeFileAtomic(join(this.internal, 'aliases', 'git', gitOid), sha256);
+      // An alias is a cache checked when read (shaForGitOid): no fsync needed.
+      if (gitOid) await writeFileAtomic(join(this.internal, 'aliases', 'git', gitOid), sha256, { durable: false });
     } catch (e) {
       throw storageError(e, dest);
     }
@@ -371,7 +372,8 @@ export class Store {
   }
 
   async touch(key: RepoKeyParts, commit: string): Promise<void> {
-    await writeFileAtomic(join(this.recordDir(key), `${commit}.used`), new Date().toISOString());
+    // A stamp for GC's LRU order; a lost or torn one falls back to the record's own time.
+    await writeFileAtomic(join(this.recordDir(key), `${commit}.used`), new Date().toISOString(), { durable: false });
   }
 
   private async lastUsed(key: RepoKeyParts, commit: string, fallback: string): Promise<string> {

@@ -1,6 +1,6 @@
 import { createReadStream, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { BlobHasher } from '../core/integrity.js';
+import { BlobHasher, checkDigests } from '../core/integrity.js';
 import type { PublishRecord } from './store.js';
 
 export interface VerifyProblem {
@@ -30,8 +30,8 @@ export async function verifyRecord(rec: PublishRecord): Promise<VerifyProblem[]>
       problems.push({ path: f.path, problem: 'size', expected: `${f.size} bytes`, found: `${st.size} bytes` });
       continue;
     }
-    const got = await hashFile(p, f.size, false);
-    if (got.sha256 !== f.sha256) problems.push({ path: f.path, problem: 'hash', expected: `sha256:${f.sha256}`, found: `sha256:${got.sha256}` });
+    const bad = checkDigests({ sha256: f.sha256 }, await hashFile(p, f.size, false));
+    if (bad) problems.push({ path: f.path, problem: 'hash', ...bad });
   }
   return problems;
 }

@@ -19,6 +19,11 @@ const REPO_PART = /^(?![.-])[A-Za-z0-9._-]{1,96}$/;
 // Git refs are permissive but we pin everything to a commit, so allow what hubs use in practice.
 const REVISION = /^(?![./])(?!.*\.\.)(?!.*\/\/)[A-Za-z0-9._\-/]{1,128}(?<![./])$/;
 
+/** A name the Hub allows for an org or a repo, and so safe as one path component under the store. */
+export function isRepoPart(s: string): boolean {
+  return REPO_PART.test(s);
+}
+
 export function isCommitId(rev: string): boolean {
   return /^[0-9a-f]{40}$/.test(rev);
 }
@@ -60,7 +65,7 @@ export function parseRef(input: string, env: NodeJS.ProcessEnv = process.env): M
   }
   const [org, name] = parts as [string, string];
   for (const p of [org, name]) {
-    if (!REPO_PART.test(p)) {
+    if (!isRepoPart(p)) {
       throw new UsageError(`invalid model reference ${JSON.stringify(input)}: bad name ${JSON.stringify(p)}`, 'ESF_BAD_REF');
     }
   }

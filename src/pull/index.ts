@@ -91,7 +91,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
       // Offline with the model already here: serve what the store has for this revision.
       if (e instanceof NetworkError && e.code === 'ESF_NETWORK') {
         const commit = await store.localCommit(ref, ref.revision);
-        const rec = commit ? await store.readRecord(ref, commit) : undefined;
+        const rec = commit ? await store.replaceableRecord(ref, commit) : undefined;
         if (rec) {
           log?.warn({ err: e.message }, 'hub unreachable; using the revision already in the store');
           return done(ref, rec, 0, true, opts);
@@ -107,7 +107,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     opts.onEvent?.({ type: 'resolved', ref: formatRef(ref), commit: manifest.commit, files: files.length, bytesTotal });
     log?.info({ commit: manifest.commit, files: files.length, bytes: bytesTotal }, 'resolved');
 
-    const existing = await store.readRecord(ref, manifest.commit);
+    const existing = await store.replaceableRecord(ref, manifest.commit);
     if (recordHolds(existing, files)) {
       // Record the revision name too (a new branch may point at a commit we already have).
       const rec = await publishFrom(store, manifest, files, existing!, complete);
@@ -127,7 +127,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     let lease: Lease | undefined;
     for (;;) {
       opts.signal?.throwIfAborted();
-      const rec = await store.readRecord(ref, manifest.commit);
+      const rec = await store.replaceableRecord(ref, manifest.commit);
       if (recordHolds(rec, files)) {
         const published = await publishFrom(store, manifest, files, rec!, complete);
         return done(ref, published, 0, true, opts);

@@ -9,7 +9,7 @@ import { isCommitId } from '../core/ref.js';
 import { freshen, hasBlob } from './blobs.js';
 import { exists, linkOrCopy, storageError, symlinkAtomic, uniqueSuffix, writeFileAtomic } from './fsutil.js';
 import type { RepoKeyParts, StoreLayout } from './layout.js';
-import { readRecord, touch, writeLocalRef, writeRecord, type PublishRecord, type RecordFile } from './records.js';
+import { replaceableRecord, touch, writeLocalRef, writeRecord, type PublishRecord, type RecordFile } from './records.js';
 
 export interface PublishInput {
   key: RepoKeyParts;
@@ -34,7 +34,7 @@ export async function publish(l: StoreLayout, input: PublishInput): Promise<Publ
     if (!(await hasBlob(l, f.sha256))) throw new StorageError(`blob ${f.sha256} of ${f.path} vanished from ${l.root} before publishing (removed by another process?)`, 'ESF_BLOB_MISSING');
     await freshen(l.blobPath(f.sha256));
   }
-  const previous = await readRecord(l, key, commit);
+  const previous = await replaceableRecord(l, key, commit);
   const files = mergeFiles(previous?.files ?? [], input.files.map(toRecordFile));
   try {
     const paths = l.viewPaths(key, commit);

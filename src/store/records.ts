@@ -5,11 +5,15 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { NotFoundError } from '../core/errors.js';
-import type { Hub } from '../core/ref.js';
-import { isCommitId } from '../core/ref.js';
+import { z } from 'zod';
+import { NotFoundError, StorageError, isSwiftFetchError } from '../core/errors.js';
+import { validateListing } from '../core/paths.js';
+import { isCommitId, isRepoPart, repoKey, type Hub } from '../core/ref.js';
 import { readText, writeFileAtomic } from './fsutil.js';
 import type { RepoKeyParts, StoreLayout, ViewPaths } from './layout.js';
+
+/** The record format this code writes and reads; a record of another version is refused, not guessed at. */
+export const RECORD_VERSION = 1;
 
 export interface RecordFile {
   path: string;
@@ -45,6 +49,80 @@ export interface PublishRecord {
   paths: ViewPaths;
 }
 
+const hex = (n: number) => z.string().regex(new RegExp(`^[0-9a-f]{${n}}$`), `expected ${n} lowercase hex digits`);
+const size = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+/** One file of a record, as stored (and as bundles carry it). */
+export const recordFileSchema = z.object({
+  path: z.string(),
+  size,
+  sha256: hex(64),
+  gitOid: hex(40).optional(),
+  lfs: z.boolean(),
+  verified: z.boolean(),
+});
+
+/**
+ * A record as stored. Unknown keys are dropped rather than refused, so a later version-1 writer
+ * may add fields. `paths` is never trusted (readers place the views under their own root).
+ */
+const storedRecordSchema = z.object({
+  version: z.literal(RECORD_VERSION),
+  hub: z.enum(['hf', 'ms']),
+  org: z.string(),
+  name: z.string(),
+  commit: hex(40),
+  revisions: z.array(z.string()),
+  files: z.array(recordFileSchema),
+  bytes: size,
+  complete: z.boolean(),
+  publishedAt: z.string(),
+  lastUsedAt: z.string(),
+});
+
+const BAD_RECORD = 'ESF_BAD_RECORD';
+
+/** A record that cannot be read as one (torn, edited, foreign): exit 6, naming the file and the way out. */
+export function isDamagedRecord(e: unknown): boolean {
+  return isSwiftFetchError(e) && (e.code === BAD_RECORD || e.code === 'ESF_RECORD_VERSION');
+}
+
+/**
+ * Parse a record file. Whatever it holds is checked as untrusted input - its names and paths by
+ * the same rules as a hub listing, and that it describes the revision its place in the store says -
+ * because its names become paths under the store.
+ */
+export function parseRecord(text: string, file: string, expect: { repoKey: string; commit: string }): Omit<PublishRecord, 'paths'> {
+  const damaged = (why: string) =>
+    new StorageError(`damaged publish record ${file}: ${why}; pull the model again to rewrite it (or delete the file)`, BAD_RECORD);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw damaged(`not JSON (${(e as Error).message}): torn by a crash, or written by another program`);
+  }
+  const version = (raw as { version?: unknown } | null)?.version;
+  if (typeof version === 'number' && version !== RECORD_VERSION) {
+    throw new StorageError(`publish record ${file} is format version ${version}; this swift-fetch reads version ${RECORD_VERSION} (was the store written by a newer one?)`, 'ESF_RECORD_VERSION');
+  }
+  const r = storedRecordSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw damaged(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  const rec = r.data;
+  for (const part of [rec.org, rec.name]) if (!isRepoPart(part)) throw damaged(`${JSON.stringify(part)} is not a repo name`);
+  if (repoKey(rec) !== expect.repoKey || rec.commit !== expect.commit) {
+    throw damaged(`it describes ${rec.hub}://${rec.org}/${rec.name}@${rec.commit}, not the revision its place in the store names`);
+  }
+  try {
+    validateListing(rec.files.map((f) => f.path));
+  } catch (e) {
+    throw damaged((e as Error).message);
+  }
+  return rec as Omit<PublishRecord, 'paths'>;
+}
+
 export async function writeRecord(l: StoreLayout, rec: PublishRecord): Promise<void> {
   await writeFileAtomic(l.recordPath(rec, rec.commit), JSON.stringify({ ...rec, paths: l.relativePaths(rec.paths) }, null, 2));
 }
@@ -54,10 +132,15 @@ export async function writeLocalRef(l: StoreLayout, key: RepoKeyParts, revision:
   if (!isCommitId(revision)) await writeFileAtomic(l.localRefPath(key, revision), commit);
 }
 
+/** The record of one revision; undefined when there is none, StorageError (isDamagedRecord) when it is unreadable. */
 export async function readRecord(l: StoreLayout, key: RepoKeyParts, commit: string): Promise<PublishRecord | undefined> {
-  const text = await readText(l.recordPath(key, commit));
+  return readRecordFile(l, l.recordPath(key, commit), { repoKey: repoKey(key), commit });
+}
+
+async function readRecordFile(l: StoreLayout, file: string, expect: { repoKey: string; commit: string }): Promise<PublishRecord | undefined> {
+  const text = await readText(file);
   if (text === undefined) return undefined;
-  return located(l, JSON.parse(text) as PublishRecord);
+  return located(l, parseRecord(text, file, expect));
 }
 
 /** The commit a revision name pointed at when last pulled into this store (offline lookup). */
@@ -88,9 +171,9 @@ export async function listRecords(l: StoreLayout): Promise<PublishRecord[]> {
   for (const repo of repos.sort()) {
     for (const file of (await fsp.readdir(join(l.recordsDir, repo)).catch(() => [] as string[])).sort()) {
       if (!file.endsWith('.json')) continue;
-      const text = await readText(join(l.recordsDir, repo, file));
-      if (!text) continue;
-      out.push(await located(l, JSON.parse(text) as PublishRecord));
+      // The folder is repoKey(record) and the file its commit: a record elsewhere is not one.
+      const rec = await readRecordFile(l, join(l.recordsDir, repo, file), { repoKey: repo, commit: file.slice(0, -'.json'.length) });
+      if (rec) out.push(rec);
     }
   }
   return out;
@@ -113,8 +196,21 @@ export async function touch(l: StoreLayout, key: RepoKeyParts, commit: string): 
   await writeFileAtomic(l.usedPath(key, commit), new Date().toISOString(), { durable: false });
 }
 
+/**
+ * The record of a revision about to be (re)written, or undefined when there is none or it is
+ * damaged: what replaces it is freshly verified, so a damaged one is repaired, not fatal.
+ */
+export async function replaceableRecord(l: StoreLayout, key: RepoKeyParts, commit: string): Promise<PublishRecord | undefined> {
+  try {
+    return await readRecord(l, key, commit);
+  } catch (e) {
+    if (isDamagedRecord(e)) return undefined;
+    throw e;
+  }
+}
+
 /** A record as read from disk: its view paths placed under this store's root, its last use from the stamp. */
-async function located(l: StoreLayout, rec: PublishRecord): Promise<PublishRecord> {
+async function located(l: StoreLayout, rec: Omit<PublishRecord, 'paths'>): Promise<PublishRecord> {
   const t = (await readText(l.usedPath(rec, rec.commit)))?.trim();
   const lastUsedAt = t && !Number.isNaN(Date.parse(t)) ? t : rec.lastUsedAt;
   return { ...rec, lastUsedAt, paths: l.viewPaths(rec, rec.commit) };

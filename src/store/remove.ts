@@ -8,7 +8,7 @@ import { repoKey } from '../core/ref.js';
 import { exists, readText, storageError, uniqueSuffix } from './fsutil.js';
 import type { RepoKeyParts, StoreLayout } from './layout.js';
 import { listLeases } from './lease.js';
-import { readRecord, repoRecords } from './records.js';
+import { isDamagedRecord, replaceableRecord, repoRecords } from './records.js';
 
 /**
  * Remove one revision from every view and forget its record. Readers never see a half-removed
@@ -16,7 +16,8 @@ import { readRecord, repoRecords } from './records.js';
  * Blobs stay; sweepBlobs() frees those no view links any more.
  */
 export async function removeRevision(l: StoreLayout, key: RepoKeyParts, commit: string): Promise<void> {
-  const rec = await readRecord(l, key, commit);
+  // A damaged record is removed too; its HF blob names are then left for a later collection.
+  const rec = await replaceableRecord(l, key, commit);
   const trash = join(l.trashDir, uniqueSuffix());
   try {
     await fsp.mkdir(trash, { recursive: true });
@@ -35,9 +36,13 @@ export async function removeRevision(l: StoreLayout, key: RepoKeyParts, commit: 
       // Drop the HF blob names no remaining snapshot of this repo uses, so their link counts
       // fall - unless a pull of this repo is running: it may have linked a name it shares with
       // us before writing its record. A later collection removes what is left.
+      // A damaged record of another revision hides which names it needs: then keep them all too.
       const repoBusy = (await listLeases(l.leaseDir)).some((x) => !x.expired && x.name.startsWith(`${repoKey(key)}@`));
-      if (!repoBusy) {
-        const others = await repoRecords(l, key);
+      const others = repoBusy ? undefined : await repoRecords(l, key).catch((e: unknown) => {
+        if (isDamagedRecord(e)) return undefined;
+        throw e;
+      });
+      if (others) {
         const keep = new Set(others.filter((r) => r.commit !== commit).flatMap((r) => r.files.map((f) => hfEtag(f))));
         for (const f of rec?.files ?? []) {
           const etag = hfEtag(f);

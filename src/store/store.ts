@@ -11,7 +11,7 @@
 import { commitBlob, freshen, hasBlob, initStore, shaForGitOid } from './blobs.js';
 import { StoreLayout, type RepoKeyParts } from './layout.js';
 import { publish, type PublishInput } from './publish.js';
-import { findRecord, listRecords, localCommit, readRecord, touch, type PublishRecord } from './records.js';
+import { findRecord, listRecords, localCommit, readRecord, replaceableRecord, touch, type PublishRecord } from './records.js';
 import { removeRevision } from './remove.js';
 import { sweepBlobs, usage } from './sweep.js';
 
@@ -50,6 +50,10 @@ export class Store extends StoreLayout {
   // ---- records and refs
   readRecord(key: RepoKeyParts, commit: string): Promise<PublishRecord | undefined> {
     return readRecord(this, key, commit);
+  }
+  /** The record of a revision about to be re-verified: a damaged one counts as none (it will be rewritten). */
+  replaceableRecord(key: RepoKeyParts, commit: string): Promise<PublishRecord | undefined> {
+    return replaceableRecord(this, key, commit);
   }
   /** The commit a revision name pointed at when last pulled into this store (offline lookup). */
   localCommit(key: RepoKeyParts, revision: string): Promise<string | undefined> {

@@ -83,7 +83,11 @@ describe('resume after SIGKILL', () => {
     // Only what was missing, plus at most what an end-game split cut off mid-flight.
     expect(secondBytes).toBeGreaterThanOrEqual(size - resumed);
     expect(secondBytes).toBeLessThanOrEqual(size - resumed + 4 * MiB);
-    // Total origin traffic: the file plus at most what was in flight at the kill.
+    // Total origin traffic: the file plus at most what was in flight at the kill. This is looser
+    // than DESIGN.md's goal (waste <= 2 % of the file) on purpose: on a 48 MiB file over loopback,
+    // socket buffers alone hold several percent, so the ratio would test the kernel, not us. The
+    // bound pins the mechanism (only in-flight bytes are lost, whatever the file size); the 2 %
+    // goal is measured on a 2 GiB file in bench/ (docs/benchmarks.md, "Resume").
     expect(sentBeforeKill + secondBytes).toBeLessThanOrEqual(size + connections * 2 * MiB);
     expect(readdirSync(spec.opts.partialDir)).toHaveLength(1);
   });

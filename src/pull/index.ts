@@ -7,7 +7,7 @@ import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { NetworkError, StorageError } from '../core/errors.js';
+import { NetworkError, NotFoundError, StorageError } from '../core/errors.js';
 import { totalBytes, type FileEntry, type Manifest } from '../core/manifest.js';
 import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
 import { selectFiles } from '../core/select.js';
@@ -44,9 +44,10 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
     const resolved = await resolveOrOffline(source, ref, store, opts, log);
     if ('offline' in resolved) return done(ref, resolved.offline, 0, true, opts);
     const { manifest } = resolved;
-    // Only now, with a validated listing in hand, touch the store.
-    await store.init();
     const files = selectFiles(manifest.files, opts.include, opts.exclude);
+    if (files.length === 0 && manifest.files.length > 0) throw nothingSelected(ref, manifest, opts);
+    // Only now, with a validated listing and a selection in hand, touch the store.
+    await store.init();
     const rev: Revision = { ref, store, manifest, files, complete: files.length === manifest.files.length, log };
     const bytesTotal = totalBytes(files);
     opts.onEvent?.({ type: 'resolved', ref: formatRef(ref), commit: manifest.commit, files: files.length, bytesTotal });
@@ -55,6 +56,15 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
   } finally {
     await dispatcher.close().catch(() => undefined);
   }
+}
+
+/** --include/--exclude left nothing: publishing an empty revision would be a silent success. */
+function nothingSelected(ref: ModelRef, manifest: Manifest, opts: PullOptions): NotFoundError {
+  const said = [
+    ...(opts.include?.length ? [`--include ${opts.include.map((p) => JSON.stringify(p)).join(' ')}`] : []),
+    ...(opts.exclude?.length ? [`--exclude ${opts.exclude.map((p) => JSON.stringify(p)).join(' ')}`] : []),
+  ].join(' ');
+  return new NotFoundError(`no file of ${formatRef(ref)} (${manifest.files.length} files at ${manifest.commit.slice(0, 12)}) is selected by ${said}`, 'ESF_NO_FILE_SELECTED');
 }
 
 /** The hub's listing; offline, the revision the store already holds, if it holds one. */

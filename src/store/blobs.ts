@@ -3,13 +3,13 @@
  */
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { exists, readText, storageError, writeFileAtomic } from './fsutil.js';
+import { ensureDir, exists, isRealDirBelow, readText, storageError, writeFileAtomic } from './fsutil.js';
 import type { StoreLayout } from './layout.js';
 
 /** Create the store's internal folders (the views appear with their first publish). */
 export async function initStore(l: StoreLayout): Promise<void> {
   try {
-    for (const d of [l.partialDir, l.tmpDir, l.leaseDir, l.blobsDir]) await fsp.mkdir(d, { recursive: true });
+    for (const d of [l.partialDir, l.tmpDir, l.leaseDir, l.blobsDir]) await ensureDir(l.root, d);
   } catch (e) {
     throw storageError(e, l.root);
   }
@@ -33,7 +33,7 @@ export async function shaForGitOid(l: StoreLayout, oid: string): Promise<string 
 export async function commitBlob(l: StoreLayout, tmpPath: string, sha256: string, gitOid?: string): Promise<string> {
   const dest = l.blobPath(sha256);
   try {
-    await fsp.mkdir(join(dest, '..'), { recursive: true });
+    await ensureDir(l.root, join(dest, '..'));
     await fsp.chmod(tmpPath, 0o444);
     try {
       await fsp.link(tmpPath, dest);
@@ -49,7 +49,7 @@ export async function commitBlob(l: StoreLayout, tmpPath: string, sha256: string
     }
     await fsp.rm(tmpPath, { force: true });
     // An alias is a cache checked when read (shaForGitOid): no fsync needed.
-    if (gitOid) await writeFileAtomic(join(l.aliasDir, gitOid), sha256, { durable: false });
+    if (gitOid) await writeFileAtomic(join(l.aliasDir, gitOid), sha256, { durable: false, within: l.root });
   } catch (e) {
     throw storageError(e, dest);
   }
@@ -62,11 +62,16 @@ export async function freshen(blob: string): Promise<void> {
   await fsp.utimes(blob, now, now).catch(() => undefined);
 }
 
-/** Every blob in the blob store: its name (the SHA-256) and path. */
+/**
+ * Every blob in the blob store: its name (the SHA-256) and path. Only real folders and regular
+ * files count: a link planted there is not a blob, and a sweep must never delete through one.
+ */
 export async function* listBlobs(l: StoreLayout): AsyncGenerator<{ name: string; path: string }> {
-  for (const fan of await fsp.readdir(l.blobsDir).catch(() => [] as string[])) {
-    for (const name of await fsp.readdir(join(l.blobsDir, fan)).catch(() => [] as string[])) {
-      yield { name, path: join(l.blobsDir, fan, name) };
+  if (!(await isRealDirBelow(l.root, l.blobsDir))) return;
+  for (const fan of await fsp.readdir(l.blobsDir, { withFileTypes: true }).catch(() => [])) {
+    if (!fan.isDirectory()) continue;
+    for (const blob of await fsp.readdir(join(l.blobsDir, fan.name), { withFileTypes: true }).catch(() => [])) {
+      if (blob.isFile()) yield { name: blob.name, path: join(l.blobsDir, fan.name, blob.name) };
     }
   }
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
-import { dirname } from 'node:path';
+import { promises as fsp, type Stats } from 'node:fs';
+import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { StorageError } from '../core/errors.js';
 
 export function uniqueSuffix(): string {
@@ -15,6 +15,58 @@ export interface WriteOptions {
    * false and skip the cost.
    */
   durable?: boolean;
+  /**
+   * The store root the file lives under: every folder between it and the file must be a real
+   * directory (see ensureDir). Without it, folders are made with a plain mkdir -p.
+   */
+  within?: string;
+}
+
+/** lstat that answers undefined for a missing path. */
+export async function lstatOrUndefined(path: string): Promise<Stats | undefined> {
+  try {
+    return await fsp.lstat(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+export function foreignLink(path: string): StorageError {
+  return new StorageError(
+    `refusing to follow ${path}: it is a symbolic link the store did not make, and writing through it could land outside the store; remove it`,
+    'ESF_FOREIGN_LINK',
+  );
+}
+
+/**
+ * mkdir -p for a folder inside the store that never follows a symbolic link below `root`: the
+ * store makes no links on folder paths, so one there was planted, and following it would write
+ * outside the store. (The root itself may be a link: that is where the user put the store.)
+ * Returns the first folder it created, like mkdir -p.
+ */
+export async function ensureDir(root: string, dir: string): Promise<string | undefined> {
+  const rel = relative(root, dir);
+  if (rel.startsWith('..') || isAbsolute(rel)) throw new Error(`internal error: ${dir} is not inside the store ${root}`);
+  let created = await fsp.mkdir(root, { recursive: true });
+  let cur = root;
+  for (const part of rel === '' ? [] : rel.split(sep)) {
+    cur = join(cur, part);
+    let st = await lstatOrUndefined(cur);
+    if (st === undefined) {
+      try {
+        await fsp.mkdir(cur);
+        created ??= cur;
+        continue;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        st = await fsp.lstat(cur);
+      }
+    }
+    if (st.isSymbolicLink()) throw foreignLink(cur);
+    if (!st.isDirectory()) throw new StorageError(`${cur} is in the way: the store needs a folder there`, 'ESF_NOT_A_FOLDER');
+  }
+  return created;
 }
 
 /**
@@ -26,7 +78,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, o
   const dir = dirname(path);
   const tmp = `${path}.tmp-${uniqueSuffix()}`;
   try {
-    const created = await fsp.mkdir(dir, { recursive: true });
+    const created = opts.within === undefined ? await fsp.mkdir(dir, { recursive: true }) : await ensureDir(opts.within, dir);
     const fh = await fsp.open(tmp, 'wx');
     try {
       await fh.writeFile(data);
@@ -42,10 +94,19 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, o
   }
 }
 
-/** Replace (or create) a symlink atomically, and durably: a revision link is a ref. */
-export async function symlinkAtomic(target: string, path: string): Promise<void> {
+/** Whether every folder below `root` down to `dir` exists as a real directory (no link on the way). */
+export async function isRealDirBelow(root: string, dir: string): Promise<boolean> {
+  for (let cur = dir; cur !== root && cur.startsWith(root); cur = dirname(cur)) {
+    const st = await lstatOrUndefined(cur);
+    if (!st?.isDirectory()) return false;
+  }
+  return true;
+}
+
+/** Replace (or create) a symlink atomically, and durably: a revision link is a ref. `within`: as for writeFileAtomic. */
+export async function symlinkAtomic(target: string, path: string, within?: string): Promise<void> {
   const dir = dirname(path);
-  const created = await fsp.mkdir(dir, { recursive: true });
+  const created = within === undefined ? await fsp.mkdir(dir, { recursive: true }) : await ensureDir(within, dir);
   const tmp = `${path}.tmp-${uniqueSuffix()}`;
   await fsp.symlink(target, tmp);
   try {
@@ -83,19 +144,24 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/** Hard-link `src` at `dest` (same content, one copy on disk); fall back to a copy where links are not allowed. */
-export async function linkOrCopy(src: string, dest: string): Promise<void> {
+/**
+ * Hard-link `src` at a new name `dest`; false (and nothing made) where the filesystem refuses a
+ * link: another filesystem, links not allowed, or `src` at its link limit.
+ */
+export async function tryLink(src: string, dest: string): Promise<boolean> {
   try {
     await fsp.link(src, dest);
+    return true;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return;
-    if (code === 'EXDEV' || code === 'EPERM' || code === 'ENOTSUP' || code === 'EMLINK') {
-      await fsp.copyFile(src, dest);
-      return;
-    }
+    if (code === 'EXDEV' || code === 'EPERM' || code === 'ENOTSUP' || code === 'EMLINK') return false;
     throw e;
   }
+}
+
+/** Hard-link `src` at a new name `dest` (same content, one copy on disk); a copy where links are refused. */
+export async function linkOrCopy(src: string, dest: string): Promise<void> {
+  if (!(await tryLink(src, dest))) await fsp.copyFile(src, dest);
 }
 
 export async function readText(path: string): Promise<string | undefined> {

@@ -2,12 +2,12 @@
  * Publishing a revision: make every view show it, whole, and record what was verified.
  */
 import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { StorageError } from '../core/errors.js';
 import { hfEtag, totalBytes, type FileEntry } from '../core/manifest.js';
 import { isCommitId } from '../core/ref.js';
 import { freshen, hasBlob } from './blobs.js';
-import { exists, linkOrCopy, storageError, symlinkAtomic, uniqueSuffix, writeFileAtomic } from './fsutil.js';
+import { ensureDir, foreignLink, linkOrCopy, lstatOrUndefined, storageError, symlinkAtomic, tryLink, uniqueSuffix, writeFileAtomic } from './fsutil.js';
 import type { RepoKeyParts, StoreLayout } from './layout.js';
 import { replaceableRecord, touch, writeLocalRef, writeRecord, type PublishRecord, type RecordFile } from './records.js';
 
@@ -36,11 +36,14 @@ export async function publish(l: StoreLayout, input: PublishInput): Promise<Publ
   }
   const previous = await replaceableRecord(l, key, commit);
   const files = mergeFiles(previous?.files ?? [], input.files.map(toRecordFile));
+  // What the record being replaced says a path held; it vouches for copies (see putEntry).
+  const before = new Map((previous?.files ?? []).map((f) => [f.path, f.sha256]));
+  const vouched = (f: StoredFile) => before.get(f.path) === f.sha256;
   try {
     const paths = l.viewPaths(key, commit);
-    await buildTree(l, paths.plain, input.files, (f) => ({ kind: 'link', src: l.blobPath(f.sha256) }));
-    if (key.hub === 'hf') await publishHf(l, input);
-    else await publishMs(l, input);
+    await buildTree(l, paths.plain, input.files, (f) => ({ kind: 'link', src: l.blobPath(f.sha256) }), vouched);
+    if (key.hub === 'hf') await publishHf(l, input, vouched);
+    else await publishMs(l, input, vouched);
     const revisions = [...new Set([...(previous?.revisions ?? []), ...(isCommitId(input.revision) ? [] : [input.revision])])];
     const now = new Date().toISOString();
     const record: PublishRecord = {
@@ -66,80 +69,118 @@ export async function publish(l: StoreLayout, input: PublishInput): Promise<Publ
   }
 }
 
-async function publishHf(l: StoreLayout, input: PublishInput): Promise<void> {
+async function publishHf(l: StoreLayout, input: PublishInput, vouched: (f: StoredFile) => boolean): Promise<void> {
   const repo = l.hfRepoDir(input.key);
-  await fsp.mkdir(join(repo, 'blobs'), { recursive: true });
-  for (const f of input.files) {
-    await linkOrCopy(l.blobPath(f.sha256), join(repo, 'blobs', hfEtag(f)));
-  }
+  const blobs = join(repo, 'blobs');
+  await ensureDir(l.root, blobs);
+  for (const f of input.files) await putEntry(join(blobs, hfEtag(f)), { kind: 'link', src: l.blobPath(f.sha256) }, vouched(f));
   const snap = join(repo, 'snapshots', input.commit);
   // Relative links, exactly as huggingface_hub makes them: one more "../" per directory level.
   await buildTree(l, snap, input.files, (f) => ({
     kind: 'symlink',
     target: `${'../'.repeat(2 + f.path.split('/').length - 1)}blobs/${hfEtag(f)}`,
-  }));
+  }), () => false);
   if (!isCommitId(input.revision)) {
     // huggingface_hub writes refs/<rev> without a trailing newline.
-    await writeFileAtomic(join(repo, 'refs', ...input.revision.split('/')), input.commit);
+    await writeFileAtomic(join(repo, 'refs', ...input.revision.split('/')), input.commit, { within: l.root });
   }
 }
 
-async function publishMs(l: StoreLayout, input: PublishInput): Promise<void> {
+async function publishMs(l: StoreLayout, input: PublishInput, vouched: (f: StoredFile) => boolean): Promise<void> {
   // modelscope (modelscope_hub) reads <cache>/models/<org>--<name>/snapshots/<revision>/ offline,
   // trying the requested revision, then master/main. The commit directory holds the files; the
   // revision names are symlinks to it, swapped atomically when a branch moves.
   const snaps = join(l.msRepoDir(input.key), 'snapshots');
   const dir = join(snaps, input.commit);
-  await buildTree(l, dir, input.files, (f) => ({ kind: 'link', src: l.blobPath(f.sha256) }));
+  await buildTree(l, dir, input.files, (f) => ({ kind: 'link', src: l.blobPath(f.sha256) }), vouched);
   if (!isCommitId(input.revision) && !input.revision.includes('/')) {
-    await symlinkAtomic(input.commit, join(snaps, input.revision));
+    await symlinkAtomic(input.commit, join(snaps, input.revision), l.root);
   }
 }
 
+/** A file of a view: a hard link to (or copy of) a blob, or a relative symlink (HF snapshots). */
+type ViewEntry = { kind: 'link'; src: string } | { kind: 'symlink'; target: string };
+
 /**
  * Make `dir` contain every given file. A missing dir is built completely in tmp/ and renamed
- * into place (so it appears whole); an existing one gets each missing entry by an atomic rename.
+ * into place (so it appears whole); an existing one gets each missing or wrong entry by an atomic
+ * rename. No folder on the way may be a link (ensureDir): the store never makes one there.
  */
-async function buildTree(
-  l: StoreLayout,
-  dir: string,
-  files: readonly StoredFile[],
-  entry: (f: StoredFile) => { kind: 'link'; src: string } | { kind: 'symlink'; target: string },
-): Promise<void> {
-  const place = async (base: string, f: StoredFile, atomic: boolean) => {
-    const dest = join(base, ...f.path.split('/'));
-    await fsp.mkdir(join(dest, '..'), { recursive: true });
-    const e = entry(f);
-    const tmp = atomic ? `${dest}.tmp-${uniqueSuffix()}` : dest;
-    if (e.kind === 'link') await linkOrCopy(e.src, tmp);
-    else await fsp.symlink(e.target, tmp);
-    if (atomic) await fsp.rename(tmp, dest);
-  };
-  if (await exists(dir)) {
-    for (const f of files) {
-      if (!(await exists(join(dir, ...f.path.split('/'))))) await place(dir, f, true);
-    }
-    return;
-  }
+async function buildTree(l: StoreLayout, dir: string, files: readonly StoredFile[], entry: (f: StoredFile) => ViewEntry, vouched: (f: StoredFile) => boolean): Promise<void> {
+  await ensureDir(l.root, dirname(dir));
+  const st = await lstatOrUndefined(dir);
+  if (st?.isSymbolicLink()) throw foreignLink(dir);
+  if (st) return fillIn(l, dir, files, entry, vouched);
   // Stage at the same depth below tmp/ as the final dir has below its parent's parent, so
   // relative symlinks need no rewriting when the directory moves.
+  await ensureDir(l.root, l.tmpDir);
   const stage = join(l.tmpDir, `stage-${uniqueSuffix()}`, 'snap');
   await fsp.mkdir(stage, { recursive: true });
   try {
-    for (const f of files) await place(stage, f, false);
-    await fsp.mkdir(join(dir, '..'), { recursive: true });
+    for (const f of files) {
+      const dest = join(stage, ...f.path.split('/'));
+      await fsp.mkdir(dirname(dest), { recursive: true });
+      const e = entry(f);
+      if (e.kind === 'link') await linkOrCopy(e.src, dest);
+      else await fsp.symlink(e.target, dest);
+    }
     try {
       await fsp.rename(stage, dir);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
       // Someone published the same revision meanwhile: add what they lack, keep theirs.
-      for (const f of files) {
-        if (!(await exists(join(dir, ...f.path.split('/'))))) await place(dir, f, true);
-      }
+      await fillIn(l, dir, files, entry, vouched);
     }
   } finally {
-    await fsp.rm(join(stage, '..'), { recursive: true, force: true });
+    await fsp.rm(dirname(stage), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Give an existing view dir every file, replacing each entry that is not exactly what the store
+ * would make: a file planted or left there (a link to elsewhere, other content from a forged
+ * record) is never trusted because of its name.
+ */
+async function fillIn(l: StoreLayout, dir: string, files: readonly StoredFile[], entry: (f: StoredFile) => ViewEntry, vouched: (f: StoredFile) => boolean): Promise<void> {
+  const checked = new Set<string>();
+  for (const f of files) {
+    const dest = join(dir, ...f.path.split('/'));
+    const parent = dirname(dest);
+    if (!checked.has(parent)) {
+      await ensureDir(l.root, parent);
+      checked.add(parent);
+    }
+    await putEntry(dest, entry(f), vouched(f));
+  }
+}
+
+/**
+ * Make `dest` exactly `e`, in one rename (a reader sees the old entry or the new one), unless it
+ * already is: the exact symlink, or the blob itself (same inode). A file that is not the blob is
+ * replaced by a link to it; only where the filesystem refuses links, so that views hold copies,
+ * is a regular file of the right size kept when `vouched` (the record being replaced said this
+ * path held this content) - copying every file again on each publish would cost too much there.
+ */
+async function putEntry(dest: string, e: ViewEntry, vouched: boolean): Promise<void> {
+  const st = await lstatOrUndefined(dest);
+  const tmp = `${dest}.tmp-${uniqueSuffix()}`;
+  try {
+    if (e.kind === 'symlink') {
+      if (st?.isSymbolicLink() && (await fsp.readlink(dest)) === e.target) return;
+      await fsp.symlink(e.target, tmp);
+    } else {
+      const blob = await fsp.stat(e.src);
+      if (st?.isFile() && st.ino === blob.ino && st.dev === blob.dev) return;
+      if (!(await tryLink(e.src, tmp))) {
+        if (st?.isFile() && vouched && st.size === blob.size) return;
+        await fsp.copyFile(e.src, tmp);
+      }
+    }
+    await fsp.rename(tmp, dest);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
   }
 }
 

@@ -124,12 +124,12 @@ export function parseRecord(text: string, file: string, expect: { repoKey: strin
 }
 
 export async function writeRecord(l: StoreLayout, rec: PublishRecord): Promise<void> {
-  await writeFileAtomic(l.recordPath(rec, rec.commit), JSON.stringify({ ...rec, paths: l.relativePaths(rec.paths) }, null, 2));
+  await writeFileAtomic(l.recordPath(rec, rec.commit), JSON.stringify({ ...rec, paths: l.relativePaths(rec.paths) }, null, 2), { within: l.root });
 }
 
 /** Remember which commit `revision` names, for offline lookups (a commit id needs no ref). */
 export async function writeLocalRef(l: StoreLayout, key: RepoKeyParts, revision: string, commit: string): Promise<void> {
-  if (!isCommitId(revision)) await writeFileAtomic(l.localRefPath(key, revision), commit);
+  if (!isCommitId(revision)) await writeFileAtomic(l.localRefPath(key, revision), commit, { within: l.root });
 }
 
 /** The record of one revision; undefined when there is none, StorageError (isDamagedRecord) when it is unreadable. */
@@ -193,7 +193,7 @@ export async function repoRecords(l: StoreLayout, key: RepoKeyParts): Promise<Pu
 /** Stamp a revision as used now (GC evicts the least recently used first). */
 export async function touch(l: StoreLayout, key: RepoKeyParts, commit: string): Promise<void> {
   // A stamp for GC's LRU order; a lost or torn one falls back to the record's own time.
-  await writeFileAtomic(l.usedPath(key, commit), new Date().toISOString(), { durable: false });
+  await writeFileAtomic(l.usedPath(key, commit), new Date().toISOString(), { durable: false, within: l.root });
 }
 
 /**

@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { hfEtag } from '../core/manifest.js';
 import { repoKey } from '../core/ref.js';
-import { exists, readText, storageError, uniqueSuffix } from './fsutil.js';
+import { ensureDir, exists, readText, storageError, uniqueSuffix } from './fsutil.js';
 import type { RepoKeyParts, StoreLayout } from './layout.js';
 import { listLeases } from './lease.js';
 import { isDamagedRecord, replaceableRecord, repoRecords } from './records.js';
@@ -20,7 +20,7 @@ export async function removeRevision(l: StoreLayout, key: RepoKeyParts, commit: 
   const rec = await replaceableRecord(l, key, commit);
   const trash = join(l.trashDir, uniqueSuffix());
   try {
-    await fsp.mkdir(trash, { recursive: true });
+    await ensureDir(l.root, trash);
   } catch (e) {
     throw storageError(e, l.root);
   }

@@ -4,7 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { hasBlob, listBlobs } from './blobs.js';
-import { readText, storageError } from './fsutil.js';
+import { isRealDirBelow, readText, storageError } from './fsutil.js';
 import type { StoreLayout } from './layout.js';
 import { listRecords } from './records.js';
 
@@ -34,10 +34,12 @@ export async function sweepBlobs(l: StoreLayout, opts: { graceMs?: number; immed
       freedBytes += st.size;
       freedBlobs++;
     }
-    // Aliases (git oid -> sha256) whose blob is gone are stale.
-    for (const oid of await fsp.readdir(l.aliasDir).catch(() => [] as string[])) {
-      const sha = (await readText(join(l.aliasDir, oid)))?.trim();
-      if (!sha || !(await hasBlob(l, sha))) await fsp.rm(join(l.aliasDir, oid), { force: true });
+    // Aliases (git oid -> sha256) whose blob is gone are stale. (Never through a planted link.)
+    const aliases = (await isRealDirBelow(l.root, l.aliasDir)) ? await fsp.readdir(l.aliasDir, { withFileTypes: true }).catch(() => []) : [];
+    for (const a of aliases) {
+      if (!a.isFile()) continue;
+      const sha = (await readText(join(l.aliasDir, a.name)))?.trim();
+      if (!sha || !(await hasBlob(l, sha))) await fsp.rm(join(l.aliasDir, a.name), { force: true });
     }
   } catch (e) {
     throw storageError(e, l.root);

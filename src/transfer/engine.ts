@@ -1,6 +1,6 @@
-import { open, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
+import { lstat, open, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { constants as fsc, mkdirSync } from 'node:fs';
 import type { Dispatcher } from 'undici';
 import { IntegrityError, NetworkError, StorageError, isSwiftFetchError } from '../core/errors.js';
 import { blobFileStem, formatBlobKey, type BlobKey } from '../core/blob-key.js';
@@ -401,17 +401,19 @@ export class Engine {
     let resumed: number[] = [];
     let fileId: string | undefined;
     try {
-      const st = await stat(j.path, { bigint: true }).catch(() => undefined);
+      // lstat and O_NOFOLLOW: a link planted at our partial file's name is never written through.
+      const st = await lstat(j.path, { bigint: true }).catch(() => undefined);
       const same = row && st && row.path === j.path && row.size === size && row.fileId === fileIdOf(st) && st.size === BigInt(size);
       j.spanSize = planChunkSize(size, this.connections, this.opts.chunkSize);
       if (same) {
-        j.fh = await open(j.path, 'r+');
+        j.fh = await open(j.path, fsc.O_RDWR | fsc.O_NOFOLLOW);
         j.chunkSize = row.chunkSize;
         j.storedValidator = row.validator;
         resumed = this.state.trustedChunks(id, this.bootId);
       } else {
         // Fresh start: a file renamed away (published), replaced, or never made.
-        j.fh = await open(j.path, 'w+');
+        await rm(j.path, { force: true });
+        j.fh = await open(j.path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o644);
         await j.fh.truncate(size);
         fileId = fileIdOf(await j.fh.stat({ bigint: true }));
         j.chunkSize = planBlockSize(size, j.spanSize);

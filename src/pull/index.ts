@@ -149,13 +149,23 @@ async function revisionLease(rev: Revision, holder: string, onLost: () => void, 
   }
 }
 
-/** Files of `record` hold every selected file of the manifest, with the same content. */
+/**
+ * Files of `record` hold every selected file of the manifest, provably with the content the hub
+ * lists now: the same SHA-256 where the hub gives one, and the same git oid where that is the
+ * only hash it gives (small HF files). A record without that oid - e.g. from a bundle that left
+ * it out - proves nothing about such a file, so the pull checks it (fetchMissing finds the blob
+ * by its verified git-oid alias, or fetches and verifies it).
+ */
 function recordHolds(record: PublishRecord | undefined, files: readonly FileEntry[]): boolean {
   if (!record) return false;
   const have = new Map(record.files.map((f) => [f.path, f]));
   return files.every((f) => {
     const h = have.get(f.path);
-    return h !== undefined && h.size === f.size && (!f.sha256 || f.sha256 === h.sha256) && (!f.gitOid || !h.gitOid || f.gitOid === h.gitOid);
+    if (h === undefined || h.size !== f.size) return false;
+    if (f.sha256 && h.sha256 !== f.sha256) return false;
+    // An oid the record names must agree; where it is the hub's only hash, the record must name it.
+    if (f.gitOid && h.gitOid !== f.gitOid && (h.gitOid !== undefined || !f.sha256)) return false;
+    return true;
   });
 }
 

@@ -5,7 +5,6 @@
  */
 import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { NetworkError, NotFoundError, StorageError } from '../core/errors.js';
 import { totalBytes, type FileEntry, type Manifest } from '../core/manifest.js';
@@ -103,9 +102,11 @@ async function downloadOnce(rev: Revision, source: Source, opts: PullOptions): P
   const { lease } = claim;
   const signal = opts.signal ? AbortSignal.any([opts.signal, lost.signal]) : lost.signal;
   // Every blob this revision uses gets a second link here until it is published, so no sweep
-  // (GC evicting an older revision that shared it) can take it away mid-pull.
-  const pinDir = join(store.partialDir, `pin-${holder.replace(/[^A-Za-z0-9.-]/g, '_')}-${process.hrtime.bigint()}`);
+  // (GC evicting an older revision that shared it) can take it away mid-pull. If we die, GC sees
+  // the folder's maker is gone and removes it (store/work.ts).
+  let pinDir: string | undefined;
   try {
+    pinDir = await store.makeWorkDir('pin', lease.name);
     const { shas, downloaded } = await fetchMissing({ store, source, manifest, files: rev.files, pinDir, holder, onLost, signal, pull: opts }).catch((e: unknown) => {
       throw lost.signal.aborted ? lost.signal.reason : e;
     });
@@ -122,7 +123,7 @@ async function downloadOnce(rev: Revision, source: Source, opts: PullOptions): P
     if (unverified.length > 0) rev.log?.warn({ files: unverified }, 'the hub gave no hash for these files: stored unverified');
     return done(ref, rec, downloaded, false, opts);
   } finally {
-    await rm(pinDir, { recursive: true, force: true });
+    if (pinDir) await rm(pinDir, { recursive: true, force: true });
     await lease.release();
   }
 }

@@ -10,6 +10,7 @@ import { freshen, hasBlob } from './blobs.js';
 import { ensureDir, foreignLink, linkOrCopy, lstatOrUndefined, storageError, symlinkAtomic, tryLink, uniqueSuffix, writeFileAtomic } from './fsutil.js';
 import type { RepoKeyParts, StoreLayout } from './layout.js';
 import { replaceableRecord, touch, writeLocalRef, writeRecord, type PublishRecord, type RecordFile } from './records.js';
+import { makeWorkDir } from './work.js';
 
 export interface PublishInput {
   key: RepoKeyParts;
@@ -113,9 +114,9 @@ async function buildTree(l: StoreLayout, dir: string, files: readonly StoredFile
   if (st) return fillIn(l, dir, files, entry, vouched);
   // Stage at the same depth below tmp/ as the final dir has below its parent's parent, so
   // relative symlinks need no rewriting when the directory moves.
-  await ensureDir(l.root, l.tmpDir);
-  const stage = join(l.tmpDir, `stage-${uniqueSuffix()}`, 'snap');
-  await fsp.mkdir(stage, { recursive: true });
+  const work = await makeWorkDir(l, 'stage');
+  const stage = join(work, 'snap');
+  await fsp.mkdir(stage);
   try {
     for (const f of files) {
       const dest = join(stage, ...f.path.split('/'));
@@ -133,7 +134,7 @@ async function buildTree(l: StoreLayout, dir: string, files: readonly StoredFile
       await fillIn(l, dir, files, entry, vouched);
     }
   } finally {
-    await fsp.rm(dirname(stage), { recursive: true, force: true });
+    await fsp.rm(work, { recursive: true, force: true });
   }
 }
 

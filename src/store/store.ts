@@ -14,6 +14,7 @@ import { publish, type PublishInput } from './publish.js';
 import { findRecord, listRecords, localCommit, readRecord, replaceableRecord, touch, type PublishRecord } from './records.js';
 import { removeRevision } from './remove.js';
 import { sweepBlobs, usage } from './sweep.js';
+import { makeWorkDir, sweepWorkDirs, type WorkKind } from './work.js';
 
 export type { RepoKeyParts, ViewPaths } from './layout.js';
 export type { PublishInput } from './publish.js';
@@ -81,5 +82,15 @@ export class Store extends StoreLayout {
   }
   usage(): Promise<{ usedBytes: number; freeBytes: number }> {
     return usage(this);
+  }
+
+  // ---- work folders
+  /** A pin (partial/pin-*) or staging (tmp/stage-*) folder naming this process as its maker. */
+  makeWorkDir(kind: WorkKind, lease?: string): Promise<string> {
+    return makeWorkDir(this, kind, lease);
+  }
+  /** Remove the work folders of dead makers (see work.ts); returns them. */
+  sweepWorkDirs(dryRun = false): Promise<string[]> {
+    return sweepWorkDirs(this, dryRun);
   }
 }

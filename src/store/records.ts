@@ -52,15 +52,15 @@ export interface PublishRecord {
 const hex = (n: number) => z.string().regex(new RegExp(`^[0-9a-f]{${n}}$`), `expected ${n} lowercase hex digits`);
 const size = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
-/** One file of a record, as stored (and as bundles carry it). */
-export const recordFileSchema = z.object({
+/** One file of a record, as stored (and as bundles carry it: bundle/format.ts reuses the shape). */
+export const recordFileShape = {
   path: z.string(),
   size,
   sha256: hex(64),
   gitOid: hex(40).optional(),
   lfs: z.boolean(),
   verified: z.boolean(),
-});
+};
 
 /**
  * A record as stored. Unknown keys are dropped rather than refused, so a later version-1 writer
@@ -73,7 +73,7 @@ const storedRecordSchema = z.object({
   name: z.string(),
   commit: hex(40),
   revisions: z.array(z.string()),
-  files: z.array(recordFileSchema),
+  files: z.array(z.object(recordFileShape)),
   bytes: size,
   complete: z.boolean(),
   publishedAt: z.string(),

@@ -31,6 +31,7 @@ interface Revision {
   log: Logger | undefined;
 }
 
+/** Pull one ref into `opts.store`: the revision's selected files, verified, in every view. */
 export async function pullModel(refOrString: ModelRef | string, opts: PullOptions): Promise<PullResult> {
   const env = opts.env ?? process.env;
   const ref = typeof refOrString === 'string' ? parseRef(refOrString, env) : refOrString;

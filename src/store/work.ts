@@ -14,7 +14,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ownIdentity, processLiveness } from '../state/host.js';
-import { ensureDir, lstatOrUndefined, uniqueSuffix, writeFileAtomic } from './fsutil.js';
+import { ensureDir, lstatOrUndefined, storageError, uniqueSuffix, writeFileAtomic } from './fsutil.js';
 import type { StoreLayout } from './layout.js';
 import { listLeases } from './lease.js';
 
@@ -38,12 +38,16 @@ export type WorkKind = 'pin' | 'stage';
 /** Make a work folder, naming this process as its maker (and `lease`, the lease it works under). */
 export async function makeWorkDir(l: StoreLayout, kind: WorkKind, lease?: string): Promise<string> {
   const parent = kind === 'pin' ? l.partialDir : l.tmpDir;
-  await ensureDir(l.root, parent);
   const dir = join(parent, `${kind}-${uniqueSuffix()}`);
-  await fsp.mkdir(dir);
-  const owner: Owner = { ...ownIdentity(), ...(lease ? { lease } : {}), createdAt: Date.now() };
-  // Not fsynced: after a power cut every maker is dead anyway, and a missing owner only delays cleanup.
-  await writeFileAtomic(join(dir, OWNER), JSON.stringify(owner), { durable: false });
+  try {
+    await ensureDir(l.root, parent);
+    await fsp.mkdir(dir);
+    const owner: Owner = { ...ownIdentity(), ...(lease ? { lease } : {}), createdAt: Date.now() };
+    // Not fsynced: after a power cut every maker is dead anyway, and a missing owner only delays cleanup.
+    await writeFileAtomic(join(dir, OWNER), JSON.stringify(owner), { durable: false });
+  } catch (e) {
+    throw storageError(e, dir);
+  }
   return dir;
 }
 

@@ -99,7 +99,7 @@ const origin = createServer(async (req, res) => {
 });
 await new Promise((r) => origin.listen(0, '127.0.0.1', r));
 const originUrl = `http://127.0.0.1:${origin.address().port}`;
-const requests = files.map((f) => ({ key: `sha256:${f.sha256}`, label: f.name, size: f.buf.length, sha256: f.sha256, origin: { url: `${originUrl}/${f.name}`, hubHeaders: {} } }));
+const requests = files.map((f) => ({ key: { kind: 'sha256', sha256: f.sha256 }, label: f.name, size: f.buf.length, sha256: f.sha256, origin: { url: `${originUrl}/${f.name}`, hubHeaders: {} } }));
 
 // ---- nodes --------------------------------------------------------------------------------
 const link = Number(values['link-mib']) * MiB;

@@ -10,7 +10,7 @@ const spec = JSON.parse(process.argv[2]);
 let done = 0;
 try {
   const [got] = await fetchBlobs(
-    [{ key: `sha256:${spec.sha256}`, label: 'model.bin', size: spec.size, sha256: spec.sha256, origin: { url: spec.url, hubHeaders: {} } }],
+    [{ key: { kind: 'sha256', sha256: spec.sha256 }, label: 'model.bin', size: spec.size, sha256: spec.sha256, origin: { url: spec.url, hubHeaders: {} } }],
     {
       partialDir: spec.partialDir,
       stateDir: spec.stateDir,

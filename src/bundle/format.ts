@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { UsageError } from '../core/errors.js';
 import { validateListing } from '../core/paths.js';
 import { isCommitId, parseRef, type Hub } from '../core/ref.js';
+import { recordFileShape } from '../store/records.js';
 import type { RecordFile } from '../store/store.js';
 
 export const MANIFEST_NAME = 'swift-fetch-bundle.json';
@@ -58,14 +59,8 @@ export interface BundleManifest {
 const hex = (n: number) => z.string().regex(new RegExp(`^[0-9a-f]{${n}}$`), `expected ${n} lowercase hex digits`);
 const size = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
-const fileSchema = z.strictObject({
-  path: z.string(),
-  size,
-  sha256: hex(64),
-  gitOid: hex(40).optional(),
-  lfs: z.boolean(),
-  verified: z.boolean(),
-});
+// A bundled file is exactly a record's file; a bundle is stricter only in refusing unknown keys.
+const fileSchema = z.strictObject(recordFileShape);
 
 const modelSchema = z.strictObject({
   hub: z.enum(['hf', 'ms']),

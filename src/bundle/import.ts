@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { IntegrityError } from '../core/errors.js';
+import { checkDigests } from '../core/integrity.js';
 import { totalBytes } from '../core/manifest.js';
 import { isCommitId, type Hub } from '../core/ref.js';
 import { storageError, uniqueSuffix } from '../store/fsutil.js';
@@ -114,10 +115,9 @@ async function checkAgainstStore(store: Store, manifest: BundleManifest): Promis
     const have = new Map(rec.files.map((f) => [f.path, f.sha256]));
     for (const f of m.files) {
       const sha = have.get(f.path);
-      if (sha !== undefined && sha !== f.sha256) {
-        throw new IntegrityError(`${modelLabel(m)} (${m.commit}): ${f.path} in the bundle differs from the same commit already in the store`, {
-          expected: `sha256:${sha}`, found: `sha256:${f.sha256}`, path: f.path,
-        });
+      const bad = sha === undefined ? undefined : checkDigests({ sha256: sha }, f);
+      if (bad) {
+        throw new IntegrityError(`${modelLabel(m)} (${m.commit}): ${f.path} in the bundle differs from the same commit already in the store`, { ...bad, path: f.path });
       }
     }
   }

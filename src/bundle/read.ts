@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { IntegrityError, NotFoundError, SwiftFetchError, UsageError } from '../core/errors.js';
-import { BlobHasher } from '../core/integrity.js';
+import { BlobHasher, checkDigests } from '../core/integrity.js';
 import { validateRepoPath } from '../core/paths.js';
 import { BLOB_PREFIX, blobOfEntry, gitOidsBySha, MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest, type BundleManifest } from './format.js';
 
@@ -156,14 +156,11 @@ export async function readBundle(input: Readable, handlers: ReadHandlers = {}): 
         if (hasher.length !== size) {
           throw new IntegrityError(`bundle entry ${name} ended after ${hasher.length} of ${size} bytes`, { expected: `${size} bytes`, found: `${hasher.length} bytes`, path: name });
         }
-        if (got.sha256 !== sha) {
-          throw new IntegrityError(`bundle entry ${name} does not match its SHA-256 (tampered or corrupt)`, {
-            expected: `sha256:${sha}`, found: `sha256:${got.sha256}`, path: name,
-          });
-        }
-        if (gitOid && got.gitOid !== gitOid) {
-          throw new IntegrityError(`bundle entry ${name} does not match its git blob id`, { expected: `git:${gitOid}`, found: `git:${got.gitOid}`, path: name });
-        }
+        const badSha = checkDigests({ sha256: sha }, got);
+        if (badSha) throw new IntegrityError(`bundle entry ${name} does not match its SHA-256 (tampered or corrupt)`, { ...badSha, path: name });
+        // Both must hold: the git id is what a hub's listing of this content promises.
+        const badGit = gitOid ? checkDigests({ gitOid }, got) : undefined;
+        if (badGit) throw new IntegrityError(`bundle entry ${name} does not match its git blob id`, { ...badGit, path: name });
       }
     } catch (e) {
       if (e instanceof SwiftFetchError) throw e;

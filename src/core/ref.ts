@@ -58,6 +58,15 @@ const REPO_PART = /^(?![.-])[A-Za-z0-9._-]{1,96}$/;
 // Git refs are permissive but we pin everything to a commit, so allow what hubs use in practice.
 const REVISION = /^(?![./])(?!.*\.\.)(?!.*\/\/)[A-Za-z0-9._\-/]{1,128}(?<![./])$/;
 
+/**
+ * The characters a Hub name may have, and so safe as one path component under the store. Names
+ * in records written by earlier versions are held to this (they may contain "--"); new refs are
+ * held to parseRef's full rule.
+ */
+export function isSafeRepoPart(s: string): boolean {
+  return REPO_PART.test(s);
+}
+
 export function isCommitId(rev: string): boolean {
   return /^[0-9a-f]{40}$/.test(rev);
 }
@@ -100,8 +109,13 @@ export function parseRef(input: string, env: NodeJS.ProcessEnv = process.env): M
   }
   const [org, name] = parts as [string, string];
   for (const p of [org, name]) {
-    if (!REPO_PART.test(p)) {
+    if (!isSafeRepoPart(p)) {
       throw new UsageError(`invalid model reference ${JSON.stringify(input)}: bad name ${JSON.stringify(p)}`, 'ESF_BAD_REF');
+    }
+    // Refused by the Hub too. In the store, "--" joins org and name (models--ORG--NAME, hub--ORG--NAME):
+    // hf://col--a/b and hf://col/a--b would share one cache folder, records and refs.
+    if (p.includes('--') || p.includes('..')) {
+      throw new UsageError(`invalid model reference ${JSON.stringify(input)}: "--" and ".." are not allowed in a name (${JSON.stringify(p)}), as on the Hub`, 'ESF_BAD_REF');
     }
   }
   return { hub, org, name, revision: revision ?? DEFAULT_REVISION[hub] };

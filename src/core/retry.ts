@@ -1,7 +1,11 @@
 /**
- * What is worth retrying and how long to wait. Modelled on undici's RetryHandler: only listed
- * statuses and network errors, exponential backoff with full jitter and a cap, `Retry-After`
- * (seconds or an HTTP date) wins over the backoff.
+ * What is worth retrying and how long to wait: the one retry policy of the code base. Hub API
+ * calls (sources), chunk requests (transfer) and the daemon's reconciler all wait
+ * `backoffDelay(failures, policy)`; they differ only in the numbers of their policy.
+ *
+ * Modelled on undici's RetryHandler: only listed statuses and network errors, exponential backoff
+ * with "equal jitter" (half the step fixed, half random) and a cap, and `Retry-After` (seconds or
+ * an HTTP date) winning over the backoff.
  */
 
 export const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
@@ -50,19 +54,33 @@ export function parseRateLimitReset(value: string | string[] | undefined): numbe
   return m ? Number(m[1]) * 1000 : undefined;
 }
 
+/** How the wait grows between attempts. */
 export interface BackoffPolicy {
+  /** The first wait's ceiling; each further failure doubles it. */
   baseMs: number;
+  /** The ceiling never grows past this. */
   maxMs: number;
-  /** Upper bound for a server-requested wait, so a hostile header cannot park us for a day. */
-  maxRetryAfterMs: number;
+  /**
+   * Upper bound for a server-requested wait, so a hostile header cannot park us for a day.
+   * Without one, a server's wish is bounded by `maxMs`.
+   */
+  maxRetryAfterMs?: number;
 }
 
-export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 500, maxMs: 30_000, maxRetryAfterMs: 300_000 };
+/** Chunk requests of the transfer engine. */
+export const TRANSFER_BACKOFF = { baseMs: 500, maxMs: 30_000, maxRetryAfterMs: 300_000 } satisfies BackoffPolicy;
 
-/** Delay before attempt `failures + 1` (failures >= 1). */
+/** Hub API calls (listings, revisions): small, and a user is waiting, so they start at a quarter second. */
+export const HUB_API_BACKOFF = { baseMs: 250, maxMs: 30_000, maxRetryAfterMs: 300_000 } satisfies BackoffPolicy;
+
+/**
+ * Delay before attempt `failures + 1` (`failures` >= 1): exponential with equal jitter, capped;
+ * a server's `Retry-After` (bounded) replaces it.
+ */
 export function backoffDelay(failures: number, policy: BackoffPolicy, retryAfterMs?: number, random = Math.random): number {
-  if (retryAfterMs !== undefined) return Math.min(retryAfterMs, policy.maxRetryAfterMs);
-  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** (failures - 1));
-  // Half fixed, half jitter: never zero, still decorrelated between connections.
+  if (retryAfterMs !== undefined) return Math.min(retryAfterMs, policy.maxRetryAfterMs ?? policy.maxMs);
+  // Clamped so that a very long failure streak cannot overflow to Infinity or go below the base.
+  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(30, Math.max(0, failures - 1)));
+  // Half fixed, half jitter: never zero, still decorrelated between connections and nodes.
   return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }

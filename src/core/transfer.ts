@@ -2,6 +2,7 @@
  * The seam between sources (who know URLs and hashes), the transfer engine (who moves and verifies
  * bytes) and the store (who publishes verified blobs). Pure types: no I/O here.
  */
+import type { BlobKey } from './blob-key.js';
 
 /** Where a blob's bytes come from at the origin. */
 export interface Origin {
@@ -28,8 +29,8 @@ export interface Origin {
 
 /** One blob to fetch and verify. */
 export interface BlobRequest {
-  /** Stable identity across runs, used for resume state and dedup: `sha256:<hex>` or `git:<sha1>`. */
-  key: string;
+  /** Stable identity across runs, used for resume state and dedup. */
+  key: BlobKey;
   /** Human label for progress and errors (the repo path). */
   label: string;
   size: number;
@@ -42,7 +43,7 @@ export interface BlobRequest {
 
 /** A blob whose bytes are on disk in the store's partial area and verified. */
 export interface FetchedBlob {
-  key: string;
+  key: BlobKey;
   /** Absolute path of the verified file (inside the store's internal folder, same filesystem). */
   path: string;
   /** SHA-256 computed over the bytes (always computed, so the store can content-address it). */
@@ -54,14 +55,8 @@ export interface FetchedBlob {
 export type ByteSource = 'origin' | 'peer' | 'replica';
 
 export type TransferEvent =
-  | { type: 'blob-start'; key: string; label: string; size: number; resumedBytes: number }
-  | { type: 'progress'; key: string; bytes: number; source: ByteSource }
-  | { type: 'retry'; key: string; label: string; attempt: number; delayMs: number; reason: string }
-  | { type: 'hash-mismatch'; key: string; label: string; expected: string; found: string }
-  | { type: 'blob-verified'; key: string; label: string; size: number };
-
-export function blobKey(f: { sha256?: string; gitOid?: string }): string {
-  if (f.sha256) return `sha256:${f.sha256}`;
-  if (f.gitOid) return `git:${f.gitOid}`;
-  throw new Error('blob has neither sha256 nor git oid');
-}
+  | { type: 'blob-start'; key: BlobKey; label: string; size: number; resumedBytes: number }
+  | { type: 'progress'; key: BlobKey; bytes: number; source: ByteSource }
+  | { type: 'retry'; key: BlobKey; label: string; attempt: number; delayMs: number; reason: string }
+  | { type: 'hash-mismatch'; key: BlobKey; label: string; expected: string; found: string }
+  | { type: 'blob-verified'; key: BlobKey; label: string; size: number };

@@ -190,7 +190,7 @@ export class DaemonClient {
   }
 
   private auth(): Record<string, string> {
-    return this.token ? { authorization: this.token.header() } : {};
+    return this.token ? { authorization: this.token.authorization() } : {};
   }
 
   /** The daemon refused us (401: token missing or wrong; 403: it takes only loopback clients). */

@@ -21,6 +21,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { ExitCode, isSwiftFetchError } from '../core/errors.js';
 import { repoKey, type ModelRef } from '../core/ref.js';
+import { backoffDelay, type BackoffPolicy } from '../core/retry.js';
 import type { PullEvent, PullOptions, PullResult } from '../pull/index.js';
 import { revisionKey } from '../store/gc.js';
 import type { ModelSpec } from './config.js';
@@ -53,23 +54,22 @@ export interface ModelStatus {
 
 export type PullFn = (ref: ModelRef, opts: PullOptions) => Promise<Pick<PullResult, 'commit' | 'path' | 'bytesDownloaded' | 'alreadyComplete'>>;
 
-export interface BackoffOptions {
-  baseMs: number;
-  maxMs: number;
+/**
+ * The reconciler's retry schedule: the shared backoff policy (core/retry.ts), plus a slow lane for
+ * failures that only a person can fix (a wrong name, a missing token).
+ */
+export interface BackoffOptions extends BackoffPolicy {
   /** For not-found and auth failures. */
   slowBaseMs: number;
   slowMaxMs: number;
 }
 
-export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 5_000, maxMs: 5 * 60_000, slowBaseMs: 60_000, slowMaxMs: 30 * 60_000 };
+export const RECONCILER_BACKOFF: BackoffOptions = { baseMs: 5_000, maxMs: 5 * 60_000, slowBaseMs: 60_000, slowMaxMs: 30 * 60_000 };
 
-/** Delay before retry number `attempts` (1-based): exponential, capped, with "equal jitter". */
-export function retryDelay(attempts: number, error: unknown, b: BackoffOptions = DEFAULT_BACKOFF, random = Math.random): number {
+/** Delay before retry number `attempts` (1-based): the shared backoff, in the slow lane when no retry soon can help. */
+export function retryDelay(attempts: number, error: unknown, b: BackoffOptions = RECONCILER_BACKOFF, random = Math.random): number {
   const slow = isSwiftFetchError(error) && (error.exitCode === ExitCode.notFound || error.exitCode === ExitCode.auth);
-  const base = slow ? b.slowBaseMs : b.baseMs;
-  const cap = slow ? b.slowMaxMs : b.maxMs;
-  const d = Math.min(cap, base * 2 ** Math.min(30, Math.max(0, attempts - 1)));
-  return Math.round(d / 2 + random() * (d / 2));
+  return backoffDelay(attempts, slow ? { baseMs: b.slowBaseMs, maxMs: b.slowMaxMs } : b, undefined, random);
 }
 
 export interface ReconcilerOptions {
@@ -155,7 +155,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     this.concurrency = Math.max(1, opts.concurrency);
     this.onDemand = opts.onDemand ?? { maxRequested: 64, forgetFailedAfterMs: 15 * 60_000 };
     this.log = opts.logger.child({ module: 'reconciler' });
-    this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
+    this.backoff = opts.backoff ?? RECONCILER_BACKOFF;
     this.resyncMs = opts.resyncMs ?? 60 * 60_000;
   }
 

@@ -69,7 +69,7 @@ export class BearerToken {
   }
 
   /** `authorization` header value for requests that carry this token. */
-  header(): string {
+  authorization(): string {
     return `Bearer ${this.current()}`;
   }
 

@@ -332,7 +332,7 @@ class Sync {
     try {
       const rec = await this.opts.store.readRecord(parseRef(key, {}), commit);
       if (!rec) return { commit, outcome: 'gone', error: 'no longer in the store' };
-      const problems = await verifyRecord(this.opts.store, rec);
+      const problems = await verifyRecord(rec);
       if (problems.length === 0) {
         this.log.info({ ref: key, commit, files: rec.files.length, bytes: rec.bytes }, 're-hashed: verified in the store');
         return { commit, outcome: 'ok' };

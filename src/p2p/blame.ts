@@ -27,23 +27,24 @@ export interface Verdict {
   cleared: string[];
 }
 
+/** Keyed by each blob's SHA-256 (peers serve nothing else). */
 export class BlameLedger {
   private readonly records = new Map<string, Rec[]>();
-  private readonly suspectKeys = new Map<string, Set<string>>();
+  private readonly suspectBlobs = new Map<string, Set<string>>();
   private readonly suspended = new Map<string, number>();
 
-  record(key: string, peer: string, start: number, len: number, sha256: string, finished: boolean): void {
+  record(blob: string, peer: string, start: number, len: number, sha256: string, finished: boolean): void {
     if (len <= 0) return;
-    let list = this.records.get(key);
-    if (!list) this.records.set(key, (list = []));
+    let list = this.records.get(blob);
+    if (!list) this.records.set(blob, (list = []));
     list.push({ peer, start, len, sha256, finished });
   }
 
   /** The blob failed its hash: suspend every peer that contributed. Returns them. */
-  mismatch(key: string): string[] {
-    const peers = new Set((this.records.get(key) ?? []).map((r) => r.peer));
+  mismatch(blob: string): string[] {
+    const peers = new Set((this.records.get(blob) ?? []).map((r) => r.peer));
     if (peers.size === 0) return [];
-    this.suspectKeys.set(key, peers);
+    this.suspectBlobs.set(blob, peers);
     for (const p of peers) this.suspended.set(p, Date.now() + SUSPEND_MS);
     return [...peers];
   }
@@ -58,21 +59,21 @@ export class BlameLedger {
     return true;
   }
 
-  /** True while `key` awaits a verdict (its refetch goes to the origin only). */
-  awaitingVerdict(key: string): boolean {
-    return this.suspectKeys.has(key);
+  /** True while `blob` awaits a verdict (its refetch goes to the origin only). */
+  awaitingVerdict(blob: string): boolean {
+    return this.suspectBlobs.has(blob);
   }
 
   /**
-   * `key` verified; `readPaths` are where its verified bytes may be (partial file, then the store).
+   * `blob` verified; `readPaths` are where its verified bytes may be (partial file, then the store).
    * Without an earlier mismatch the records are simply dropped: every byte a peer sent is proven.
    */
-  async verified(key: string, readPaths: string[]): Promise<Verdict | undefined> {
-    const recs = this.records.get(key) ?? [];
-    const suspects = this.suspectKeys.get(key);
-    this.records.delete(key);
+  async verified(blob: string, readPaths: string[]): Promise<Verdict | undefined> {
+    const recs = this.records.get(blob) ?? [];
+    const suspects = this.suspectBlobs.get(blob);
+    this.records.delete(blob);
     if (!suspects) return undefined;
-    this.suspectKeys.delete(key);
+    this.suspectBlobs.delete(blob);
     const fh = await openFirst(readPaths);
     if (!fh) {
       for (const p of suspects) this.suspended.delete(p);
@@ -103,9 +104,9 @@ export class BlameLedger {
   }
 
   /** The blob failed for good (or the pull ended): drop what we kept about it. */
-  forget(key: string): void {
-    this.records.delete(key);
-    this.suspectKeys.delete(key);
+  forget(blob: string): void {
+    this.records.delete(blob);
+    this.suspectBlobs.delete(blob);
   }
 }
 

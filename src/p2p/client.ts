@@ -59,7 +59,7 @@ export class PeerClient {
   }
 
   private headers(fetching: boolean, extra: Record<string, string> = {}): Record<string, string> {
-    return { authorization: this.opts.token.header(), [NODE_HEADER]: this.opts.nodeId, ...(fetching ? { [FETCHING_HEADER]: '1' } : {}), ...extra };
+    return { authorization: this.opts.token.authorization(), [NODE_HEADER]: this.opts.nodeId, ...(fetching ? { [FETCHING_HEADER]: '1' } : {}), ...extra };
   }
 
   private async get(url: string, headers: Record<string, string>, signal: AbortSignal | undefined, headersTimeout: number, data = false): Promise<Dispatcher.ResponseData> {

@@ -5,9 +5,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { TransferEvent } from '../core/transfer.js';
 import type { ServerTrust } from '../http/tls.js';
-import type { ChunkEvent, ChunkSource } from '../transfer/index.js';
+import type { EngineHooks } from '../transfer/index.js';
 import { PeerClient } from './client.js';
 import { P2PCounters } from './counters.js';
 import { PeerDiscovery, type DnsResolver } from './discovery.js';
@@ -52,12 +51,6 @@ export interface P2PNodeOptions {
   logger?: Logger;
 }
 
-export interface EngineHooks {
-  chunkSources: ChunkSource[];
-  onEvent: (e: TransferEvent) => void;
-  onChunk: (e: ChunkEvent) => void;
-}
-
 export interface P2PNode {
   readonly nodeId: string;
   readonly counters: P2PCounters;
@@ -71,7 +64,7 @@ export interface P2PNode {
    * Options to spread into `fetchBlobs` (EngineOptions). `chain` receives the same events, so the
    * caller keeps its own progress handling.
    */
-  engineHooks(chain?: { onEvent?: (e: TransferEvent) => void; onChunk?: (e: ChunkEvent) => void }): EngineHooks;
+  engineHooks(chain?: Pick<EngineHooks, 'onEvent' | 'onChunk'>): Required<EngineHooks>;
   /** First discovery round, then periodic. */
   start(): Promise<void>;
   stop(): Promise<void>;

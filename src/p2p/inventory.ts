@@ -1,4 +1,5 @@
 import { stat } from 'node:fs/promises';
+import { sha256Key, sha256OfKey } from '../core/blob-key.js';
 import type { ChunkEvent } from '../transfer/index.js';
 import { completedRanges } from '../transfer/index.js';
 import { addRange, covers, normalize, type Range } from './ranges.js';
@@ -31,15 +32,6 @@ interface Fetching {
   seen: number;
   /** Ranges this node is getting from the origin right now (the pieces it owns). */
   inflight: Map<string, { start: number; end: number; at: number }>;
-}
-
-export function keyOf(sha256: string): string {
-  return `sha256:${sha256}`;
-}
-
-export function shaOfKey(key: string): string | undefined {
-  const m = /^sha256:([0-9a-f]{64})$/.exec(key);
-  return m ? m[1] : undefined;
 }
 
 /**
@@ -103,7 +95,7 @@ export class LocalInventory {
 
   /** A chunk became durable (the engine's `onChunk`). */
   noteChunk(e: ChunkEvent): void {
-    const sha = shaOfKey(e.key);
+    const sha = sha256OfKey(e.key);
     if (!sha) return;
     const cur = this.chunks.get(sha);
     const ranges = cur && cur.path === e.path ? addRange(cur.ranges, e.start, e.end) : [[e.start, e.end] as Range];
@@ -163,7 +155,7 @@ export class LocalInventory {
   async loadDurable(sha: string): Promise<void> {
     let durable: Awaited<ReturnType<typeof completedRanges>>;
     try {
-      durable = await completedRanges(this.deps.stateDir, keyOf(sha));
+      durable = await completedRanges(this.deps.stateDir, sha256Key(sha));
     } catch {
       return;
     }

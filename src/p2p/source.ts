@@ -17,13 +17,14 @@
  */
 import { createHash, randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
+import { sha256OfKey } from '../core/blob-key.js';
 import type { TransferEvent } from '../core/transfer.js';
 import type { ChunkEvent, ChunkSource, ChunkSourceRequest } from '../transfer/index.js';
 import { BlameLedger } from './blame.js';
 import type { BlobStatus, PeerClient } from './client.js';
 import type { P2PCounters } from './counters.js';
 import type { Peer, PeerDiscovery } from './discovery.js';
-import { shaOfKey, type LocalInventory } from './inventory.js';
+import type { LocalInventory } from './inventory.js';
 import { covers } from './ranges.js';
 import { ownerOf } from './rendezvous.js';
 import { sleep } from '../core/sleep.js';
@@ -83,7 +84,7 @@ export class PeerChunkSource implements ChunkSource {
 
   /** Chain into the engine's `onEvent`. */
   onEvent = (e: TransferEvent): void => {
-    const sha = 'key' in e ? shaOfKey(e.key) : undefined;
+    const sha = sha256OfKey(e.key);
     if (!sha) return;
     switch (e.type) {
       case 'blob-start':
@@ -91,14 +92,14 @@ export class PeerChunkSource implements ChunkSource {
         if (e.resumedBytes === 0) this.o.inventory.reset(sha);
         this.o.inventory.touchFetching(sha, e.size);
         void this.o.inventory.loadDurable(sha);
-        this.probePending.add(e.key);
+        this.probePending.add(sha);
         break;
       case 'progress':
         this.o.inventory.touchFetching(sha);
         break;
       case 'hash-mismatch': {
         this.o.inventory.reset(sha);
-        const peers = this.blame.mismatch(e.key);
+        const peers = this.blame.mismatch(sha);
         if (peers.length > 0) this.log?.warn({ blob: sha, peers }, 'blob failed its hash; suspending the peers that sent parts of it until the origin copy is checked');
         break;
       }
@@ -107,7 +108,7 @@ export class PeerChunkSource implements ChunkSource {
         this.o.inventory.doneFetching(sha);
         this.decided.delete(sha);
         this.invalidate(sha);
-        void this.blame.verified(e.key, paths).then((v) => {
+        void this.blame.verified(sha, paths).then((v) => {
           for (const g of v?.guilty ?? []) {
             // Bad bytes from a finished blob are a lie or a rotten disk; from a download in progress
             // they may have been relayed in good faith from a liar, so that costs less, at first.
@@ -134,8 +135,8 @@ export class PeerChunkSource implements ChunkSource {
     // Peers serve by SHA-256 only; a blob known by its git id alone comes from the origin.
     if (!sha || !/^[0-9a-f]{64}$/.test(sha) || req.end <= req.start) return undefined;
     this.o.inventory.touchFetching(sha, req.size);
-    if (this.blame.awaitingVerdict(req.key)) return undefined;
-    if (this.probePending.delete(req.key) && !(req.start === 0 && req.end === req.size)) {
+    if (this.blame.awaitingVerdict(sha)) return undefined;
+    if (this.probePending.delete(sha) && !(req.start === 0 && req.end === req.size)) {
       // The blob's first request (the engine's probe) holds back the blob's other chunks until
       // it is answered. Answer at once with a stream that does the waiting, so the other chunks
       // start now; an empty stream sends the engine to the origin just the same.
@@ -334,7 +335,7 @@ export class PeerChunkSource implements ChunkSource {
       } finally {
         body.destroy();
         self.inUse.set(p.id, Math.max(0, (self.inUse.get(p.id) ?? 1) - 1));
-        self.blame.record(req.key, p.id, start, n, h.digest('hex'), finished);
+        self.blame.record(req.sha256!, p.id, start, n, h.digest('hex'), finished);
         if (n > 0) self.bytesByPeer.set(p.id, (self.bytesByPeer.get(p.id) ?? 0) + n);
       }
     })();

@@ -1,90 +1,38 @@
-import { link, mkdir, rm } from 'node:fs/promises';
-import { hostname } from 'node:os';
-import { join } from 'node:path';
-import type { Logger } from 'pino';
-import { NetworkError, StorageError } from '../core/errors.js';
-import { totalBytes, type FileEntry, type Manifest } from '../core/manifest.js';
-import { formatRef, parseRef, repoKey, type ModelRef, type S3Location } from '../core/ref.js';
-import { selectFiles } from '../core/select.js';
-import { blobKey, type BlobRequest, type ByteSource, type TransferEvent } from '../core/transfer.js';
-import { sourceFor } from '../sources/index.js';
-import { findReplicaCopies } from '../s3/replica.js';
-import { sleep } from '../core/sleep.js';
-import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
-import { storageError } from '../store/fsutil.js';
-import { Store, type PublishRecord } from '../store/store.js';
-import { fetchBlobs, forgetBlobs, proxyAwareDispatcher, type ChunkEvent, type ChunkSource, type RateLimiter } from '../transfer/index.js';
-
-export interface PullOptions {
-  store: string;
-  stateDir: string;
-  include?: string[];
-  exclude?: string[];
-  connections?: number;
-  chunkSize?: number;
-  limiter?: RateLimiter;
-  /** P2P: places chunks may come from before the origin, and the engine events the peer side follows. */
-  engineHooks?: EngineHooks;
-  /** A connection that delivers nothing this long is replaced. */
-  stallTimeoutMs?: number;
-  /** Make every fetched file durable on disk before it is published (the daemon does). */
-  fsync?: boolean;
-  signal?: AbortSignal;
-  env?: NodeJS.ProcessEnv;
-  onEvent?: (e: PullEvent) => void;
-  logger?: Logger;
-  /** Lease holder id; defaults to host:pid. */
-  holder?: string;
-  leaseTtlMs?: number;
-  /** How often a waiter looks for the holder's publish. */
-  pollMs?: number;
-  /** Buckets holding `push --replica` copies: hf/ms files are read from them before the hub (still verified against the hub). */
-  replicas?: S3Location[];
-}
-
-export interface EngineHooks {
-  chunkSources?: ChunkSource[];
-  /** Fires when a chunk is durable in a partial file (the peer server advertises it). */
-  onChunk?: (e: ChunkEvent) => void;
-  /** Raw transfer events (blob start, progress, hash mismatch, verified). */
-  onEvent?: (e: TransferEvent) => void;
-}
-
-export type PullEvent =
-  | { type: 'resolving'; ref: string }
-  | { type: 'resolved'; ref: string; commit: string; files: number; bytesTotal: number }
-  | { type: 'waiting'; holder: string }
-  | { type: 'progress'; bytesDone: number; bytesTotal: number; source: ByteSource }
-  | { type: 'retry'; file: string; attempt: number; delayMs: number; reason: string }
-  | { type: 'file-verified'; file: string; size: number }
-  | { type: 'verifying' }
-  | { type: 'published'; path: string; commit: string };
-
-export interface PullResult {
-  ref: ModelRef;
-  commit: string;
-  /** The plain view directory (what `swift-fetch path` prints). */
-  path: string;
-  record: PublishRecord;
-  bytesDownloaded: number;
-  alreadyComplete: boolean;
-}
-
-/** Files of `record` cover every selected file of the manifest, with the same content. */
-function covers(record: PublishRecord | undefined, files: readonly FileEntry[]): boolean {
-  if (!record) return false;
-  const have = new Map(record.files.map((f) => [f.path, f]));
-  return files.every((f) => {
-    const h = have.get(f.path);
-    return h !== undefined && h.size === f.size && (!f.sha256 || f.sha256 === h.sha256) && (!f.gitOid || !h.gitOid || f.gitOid === h.gitOid);
-  });
-}
-
 /**
- * Resolve a ref to a commit, fetch what the store lacks, verify it, publish all views.
- * Several processes (on several nodes) pulling the same revision into one store coordinate through
- * a lease file: one downloads, the others wait for its publish record and then return.
+ * A pull: resolve a ref to a commit, get every selected file into the store verified, publish
+ * every view. Several processes (on several nodes) pulling the same revision into one store
+ * coordinate through a lease file: one downloads, the others wait for its publish and return.
  */
+import { rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { NetworkError, NotFoundError, StorageError } from '../core/errors.js';
+import { totalBytes, type FileEntry, type Manifest } from '../core/manifest.js';
+import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
+import { selectFiles } from '../core/select.js';
+import { sleep } from '../core/sleep.js';
+import { sourceFor, type Source } from '../sources/index.js';
+import { findReplicaCopies } from '../s3/replica.js';
+import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
+import { Store, type PublishRecord } from '../store/store.js';
+import { proxyAwareDispatcher } from '../transfer/index.js';
+import { fetchMissing } from './fetch.js';
+import type { PullOptions, PullResult } from './types.js';
+
+export type { PullEvent, PullOptions, PullResult } from './types.js';
+
+/** What a pull works on once the ref is resolved. */
+interface Revision {
+  ref: ModelRef;
+  store: Store;
+  manifest: Manifest;
+  /** The selected files (all of them unless --include/--exclude narrowed it). */
+  files: FileEntry[];
+  complete: boolean;
+  log: Logger | undefined;
+}
+
+/** Pull one ref into `opts.store`: the revision's selected files, verified, in every view. */
 export async function pullModel(refOrString: ModelRef | string, opts: PullOptions): Promise<PullResult> {
   const env = opts.env ?? process.env;
   const ref = typeof refOrString === 'string' ? parseRef(refOrString, env) : refOrString;
@@ -94,272 +42,156 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
   const dispatcher = proxyAwareDispatcher(env, { connections: 4, headersTimeout: 60_000, bodyTimeout: 60_000 });
   try {
     const source = sourceFor(ref.hub, env, dispatcher);
-    let manifest: Manifest;
-    try {
-      opts.onEvent?.({ type: 'resolving', ref: formatRef(ref) });
-      manifest = await source.resolve(ref, opts.signal);
-    } catch (e) {
-      // Offline with the model already here: serve what the store has for this revision.
-      if (e instanceof NetworkError && e.code === 'ESF_NETWORK') {
-        const commit = await store.localCommit(ref, ref.revision);
-        const rec = commit ? await store.readRecord(ref, commit) : undefined;
-        if (rec) {
-          log?.warn({ err: e.message }, 'hub unreachable; using the revision already in the store');
-          return done(ref, rec, 0, true, opts);
-        }
-      }
-      throw e;
-    }
-    // Only now, with a validated listing in hand, touch the store.
-    await store.init();
+    const resolved = await resolveOrOffline(source, ref, store, opts, log);
+    if ('offline' in resolved) return done(ref, resolved.offline, 0, true, opts);
+    const { manifest } = resolved;
     const files = selectFiles(manifest.files, opts.include, opts.exclude);
-    const complete = files.length === manifest.files.length;
+    if (files.length === 0 && manifest.files.length > 0) throw nothingSelected(ref, manifest, opts);
+    // Only now, with a validated listing and a selection in hand, touch the store.
+    await store.init();
+    const rev: Revision = { ref, store, manifest, files, complete: files.length === manifest.files.length, log };
     const bytesTotal = totalBytes(files);
     opts.onEvent?.({ type: 'resolved', ref: formatRef(ref), commit: manifest.commit, files: files.length, bytesTotal });
     log?.info({ commit: manifest.commit, files: files.length, bytes: bytesTotal }, 'resolved');
-
-    const existing = await store.readRecord(ref, manifest.commit);
-    if (covers(existing, files)) {
-      // Record the revision name too (a new branch may point at a commit we already have).
-      const rec = await publishFrom(store, manifest, files, existing!, complete);
-      return done(ref, rec, 0, true, opts);
-    }
-
-    const leaseName = `${repoKey(ref)}@${manifest.commit}`;
-    const holder = opts.holder ?? `${hostname()}:${process.pid}`;
-    // Losing a lease (a stalled heartbeat, a store we cannot write) means another process may be
-    // writing the same files now: stop, rather than race it.
-    const lost = new AbortController();
-    const onLost = () => {
-      log?.warn('download lease lost; stopping so the process that took it over can finish');
-      lost.abort(new StorageError(`lost the download lease for ${formatRef(ref)} in ${store.leaseDir}; another process took it over`, 'ESF_LEASE_LOST'));
-    };
-    const signal = opts.signal ? AbortSignal.any([opts.signal, lost.signal]) : lost.signal;
-    let lease: Lease | undefined;
-    for (;;) {
-      opts.signal?.throwIfAborted();
-      const rec = await store.readRecord(ref, manifest.commit);
-      if (covers(rec, files)) {
-        const published = await publishFrom(store, manifest, files, rec!, complete);
-        return done(ref, published, 0, true, opts);
-      }
-      lease = await tryAcquireLease(store.leaseDir, leaseName, {
-        holder,
-        ttlMs: opts.leaseTtlMs,
-        onLost,
-      });
-      if (lease) break;
-      const info = await readLease(store.leaseDir, leaseName);
-      opts.onEvent?.({ type: 'waiting', holder: info?.holder ?? 'unknown' });
-      await sleep(opts.pollMs ?? 500, opts.signal);
-    }
-
-    // Every blob this revision uses gets a second link here until it is published, so no sweep
-    // (GC evicting an older revision that shared it) can take it away mid-pull.
-    const pins = join(store.partialDir, `pin-${holder.replace(/[^A-Za-z0-9.-]/g, '_')}-${process.hrtime.bigint()}`);
-    let replica: Awaited<ReturnType<typeof findReplicaCopies>>;
-    try {
-      // Bucket replicas of the hub go after peers (nearer) and before the hub itself.
-      if (opts.replicas?.length && ref.hub !== 's3') replica = await findReplicaCopies(opts.replicas, manifest, files, { env, signal, logger: opts.logger, connections: opts.connections });
-      const engineHooks = replica ? { ...opts.engineHooks, chunkSources: [...(opts.engineHooks?.chunkSources ?? []), replica] } : opts.engineHooks;
-      const { shas, downloaded } = await fetchMissing(store, source, manifest, files, { ...opts, engineHooks, signal }, bytesTotal, holder, onLost, pins).catch((e: unknown) => {
-        throw lost.signal.aborted ? lost.signal.reason : e;
-      });
-      signal.throwIfAborted();
-      opts.onEvent?.({ type: 'verifying' });
-      const rec = await store.publish({
-        key: ref,
-        commit: manifest.commit,
-        revision: ref.revision,
-        files: files.map((f) => ({ ...f, sha256: shas.get(f.path)!, verified: Boolean(f.sha256 || f.gitOid) })),
-        complete,
-      });
-      const unverified = rec.files.filter((f) => !f.verified).map((f) => f.path);
-      if (unverified.length > 0) log?.warn({ files: unverified }, 'nothing upstream vouched for these files (no hash from the hub, no checksum or manifest in the bucket): their SHA-256 was computed here and recorded, unverified');
-      return done(ref, rec, downloaded, false, opts);
-    } finally {
-      await replica?.close();
-      await rm(pins, { recursive: true, force: true });
-      await lease.release();
-    }
+    return await downloadOnce(rev, source, opts);
   } finally {
     await dispatcher.close().catch(() => undefined);
   }
 }
 
-async function publishFrom(store: Store, manifest: Manifest, files: FileEntry[], rec: PublishRecord, complete: boolean): Promise<PublishRecord> {
+/** --include/--exclude left nothing: publishing an empty revision would be a silent success. */
+function nothingSelected(ref: ModelRef, manifest: Manifest, opts: PullOptions): NotFoundError {
+  const said = [
+    ...(opts.include?.length ? [`--include ${opts.include.map((p) => JSON.stringify(p)).join(' ')}`] : []),
+    ...(opts.exclude?.length ? [`--exclude ${opts.exclude.map((p) => JSON.stringify(p)).join(' ')}`] : []),
+  ].join(' ');
+  return new NotFoundError(`no file of ${formatRef(ref)} (${manifest.files.length} files at ${manifest.commit.slice(0, 12)}) is selected by ${said}`, 'ESF_NO_FILE_SELECTED');
+}
+
+/** The hub's listing; offline, the revision the store already holds, if it holds one. */
+async function resolveOrOffline(source: Source, ref: ModelRef, store: Store, opts: PullOptions, log: Logger | undefined): Promise<{ manifest: Manifest } | { offline: PublishRecord }> {
+  try {
+    opts.onEvent?.({ type: 'resolving', ref: formatRef(ref) });
+    return { manifest: await source.resolve(ref, opts.signal) };
+  } catch (e) {
+    if (e instanceof NetworkError && e.code === 'ESF_NETWORK') {
+      const commit = await store.localCommit(ref, ref.revision);
+      const record = commit ? await store.replaceableRecord(ref, commit) : undefined;
+      if (record) {
+        log?.warn({ err: e.message }, 'hub unreachable; using the revision already in the store');
+        return { offline: record };
+      }
+    }
+    throw e;
+  }
+}
+
+/**
+ * Publish the revision from the store when it holds it; otherwise take the revision's lease (or
+ * wait for whoever holds it to publish), fetch what is missing and publish.
+ */
+async function downloadOnce(rev: Revision, source: Source, opts: PullOptions): Promise<PullResult> {
+  const { ref, store, manifest } = rev;
+  const holder = opts.holder ?? `${hostname()}:${process.pid}`;
+  // Losing a lease (a stalled heartbeat, a store we cannot write) means another process may be
+  // writing the same files now: stop, rather than race it.
+  const lost = new AbortController();
+  const onLost = () => {
+    rev.log?.warn('download lease lost; stopping so the process that took it over can finish');
+    lost.abort(new StorageError(`lost the download lease for ${formatRef(ref)} in ${store.leaseDir}; another process took it over`, 'ESF_LEASE_LOST'));
+  };
+  const claim = await revisionLease(rev, holder, onLost, opts);
+  if ('published' in claim) return done(ref, claim.published, 0, true, opts);
+  const { lease } = claim;
+  const signal = opts.signal ? AbortSignal.any([opts.signal, lost.signal]) : lost.signal;
+  // Every blob this revision uses gets a second link here until it is published, so no sweep
+  // (GC evicting an older revision that shared it) can take it away mid-pull. If we die, GC sees
+  // the folder's maker is gone and removes it (store/work.ts).
+  let pinDir: string | undefined;
+  let replica: Awaited<ReturnType<typeof findReplicaCopies>>;
+  try {
+    pinDir = await store.makeWorkDir('pin', lease.name);
+    // Bucket replicas of the hub go after peers (nearer) and before the hub itself.
+    if (opts.replicas?.length && ref.hub !== 's3') {
+      replica = await findReplicaCopies(opts.replicas, manifest, rev.files, { env: opts.env ?? process.env, signal, logger: opts.logger, connections: opts.connections });
+    }
+    const pull = replica ? { ...opts, engineHooks: { ...opts.engineHooks, chunkSources: [...(opts.engineHooks?.chunkSources ?? []), replica] } } : opts;
+    const { shas, downloaded } = await fetchMissing({ store, source, manifest, files: rev.files, pinDir, holder, onLost, signal, pull }).catch((e: unknown) => {
+      throw lost.signal.aborted ? lost.signal.reason : e;
+    });
+    signal.throwIfAborted();
+    opts.onEvent?.({ type: 'verifying' });
+    const rec = await store.publish({
+      key: ref,
+      commit: manifest.commit,
+      revision: ref.revision,
+      files: rev.files.map((f) => ({ ...f, sha256: shas.get(f.path)!, verified: Boolean(f.sha256 || f.gitOid) })),
+      complete: rev.complete,
+    });
+    const unverified = rec.files.filter((f) => !f.verified).map((f) => f.path);
+    if (unverified.length > 0) rev.log?.warn({ files: unverified }, 'nothing upstream vouched for these files (no hash from the hub, no checksum or manifest in the bucket): their SHA-256 was computed here and recorded, unverified');
+    return done(ref, rec, downloaded, false, opts);
+  } finally {
+    await replica?.close();
+    if (pinDir) await rm(pinDir, { recursive: true, force: true });
+    await lease.release();
+  }
+}
+
+/**
+ * The revision's download lease, or - when the store holds every selected file already (now, or
+ * once the process holding the lease has published) - the record it republished.
+ */
+async function revisionLease(rev: Revision, holder: string, onLost: () => void, opts: PullOptions): Promise<{ lease: Lease } | { published: PublishRecord }> {
+  const { ref, store, manifest } = rev;
+  const leaseName = `${repoKey(ref)}@${manifest.commit}`;
+  for (;;) {
+    opts.signal?.throwIfAborted();
+    const rec = await store.replaceableRecord(ref, manifest.commit);
+    if (recordHolds(rec, rev.files)) {
+      // Record the revision name too (a new branch may point at a commit we already have).
+      return { published: await publishFrom(rev, rec!) };
+    }
+    const lease = await tryAcquireLease(store.leaseDir, leaseName, { holder, ttlMs: opts.leaseTtlMs, onLost });
+    if (lease) return { lease };
+    const info = await readLease(store.leaseDir, leaseName);
+    opts.onEvent?.({ type: 'waiting', holder: info?.holder ?? 'unknown' });
+    await sleep(opts.pollMs ?? 500, opts.signal);
+  }
+}
+
+/**
+ * Files of `record` hold every selected file of the manifest, provably with the content the hub
+ * lists now: the same SHA-256 where the hub gives one, and the same git oid where that is the
+ * only hash it gives (small HF files). A record without that oid - e.g. from a bundle that left
+ * it out - proves nothing about such a file, so the pull checks it (fetchMissing finds the blob
+ * by its verified git-oid alias, or fetches and verifies it).
+ */
+function recordHolds(record: PublishRecord | undefined, files: readonly FileEntry[]): boolean {
+  if (!record) return false;
+  const have = new Map(record.files.map((f) => [f.path, f]));
+  return files.every((f) => {
+    const h = have.get(f.path);
+    if (h === undefined || h.size !== f.size) return false;
+    if (f.sha256 && h.sha256 !== f.sha256) return false;
+    // An oid the record names must agree; where it is the hub's only hash, the record must name it.
+    if (f.gitOid && h.gitOid !== f.gitOid && (h.gitOid !== undefined || !f.sha256)) return false;
+    return true;
+  });
+}
+
+async function publishFrom(rev: Revision, rec: PublishRecord): Promise<PublishRecord> {
   const byPath = new Map(rec.files.map((f) => [f.path, f]));
-  return store.publish({
-    key: manifest.ref,
-    commit: manifest.commit,
-    revision: manifest.ref.revision,
-    files: files.map((f) => ({ ...f, sha256: byPath.get(f.path)!.sha256, verified: byPath.get(f.path)!.verified })),
-    complete,
+  return rev.store.publish({
+    key: rev.manifest.ref,
+    commit: rev.manifest.commit,
+    revision: rev.manifest.ref.revision,
+    files: rev.files.map((f) => ({ ...f, sha256: byPath.get(f.path)!.sha256, verified: byPath.get(f.path)!.verified })),
+    complete: rev.complete,
   });
 }
 
 function done(ref: ModelRef, rec: PublishRecord, bytesDownloaded: number, alreadyComplete: boolean, opts: PullOptions): PullResult {
   opts.onEvent?.({ type: 'published', path: rec.paths.plain, commit: rec.commit });
   return { ref, commit: rec.commit, path: rec.paths.plain, record: rec, bytesDownloaded, alreadyComplete };
-}
-
-/** Fetch every selected file whose content the blob store lacks; returns path -> sha256 for all. */
-async function fetchMissing(
-  store: Store,
-  source: ReturnType<typeof sourceFor>,
-  manifest: Manifest,
-  files: FileEntry[],
-  opts: PullOptions,
-  bytesTotal: number,
-  holder: string,
-  onLost: () => void,
-  pins: string,
-): Promise<{ shas: Map<string, string>; downloaded: number }> {
-  const shas = new Map<string, string>();
-  const requests = new Map<string, BlobRequest>();
-  /** Link a stored blob into this pull's pin folder; false when it is no longer there. */
-  const pin = async (sha: string): Promise<boolean> => {
-    await mkdir(pins, { recursive: true });
-    try {
-      await link(store.blobPath(sha), join(pins, sha));
-      return true;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') return true;
-      if (code === 'ENOENT') return false;
-      throw storageError(e, store.root);
-    }
-  };
-  const pathsByKey = new Map<string, string[]>();
-  let present = 0;
-  for (const f of files) {
-    const known = f.sha256 && (await store.hasBlob(f.sha256)) ? f.sha256 : f.gitOid && !f.sha256 ? await store.shaForGitOid(f.gitOid) : undefined;
-    if (known && (await pin(known))) {
-      shas.set(f.path, known);
-      present += f.size;
-      continue;
-    }
-    // A file the hub gives no hash for is keyed by its place in the commit: fetched, never deduplicated.
-    const key = f.sha256 || f.gitOid ? blobKey(f) : `path:${manifest.commit}:${f.path}`;
-    (pathsByKey.get(key) ?? pathsByKey.set(key, []).get(key)!).push(f.path);
-    if (requests.has(key)) continue;
-    const req: BlobRequest = { key, label: f.path, size: f.size, origin: source.origin(manifest, f) };
-    if (f.sha256) req.sha256 = f.sha256;
-    if (f.gitOid) req.gitOid = f.gitOid;
-    requests.set(key, req);
-  }
-
-  let done = present;
-  let downloaded = 0;
-  let lastEmit = 0;
-  const gitOids = new Map([...requests.values()].map((r) => [r.key, r.gitOid]));
-  const resumed = new Map<string, number>();
-  const onTransfer = (e: TransferEvent) => {
-    if (e.type === 'blob-start' && e.resumedBytes !== (resumed.get(e.key) ?? 0)) {
-      // Bytes an earlier run left durable count as done: a resumed pull starts where it stopped.
-      done += e.resumedBytes - (resumed.get(e.key) ?? 0);
-      resumed.set(e.key, e.resumedBytes);
-      opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });
-    } else if (e.type === 'progress') {
-      done += e.bytes;
-      downloaded += e.bytes;
-      const now = Date.now();
-      if (now - lastEmit >= 250 || done === bytesTotal) {
-        lastEmit = now;
-        opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: e.source });
-      }
-    } else if (e.type === 'retry') {
-      opts.onEvent?.({ type: 'retry', file: e.label, attempt: e.attempt, delayMs: e.delayMs, reason: e.reason });
-    } else if (e.type === 'blob-verified') {
-      opts.onEvent?.({ type: 'file-verified', file: e.label, size: e.size });
-    }
-  };
-  opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });
-
-  const fetchAndCommit = async (reqs: BlobRequest[]) => {
-    if (reqs.length === 0) return;
-    const fetched = await fetchBlobs(reqs, {
-      partialDir: store.partialDir,
-      stateDir: opts.stateDir,
-      connections: opts.connections,
-      chunkSize: opts.chunkSize,
-      limiter: opts.limiter,
-      signal: opts.signal,
-      onEvent: (e) => {
-        opts.engineHooks?.onEvent?.(e);
-        onTransfer(e);
-      },
-      onChunk: opts.engineHooks?.onChunk,
-      stallTimeoutMs: opts.stallTimeoutMs,
-      fsync: opts.fsync,
-      env: opts.env,
-      storeLabel: store.root,
-      chunkSources: opts.engineHooks?.chunkSources,
-    });
-    for (const b of fetched) {
-      await store.commitBlob(b.path, b.sha256, gitOids.get(b.key));
-      await pin(b.sha256);
-      for (const p of pathsByKey.get(b.key) ?? []) shas.set(p, b.sha256);
-    }
-    forgetBlobs(fetched.map((b) => b.key), { stateDir: opts.stateDir });
-  };
-
-  // Partial files live in the (possibly shared) store, named by blob. Two pulls of different
-  // revisions that share content, on this node or another, must not write one partial file at
-  // once: each blob is fetched under its own lease, and blobs someone else is fetching are awaited.
-  const blobLease = (r: BlobRequest) => tryAcquireLease(store.leaseDir, `blob-${r.key.replace(':', '-')}`, { holder, ttlMs: opts.leaseTtlMs, onLost });
-  const mine: BlobRequest[] = [];
-  const leases: Lease[] = [];
-  let theirs: BlobRequest[] = [];
-  for (const r of requests.values()) {
-    // Unhashed files are keyed by revision and path: the revision lease already covers them.
-    const lease = r.key.startsWith('path:') ? undefined : await blobLease(r);
-    // Committed by someone else between our look and our lease: nothing to fetch.
-    const landed = lease ? (r.sha256 ?? (r.gitOid ? await store.shaForGitOid(r.gitOid) : undefined)) : undefined;
-    if (lease && landed && (await pin(landed))) {
-      for (const p of pathsByKey.get(r.key) ?? []) shas.set(p, landed);
-      done += r.size;
-      await lease.release();
-      continue;
-    }
-    if (lease || r.key.startsWith('path:')) {
-      mine.push(r);
-      if (lease) leases.push(lease);
-    } else {
-      theirs.push(r);
-    }
-  }
-  try {
-    await fetchAndCommit(mine);
-  } finally {
-    await Promise.all(leases.map((l) => l.release()));
-  }
-  while (theirs.length > 0) {
-    const still: BlobRequest[] = [];
-    for (const r of theirs) {
-      const sha = r.sha256 ?? (r.gitOid ? await store.shaForGitOid(r.gitOid) : undefined);
-      if (sha && (await pin(sha))) {
-        for (const p of pathsByKey.get(r.key) ?? []) shas.set(p, sha);
-        done += r.size;
-        opts.onEvent?.({ type: 'progress', bytesDone: done, bytesTotal, source: 'origin' });
-        continue;
-      }
-      const lease = await blobLease(r);
-      if (!lease) {
-        still.push(r);
-        continue;
-      }
-      try {
-        await fetchAndCommit([r]);
-      } finally {
-        await lease.release();
-      }
-    }
-    theirs = still;
-    if (theirs.length > 0) {
-      opts.onEvent?.({ type: 'waiting', holder: 'another pull fetching shared content' });
-      await sleep(opts.pollMs ?? 500, opts.signal);
-    }
-  }
-  return { shas, downloaded };
 }

@@ -13,7 +13,7 @@ import { XMLParser } from 'fast-xml-parser';
 import { Readable } from 'node:stream';
 import { request, type Dispatcher } from 'undici';
 import { AuthError, IntegrityError, NetworkError, NotFoundError, SwiftFetchError, UsageError } from '../core/errors.js';
-import { DEFAULT_BACKOFF, RETRYABLE_STATUS, RetryableError, backoffDelay, isRetryableNetworkError, parseRetryAfter } from '../core/retry.js';
+import { HUB_API_BACKOFF, RETRYABLE_STATUS, RetryableError, backoffDelay, isRetryableNetworkError, parseRetryAfter } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
 import { credentialError, type S3Settings } from './settings.js';
 
@@ -158,7 +158,7 @@ export class S3Client {
       .join('&');
     const url = qs ? `${base}?${qs}` : base;
     const retries = c.retries ?? 5;
-    const policy = { ...DEFAULT_BACKOFF, baseMs: 250 };
+    const policy = HUB_API_BACKOFF;
     for (let attempt = 0; ; attempt++) {
       try {
         const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...c.headers };

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { request, type Dispatcher } from 'undici';
 import type { FileEntry, Manifest } from '../core/manifest.js';
 import { formatS3Location, type ModelRef, type S3Location } from '../core/ref.js';
-import { blobKey } from '../core/transfer.js';
+import { blobKeyOf, formatBlobKey } from '../core/blob-key.js';
 import { proxyAwareDispatcher, type ChunkSource, type ChunkSourceRequest } from '../transfer/index.js';
 import { S3Client } from './client.js';
 import { MANIFEST_NAME, parseManifest } from './manifest.js';
@@ -69,7 +69,7 @@ export async function findReplicaCopies(replicas: readonly S3Location[], manifes
       const m = listed.has(MANIFEST_NAME) ? await client.getText(loc.bucket, prefix + MANIFEST_NAME, opts.signal) : undefined;
       const vouched = m ? new Map(parseManifest(m.text, where + MANIFEST_NAME).files.map((f) => [f.path, f])) : undefined;
       for (const f of wanted) {
-        const key = blobKey(f);
+        const key = formatBlobKey(blobKeyOf(f, manifest.commit));
         const o = listed.get(f.path);
         if (copies.has(key) || !o || o.size !== f.size) continue;
         const v = vouched?.get(f.path);
@@ -109,7 +109,7 @@ class BucketChunkSource implements ReplicaSource {
   }
 
   async fetch(req: ChunkSourceRequest): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const c = this.copies.get(req.key);
+    const c = this.copies.get(formatBlobKey(req.key));
     if (!c || c.size !== req.size) return undefined;
     const url = c.client.url(c.bucket, c.key);
     const headers = { range: `bytes=${req.start}-${req.end - 1}`, 'accept-encoding': 'identity', 'user-agent': 'swift-fetch/0.1' };
@@ -120,7 +120,7 @@ class BucketChunkSource implements ReplicaSource {
       await res.body.dump().catch(() => undefined);
       if (res.statusCode >= 500 || res.statusCode === 429) throw new Error(`replica answered ${res.statusCode}`);
       // Gone, rewritten (412) or refused: the hub serves this file from now on.
-      this.copies.delete(req.key);
+      this.copies.delete(formatBlobKey(req.key));
       this.log?.warn({ file: c.key, status: res.statusCode }, 'replica copy unavailable; using the hub');
       return undefined;
     }

@@ -1,17 +1,13 @@
 import { request, type Dispatcher } from 'undici';
 import { NetworkError } from '../core/errors.js';
-import { DEFAULT_BACKOFF, RETRYABLE_STATUS, backoffDelay, parseRateLimitReset, parseRetryAfter, type BackoffPolicy } from '../core/retry.js';
+import type { HeaderMap } from '../core/headers.js';
+import { HUB_API_BACKOFF, RETRYABLE_STATUS, backoffDelay, parseRateLimitReset, parseRetryAfter, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
 
 export interface ApiResponse {
   status: number;
-  headers: Record<string, string | string[] | undefined>;
+  headers: HeaderMap;
   body: string;
-}
-
-export function header(h: ApiResponse['headers'], name: string): string | undefined {
-  const v = h[name.toLowerCase()];
-  return Array.isArray(v) ? v[0] : v;
 }
 
 /** How long the hub asks us to wait: `Retry-After` (seconds or a date), else HF's `RateLimit` reset. */
@@ -22,50 +18,43 @@ export function retryAfterMs(h: ApiResponse['headers']): number | undefined {
 export interface GetOptions {
   dispatcher: Dispatcher;
   headers?: Record<string, string>;
+  /** Attempts after the first (default 5). */
   retries?: number;
   signal?: AbortSignal;
-  /** Upper bound for one backoff sleep. */
-  maxDelayMs?: number;
+  /** Default HUB_API_BACKOFF. */
+  backoff?: BackoffPolicy;
 }
 
 /**
- * GET a hub API URL with retries for transient statuses and network errors (exponential backoff
- * with full jitter, Retry-After honoured). Non-retryable statuses are returned to the caller, who
+ * GET a hub API URL, retrying transient statuses and network errors with the shared backoff
+ * (core/retry.ts; `Retry-After` honoured). Non-retryable statuses are returned to the caller, who
  * maps them to errors with the hub's own error headers.
  */
-// API calls back off from a quarter second: listings are small, and a user is waiting.
-function policy(opts: GetOptions): BackoffPolicy {
-  return { ...DEFAULT_BACKOFF, baseMs: 250, maxMs: opts.maxDelayMs ?? DEFAULT_BACKOFF.maxMs };
-}
-
 export async function apiGet(url: string, opts: GetOptions): Promise<ApiResponse> {
   const retries = opts.retries ?? 5;
-  let lastErr: unknown;
+  const policy = opts.backoff ?? HUB_API_BACKOFF;
   for (let attempt = 0; ; attempt++) {
+    let wish: number | undefined;
     try {
       const res = await request(url, {
         method: 'GET',
         headers: { accept: 'application/json', 'user-agent': 'swift-fetch', ...opts.headers },
         dispatcher: opts.dispatcher,
         signal: opts.signal,
-        maxRedirections: 0,
-      } as Parameters<typeof request>[1]);
+      });
       const body = await res.body.text();
       const out: ApiResponse = { status: res.statusCode, headers: res.headers, body };
       if (!RETRYABLE_STATUS.has(res.statusCode) || attempt >= retries) return out;
-      await sleep(backoffDelay(attempt + 1, policy(opts), retryAfterMs(res.headers)), opts.signal);
+      wish = retryAfterMs(res.headers);
     } catch (e) {
       if (opts.signal?.aborted) throw e;
-      lastErr = e;
       if (attempt >= retries) {
-        throw new NetworkError(`cannot reach ${new URL(url).origin}: ${(e as Error).message}`, 'ESF_NETWORK', { cause: lastErr });
+        throw new NetworkError(`cannot reach ${new URL(url).origin}: ${(e as Error).message}`, 'ESF_NETWORK', { cause: e });
       }
-      await sleep(backoffDelay(attempt + 1, policy(opts)), opts.signal);
     }
+    await sleep(backoffDelay(attempt + 1, policy, wish), opts.signal);
   }
 }
-
-
 
 export function parseJson<T>(res: ApiResponse, what: string): T {
   try {

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
 import { AuthError, NetworkError, NotFoundError } from '../core/errors.js';
 import type { FileEntry, Manifest } from '../core/manifest.js';
+import { headerValue } from '../core/headers.js';
 import { validateListing } from '../core/paths.js';
 import { isCommitId, repoId, type ModelRef } from '../core/ref.js';
 import type { Origin } from '../core/transfer.js';
-import { apiGet, header, parseJson, type ApiResponse } from './http.js';
+import { apiGet, parseJson, type ApiResponse } from './http.js';
 import { encodePath, type Source } from './source.js';
 
 export interface HfSettings {
@@ -79,7 +80,7 @@ export class HuggingFaceSource implements Source {
       const items = parseJson<unknown>(page, `file list of ${id}`);
       if (!Array.isArray(items)) throw new NetworkError(`${this.hubName} file list of ${id} is not an array`, 'ESF_BAD_RESPONSE');
       entries.push(...(items as TreeEntry[]));
-      next = nextLink(header(page.headers, 'link'), next);
+      next = nextLink(headerValue(page.headers, 'link'), next);
       // The token goes with every page: never follow a "next" page to another host.
       if (next && new URL(next).origin !== new URL(this.endpoint).origin) {
         throw new NetworkError(`${this.hubName} pointed the file list of ${id} at another host (${new URL(next).origin}); refusing to send the token there`, 'ESF_BAD_RESPONSE');
@@ -117,8 +118,8 @@ export class HuggingFaceSource implements Source {
 
   /** Map the Hub's error headers to our error classes. Never returns. */
   private fail(res: ApiResponse, ref: ModelRef): never {
-    const code = header(res.headers, 'x-error-code');
-    const msg = header(res.headers, 'x-error-message');
+    const code = headerValue(res.headers, 'x-error-code');
+    const msg = headerValue(res.headers, 'x-error-message');
     const id = repoId(ref);
     const detail = msg ? ` (${msg})` : '';
     if (code === 'GatedRepo' || ((res.status === 401 || res.status === 403) && !code && this.token)) {

@@ -1,9 +1,11 @@
 import { mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { StorageError } from '../core/errors.js';
+import { currentBootId } from './host.js';
+
+export { currentBootId } from './host.js';
 
 /**
  * Node-local resume state for the transfer engine (better-sqlite3, WAL).
@@ -61,15 +63,6 @@ interface Handle {
 }
 
 const open = new Map<string, Handle>();
-
-/** Identifies the running kernel boot ('' when unknown: then only synced chunks are trusted). */
-export function currentBootId(): string {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
 
 export class ResumeState {
   private readonly stmts;

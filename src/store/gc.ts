@@ -94,7 +94,7 @@ function time(iso: string): number {
 
 // ---------------------------------------------------------------------------------------------
 
-export type GcStore = Pick<Store, 'root' | 'leaseDir' | 'listRecords' | 'removeRevision' | 'sweepBlobs' | 'usage'>;
+export type GcStore = Pick<Store, 'root' | 'leaseDir' | 'listRecords' | 'removeRevision' | 'sweepBlobs' | 'sweepWorkDirs' | 'usage'>;
 
 export interface GcOptions {
   maxBytes: number;
@@ -116,6 +116,8 @@ export interface GcResult {
   usedBytesAfter: number;
   freedBytes: number;
   freedBlobs: number;
+  /** Pin and staging folders of pulls and publishes whose process is gone (removed, or found in a dry run). */
+  orphans: string[];
   overQuota: boolean;
 }
 
@@ -126,12 +128,15 @@ export interface GcResult {
 export async function runGc(store: GcStore, opts: GcOptions): Promise<GcResult> {
   const dryRun = opts.dryRun ?? false;
   const lease = dryRun ? undefined : await tryAcquireLease(store.leaseDir, 'gc', { holder: opts.holder ?? `gc:${hostname()}:${process.pid}` });
-  const empty = { dryRun, evicted: [], freedBytes: 0, freedBlobs: 0, overQuota: false };
+  const empty = { dryRun, evicted: [], freedBytes: 0, freedBlobs: 0, orphans: [], overQuota: false };
   if (!dryRun && !lease) {
     const { usedBytes } = await store.usage();
     return { ran: false, usedBytesBefore: usedBytes, usedBytesAfter: usedBytes, ...empty };
   }
   try {
+    // First what dead pulls and publishes left: their pins keep blobs linked, so the sweep below
+    // can free what only they held.
+    const orphans = await store.sweepWorkDirs(dryRun);
     const inUse = new Set(opts.inUse ?? []);
     for (const l of await listLeases(store.leaseDir)) if (!l.expired && l.name !== 'gc') inUse.add(l.name);
     const records = await store.listRecords();
@@ -139,14 +144,14 @@ export async function runGc(store: GcStore, opts: GcOptions): Promise<GcResult> 
     const plan = planGc(records, { maxBytes: opts.maxBytes, pinned: opts.pinned ?? new Set(), inUse, usedBytes });
     const evicted = plan.evict.map((r: PublishRecord) => ({ ref: `${r.hub}://${r.org}/${r.name}`, commit: r.commit, bytes: r.bytes, lastUsedAt: r.lastUsedAt }));
     if (dryRun) {
-      return { ran: true, dryRun, evicted, usedBytesBefore: usedBytes, usedBytesAfter: plan.projectedBytes, freedBytes: Math.max(0, usedBytes - plan.projectedBytes), freedBlobs: 0, overQuota: plan.overQuota };
+      return { ran: true, dryRun, evicted, usedBytesBefore: usedBytes, usedBytesAfter: plan.projectedBytes, freedBytes: Math.max(0, usedBytes - plan.projectedBytes), freedBlobs: 0, orphans, overQuota: plan.overQuota };
     }
     for (const r of plan.evict) await store.removeRevision(r, r.commit);
     // The evicted revisions' blobs go now; other unreferenced blobs only once past the grace period.
     const immediate = plan.evict.flatMap((r: PublishRecord) => r.files.map((f) => f.sha256));
     const sweep = await store.sweepBlobs({ immediate, ...(opts.sweepGraceMs === undefined ? {} : { graceMs: opts.sweepGraceMs }) });
     const after = await store.usage();
-    return { ran: true, dryRun, evicted, usedBytesBefore: usedBytes, usedBytesAfter: after.usedBytes, ...sweep, overQuota: after.usedBytes > (opts.maxBytes > 0 ? opts.maxBytes : Infinity) };
+    return { ran: true, dryRun, evicted, usedBytesBefore: usedBytes, usedBytesAfter: after.usedBytes, ...sweep, orphans, overQuota: after.usedBytes > (opts.maxBytes > 0 ? opts.maxBytes : Infinity) };
   } finally {
     await lease?.release();
   }

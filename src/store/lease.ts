@@ -8,7 +8,11 @@
  *    margin (two independent clocks must agree: the holder's, written in the file, and the file
  *    server's, stamped on the mtime), or
  *  - this process has watched the file's content stay unchanged for longer than ttl + margin on its
- *    own monotonic clock (immune to clock skew; needs repeated calls, which waiters make anyway).
+ *    own monotonic clock (immune to clock skew; needs repeated calls, which waiters make anyway), or
+ *  - its holder is dead: the lease names its holder by boot id, PID namespace, pid and the pid's
+ *    start time (state/host.ts), and a contender in the same boot and PID namespace sees that no
+ *    such process runs any more (a SIGKILLed pull frees its lease at once, not after its ttl).
+ *    Everyone else - other nodes, other pods, leases written by older versions - waits for expiry.
  *
  * Takeover of an expired lease is race-free between any number of contenders: they first race for
  * a create-exclusive marker named after the stale content they judged (one wins), the winner
@@ -17,9 +21,9 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { StorageError, UsageError } from '../core/errors.js';
+import { ownIdentity, processLiveness } from '../state/host.js';
 
 export interface LeaseInfo {
   holder: string;
@@ -28,6 +32,10 @@ export interface LeaseInfo {
   acquiredAt: number;
   renewedAt: number;
   ttlMs: number;
+  /** Who can judge `pid` (see state/host.ts); absent in leases written by older versions. */
+  boot?: string;
+  pidns?: string;
+  pidStart?: string;
 }
 
 export interface Lease {
@@ -131,10 +139,9 @@ function parseLease(content: string): { info: LeaseInfo; nonce: string } | undef
       typeof v.acquiredAt === 'number' && typeof v.renewedAt === 'number' && typeof v.ttlMs === 'number' &&
       typeof v.nonce === 'string'
     ) {
-      return {
-        info: { holder: v.holder, host: v.host, pid: v.pid, acquiredAt: v.acquiredAt, renewedAt: v.renewedAt, ttlMs: v.ttlMs },
-        nonce: v.nonce,
-      };
+      const info: LeaseInfo = { holder: v.holder, host: v.host, pid: v.pid, acquiredAt: v.acquiredAt, renewedAt: v.renewedAt, ttlMs: v.ttlMs };
+      for (const k of ['boot', 'pidns', 'pidStart'] as const) if (typeof v[k] === 'string') info[k] = v[k];
+      return { info, nonce: v.nonce };
     }
   } catch {
     /* torn or empty */
@@ -142,13 +149,14 @@ function parseLease(content: string): { info: LeaseInfo; nonce: string } | undef
   return undefined;
 }
 
+/** Whether a lease may be taken over: it expired, or its holder is known to be dead (see above). */
 function isExpired(path: string, snap: Snapshot): boolean {
   const ttl = snap.info.ttlMs;
   const margin = safetyMargin(ttl);
   const now = Date.now();
   const byClocks = snap.info.renewedAt + ttl + margin < now && snap.mtimeMs + ttl + margin < now;
   const byObservation = observe(path, snap.content) > ttl + margin;
-  return byClocks || byObservation;
+  return byClocks || byObservation || processLiveness(snap.info) === 'dead';
 }
 
 /** Current holder of a lease, or undefined when there is none. Includes expired leases. */
@@ -214,7 +222,7 @@ async function createExclusive(path: string, content: string): Promise<boolean> 
  */
 async function takeOver(path: string, stale: Snapshot): Promise<boolean> {
   const marker = `${path}.${createHash('sha256').update(stale.content).digest('hex').slice(0, 20)}.takeover`;
-  if (!(await createExclusive(marker, JSON.stringify({ host: hostname(), pid: process.pid, at: Date.now() })))) {
+  if (!(await createExclusive(marker, JSON.stringify({ host: ownIdentity().host, pid: process.pid, at: Date.now() })))) {
     await clearAbandonedMarker(marker, stale.info.ttlMs);
     return false;
   }
@@ -270,14 +278,16 @@ export async function tryAcquireLease(dir: string, name: string, opts: AcquireOp
   });
 
   const now = Date.now();
+  const me = ownIdentity();
   const stored: StoredLease = {
     holder: opts.holder,
-    host: hostname(),
-    pid: process.pid,
+    host: me.host,
+    pid: me.pid,
     acquiredAt: now,
     renewedAt: now,
     ttlMs,
     nonce: nonce(),
+    ...(me.boot && me.pidns && me.pidStart ? { boot: me.boot, pidns: me.pidns, pidStart: me.pidStart } : {}),
   };
   // Two rounds: the second one after moving an expired lease out of the way.
   for (let round = 0; round < 2; round++) {

@@ -1,7 +1,7 @@
 import { createReadStream, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { BlobHasher } from '../core/integrity.js';
-import type { PublishRecord, Store } from './store.js';
+import { BlobHasher, checkDigests } from '../core/integrity.js';
+import type { PublishRecord } from './store.js';
 
 export interface VerifyProblem {
   path: string;
@@ -17,7 +17,7 @@ export async function hashFile(path: string, size: number, withGit: boolean): Pr
 }
 
 /** Re-hash every file of a published revision, reading through the plain view (what users load). */
-export async function verifyRecord(store: Store, rec: PublishRecord): Promise<VerifyProblem[]> {
+export async function verifyRecord(rec: PublishRecord): Promise<VerifyProblem[]> {
   const problems: VerifyProblem[] = [];
   for (const f of rec.files) {
     const p = join(rec.paths.plain, ...f.path.split('/'));
@@ -30,9 +30,8 @@ export async function verifyRecord(store: Store, rec: PublishRecord): Promise<Ve
       problems.push({ path: f.path, problem: 'size', expected: `${f.size} bytes`, found: `${st.size} bytes` });
       continue;
     }
-    const got = await hashFile(p, f.size, false);
-    if (got.sha256 !== f.sha256) problems.push({ path: f.path, problem: 'hash', expected: `sha256:${f.sha256}`, found: `sha256:${got.sha256}` });
+    const bad = checkDigests({ sha256: f.sha256 }, await hashFile(p, f.size, false));
+    if (bad) problems.push({ path: f.path, problem: 'hash', ...bad });
   }
-  void store;
   return problems;
 }

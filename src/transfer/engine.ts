@@ -1,18 +1,17 @@
-import { open, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { lstat, open, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { constants as fsc, mkdirSync } from 'node:fs';
 import type { Dispatcher } from 'undici';
 import { IntegrityError, NetworkError, StorageError, isSwiftFetchError } from '../core/errors.js';
+import { blobFileStem, formatBlobKey, type BlobKey } from '../core/blob-key.js';
 import { checkDigests } from '../core/integrity.js';
 import type { BlobRequest, ByteSource, FetchedBlob, TransferEvent } from '../core/transfer.js';
 import { formatBytes } from '../core/units.js';
 import { ResumeState, currentBootId, type BlobRow } from '../state/resume.js';
 import { HashPool, type HashJob } from './hash-pool.js';
 import { OriginSession, createDispatcher, openRange, parseContentRange } from './http.js';
-import type { RateLimiter } from './limiter.js';
 import { DEFAULT_CONNECTIONS, chunkCount, planBlockSize, planChunkSize } from './plan.js';
-import { DEFAULT_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
+import { TRANSFER_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
 import type { ChunkSource, ChunkEvent, EngineOptions } from './types.js';
 
@@ -69,10 +68,8 @@ async function writeFully(fh: FileHandle, list: Uint8Array[], len: number, posit
 class Superseded extends Error {}
 
 /** Partial file name: derived from the key, plus the node id so nodes sharing a volume never collide. */
-export function partialName(key: string, nodeId: string): string {
-  const m = /^([a-z0-9]+):([0-9a-f]{8,128})$/.exec(key);
-  const base = m ? `${m[1]}-${m[2]}` : `key-${createHash('sha256').update(key).digest('hex')}`;
-  return `${base}.${nodeId}.part`;
+export function partialName(key: BlobKey, nodeId: string): string {
+  return `${blobFileStem(key)}.${nodeId}.part`;
 }
 
 function fileIdOf(s: { dev: number | bigint; ino: number | bigint }): string {
@@ -109,7 +106,11 @@ class BlobJob {
   resolve!: (b: FetchedBlob) => void;
   reject!: (e: unknown) => void;
 
+  /** The key as the resume database writes it. */
+  readonly id: string;
+
   constructor(readonly req: BlobRequest) {
+    this.id = formatBlobKey(req.key);
     this.session = new OriginSession(req.origin);
     this.finished = new Promise((res, rej) => {
       this.resolve = res;
@@ -179,9 +180,9 @@ export class Engine {
     this.stallMs = opts.stallTimeoutMs ?? 30_000;
     this.maxRetries = opts.maxRetries ?? 8;
     this.backoff = {
-      ...DEFAULT_BACKOFF,
+      ...TRANSFER_BACKOFF,
       ...(opts.retryBaseMs !== undefined ? { baseMs: opts.retryBaseMs } : {}),
-      ...(opts.retryMaxMs !== undefined ? { maxMs: opts.retryMaxMs, maxRetryAfterMs: Math.max(opts.retryMaxMs, DEFAULT_BACKOFF.maxRetryAfterMs) } : {}),
+      ...(opts.retryMaxMs !== undefined ? { maxMs: opts.retryMaxMs, maxRetryAfterMs: Math.max(opts.retryMaxMs, TRANSFER_BACKOFF.maxRetryAfterMs) } : {}),
     };
     this.sources = opts.chunkSources ?? [];
     this.state = ResumeState.acquire(opts.stateDir);
@@ -192,9 +193,10 @@ export class Engine {
   async run(requests: BlobRequest[]): Promise<FetchedBlob[]> {
     const byKey = new Map<string, BlobJob>();
     for (const r of requests) {
-      if (!byKey.has(r.key)) {
+      const id = formatBlobKey(r.key);
+      if (!byKey.has(id)) {
         const job = new BlobJob(r);
-        byKey.set(r.key, job);
+        byKey.set(id, job);
         this.jobs.push(job);
       }
     }
@@ -213,9 +215,8 @@ export class Engine {
       this.stallTimer = setInterval(() => this.checkStalls(), Math.max(50, Math.min(1000, this.stallMs / 4)));
       if (this.opts.fsync) this.syncTimer = setInterval(() => this.syncInBackground(), SYNC_EVERY_MS);
       this.pump();
-      const results = await Promise.all(this.jobs.map((j) => j.finished));
-      const map = new Map(results.map((r) => [r.key, r]));
-      return requests.map((r) => map.get(r.key)!);
+      await Promise.all(this.jobs.map((j) => j.finished));
+      return requests.map((r) => byKey.get(formatBlobKey(r.key))!.result!);
     } catch (e) {
       this.fail(e);
       // Let every task stop writing before the caller looks at the partial folder.
@@ -274,10 +275,10 @@ export class Engine {
   private async checkSpace(): Promise<void> {
     let needed = 0;
     for (const j of this.jobs) {
-      const row = this.state.getBlob(j.req.key);
+      const row = this.state.getBlob(j.id);
       let done = 0;
       if (row && row.size === j.req.size) {
-        for (const idx of this.state.doneChunks(j.req.key)) done += Math.min(row.chunkSize, row.size - idx * row.chunkSize);
+        for (const idx of this.state.doneChunks(j.id)) done += Math.min(row.chunkSize, row.size - idx * row.chunkSize);
       }
       needed += Math.max(0, j.req.size - done);
     }
@@ -394,26 +395,29 @@ export class Engine {
 
   private async prepare(j: BlobJob): Promise<void> {
     const { key, size } = j.req;
+    const id = j.id;
     j.path = join(this.opts.partialDir, partialName(key, this.nodeId));
-    const row = this.state.getBlob(key);
+    const row = this.state.getBlob(id);
     let resumed: number[] = [];
     let fileId: string | undefined;
     try {
-      const st = await stat(j.path, { bigint: true }).catch(() => undefined);
+      // lstat and O_NOFOLLOW: a link planted at our partial file's name is never written through.
+      const st = await lstat(j.path, { bigint: true }).catch(() => undefined);
       const same = row && st && row.path === j.path && row.size === size && row.fileId === fileIdOf(st) && st.size === BigInt(size);
       j.spanSize = planChunkSize(size, this.connections, this.opts.chunkSize);
       if (same) {
-        j.fh = await open(j.path, 'r+');
+        j.fh = await open(j.path, fsc.O_RDWR | fsc.O_NOFOLLOW);
         j.chunkSize = row.chunkSize;
         j.storedValidator = row.validator;
-        resumed = this.state.trustedChunks(key, this.bootId);
+        resumed = this.state.trustedChunks(id, this.bootId);
       } else {
         // Fresh start: a file renamed away (published), replaced, or never made.
-        j.fh = await open(j.path, 'w+');
+        await rm(j.path, { force: true });
+        j.fh = await open(j.path, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o644);
         await j.fh.truncate(size);
         fileId = fileIdOf(await j.fh.stat({ bigint: true }));
         j.chunkSize = planBlockSize(size, j.spanSize);
-        const fresh: BlobRow = { key, size, chunkSize: j.chunkSize, validator: null, path: j.path, fileId, bootId: this.bootId };
+        const fresh: BlobRow = { key: id, size, chunkSize: j.chunkSize, validator: null, path: j.path, fileId, bootId: this.bootId };
         this.state.resetBlob(fresh);
       }
     } catch (e) {
@@ -452,7 +456,7 @@ export class Engine {
       throw this.storageError(e, `resetting ${j.path}`);
     }
     const fileId = fileIdOf(await j.fh!.stat({ bigint: true }));
-    this.state.resetBlob({ key: j.req.key, size: j.req.size, chunkSize: j.chunkSize, validator, path: j.path, fileId, bootId: this.bootId });
+    this.state.resetBlob({ key: j.id, size: j.req.size, chunkSize: j.chunkSize, validator, path: j.path, fileId, bootId: this.bootId });
     j.unsynced = [];
     j.storedValidator = validator;
     this.plan(j, new Set());
@@ -581,7 +585,7 @@ export class Engine {
       for (const c of j.chunks) if (c.end > t.pos && c.start < t.end) c.state = 'active';
       this.emit({ type: 'blob-start', key: j.req.key, label: j.req.label, size: j.req.size, resumedBytes: 0 });
     } else if (seen !== undefined && j.storedValidator === null) {
-      this.state.setValidator(j.req.key, seen);
+      this.state.setValidator(j.id, seen);
       j.storedValidator = seen;
     }
     this.openBlob(j, t);
@@ -712,7 +716,7 @@ export class Engine {
    * leave the fsync to the background.
    */
   private commit(j: BlobJob, c: Chunk): void {
-    this.state.markChunk(j.req.key, c.idx, false);
+    this.state.markChunk(j.id, c.idx, false);
     if (this.opts.fsync) j.unsynced.push(c.idx);
     c.state = 'done';
     j.doneCount++;
@@ -740,7 +744,7 @@ export class Engine {
       this.track(
         j.sync().then(
           () => {
-            if (epoch === j.epoch) this.state.markSynced(j.req.key, idxs);
+            if (epoch === j.epoch) this.state.markSynced(j.id, idxs);
           },
           (e: unknown) => {
             throw this.storageError(e, `syncing ${j.req.label}`);
@@ -768,7 +772,7 @@ export class Engine {
         : undefined,
     ]);
     if (this.opts.fsync && j.unsynced.length > 0 && this.failure === undefined) {
-      this.state.markSynced(key, j.unsynced);
+      this.state.markSynced(j.id, j.unsynced);
       j.unsynced = [];
     }
     if (this.failure !== undefined) return;
@@ -778,7 +782,8 @@ export class Engine {
       j.fh = undefined;
       j.phase = 'done';
       this.emit({ type: 'blob-verified', key, label, size });
-      j.resolve({ key, path: j.path, sha256: found.sha256, size });
+      j.result = { key, path: j.path, sha256: found.sha256, size };
+      j.resolve(j.result);
       this.pump();
       return;
     }
@@ -797,7 +802,7 @@ export class Engine {
     await j.fh!.close().catch(() => undefined);
     j.fh = undefined;
     await rm(j.path, { force: true }).catch(() => undefined);
-    this.state.forget(key);
+    this.state.forget(j.id);
     j.phase = 'done';
     throw new IntegrityError(`${label}: content does not match the hub's hash after refetching (expected ${bad.expected}, got ${bad.found})`, {
       expected: bad.expected,

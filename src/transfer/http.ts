@@ -1,6 +1,7 @@
 import { Agent, EnvHttpProxyAgent, type Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'undici/types/header.js';
 import { AuthError, NetworkError, NotFoundError } from '../core/errors.js';
+import { headerValue, type HeaderMap } from '../core/headers.js';
 import type { Origin } from '../core/transfer.js';
 import { RETRYABLE_STATUS, RetryableError, parseRateLimitReset, parseRetryAfter } from '../core/retry.js';
 
@@ -58,7 +59,7 @@ export class OriginSession {
 
 export interface RangeResponse {
   status: number;
-  headers: Record<string, string | string[] | undefined>;
+  headers: HeaderMap;
   body: RawBody;
   url: string;
   /** The validator seen on this request chain, when the hub was asked. */
@@ -221,11 +222,6 @@ function dispatchGet(dispatcher: Dispatcher, u: URL, headers: Record<string, str
   });
 }
 
-function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
-  const v = h[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
 export function normalizeEtag(v: string | undefined): string | undefined {
   if (!v) return undefined;
   return v.replace(/^W\//, '').replace(/^"|"$/g, '');
@@ -261,19 +257,19 @@ export async function openRange(
     const res = await dispatchGet(dispatcher, u, headers, signal);
     const h = res.headers;
     if (toHub) {
-      const etag = normalizeEtag(header(h, 'x-linked-etag') ?? header(h, 'etag'));
-      const size = header(h, 'x-linked-size') ?? totalFromContentRange(header(h, 'content-range')) ?? (res.statusCode === 200 ? header(h, 'content-length') : undefined);
+      const etag = normalizeEtag(headerValue(h, 'x-linked-etag') ?? headerValue(h, 'etag'));
+      const size = headerValue(h, 'x-linked-size') ?? totalFromContentRange(headerValue(h, 'content-range')) ?? (res.statusCode === 200 ? headerValue(h, 'content-length') : undefined);
       if (etag || size) validator = `${etag ?? ''}|${size ?? ''}`;
     }
-    if (res.statusCode >= 300 && res.statusCode < 400 && header(h, 'location')) {
+    if (res.statusCode >= 300 && res.statusCode < 400 && headerValue(h, 'location')) {
       await res.body.dump().catch(() => undefined);
-      url = new URL(header(h, 'location')!, u).href;
+      url = new URL(headerValue(h, 'location')!, u).href;
       continue;
     }
     if (res.statusCode === 200 || res.statusCode === 206) {
       if (!validator && !toHub && session.validator === undefined) {
-        const etag = normalizeEtag(header(h, 'etag'));
-        const size = totalFromContentRange(header(h, 'content-range')) ?? (res.statusCode === 200 ? header(h, 'content-length') : undefined);
+        const etag = normalizeEtag(headerValue(h, 'etag'));
+        const size = totalFromContentRange(headerValue(h, 'content-range')) ?? (res.statusCode === 200 ? headerValue(h, 'content-length') : undefined);
         if (etag || size) validator = `${etag ?? ''}|${size ?? ''}`;
       }
       if (url !== session.origin.url) session.target = url;
@@ -325,15 +321,15 @@ const NOT_FOUND_CODES = new Set(['RepoNotFound', 'RevisionNotFound', 'EntryNotFo
 
 function statusError(
   status: number,
-  h: Record<string, string | string[] | undefined>,
+  h: HeaderMap,
   label: string,
   u: URL,
   toHub: boolean,
   body: string,
   authHint?: string,
 ): Error {
-  const code = header(h, 'x-error-code');
-  const msg = header(h, 'x-error-message') ?? body.trim().slice(0, 200);
+  const code = headerValue(h, 'x-error-code');
+  const msg = headerValue(h, 'x-error-message') ?? body.trim().slice(0, 200);
   const detail = `HTTP ${status}${code ? ` ${code}` : ''}${msg ? `: ${msg}` : ''}`;
   if (RETRYABLE_STATUS.has(status)) {
     const wait = parseRetryAfter(h['retry-after']) ?? (status === 429 ? parseRateLimitReset(h['ratelimit']) : undefined);

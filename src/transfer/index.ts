@@ -3,15 +3,16 @@
  * This is the only public entry of src/transfer.
  */
 import { stat } from 'node:fs/promises';
+import { formatBlobKey, type BlobKey } from '../core/blob-key.js';
 import type { BlobRequest, FetchedBlob } from '../core/transfer.js';
 import { ResumeState, durableRanges } from '../state/resume.js';
 import { Engine } from './engine.js';
 import type { EngineOptions } from './types.js';
 
-export { RateLimiter, type Clock } from './limiter.js';
+export { RateLimiter, type Clock } from '../core/rate-limiter.js';
 export { proxyAwareDispatcher } from './http.js';
 export { DEFAULT_CHUNK_SIZE, DEFAULT_CONNECTIONS } from './plan.js';
-export type { EngineOptions, ChunkSource, ChunkSourceRequest, ChunkEvent } from './types.js';
+export type { EngineOptions, EngineHooks, ChunkSource, ChunkSourceRequest, ChunkEvent } from './types.js';
 
 /**
  * Fetch and verify every blob. Each result is a file under `opts.partialDir` whose SHA-256 (or
@@ -24,17 +25,17 @@ export async function fetchBlobs(requests: BlobRequest[], opts: EngineOptions): 
 }
 
 /** Drop the resume rows of blobs (after they were stored). Safe to call for unknown keys. */
-export function forgetBlobs(keys: Iterable<string>, opts: { stateDir: string }): void {
+export function forgetBlobs(keys: Iterable<BlobKey>, opts: { stateDir: string }): void {
   // One open of the database for all: opening it per blob cost ~3 ms each.
   const st = ResumeState.acquire(opts.stateDir);
   try {
-    for (const key of keys) st.forget(key);
+    for (const key of keys) st.forget(formatBlobKey(key));
   } finally {
     st.release();
   }
 }
 
-export function forgetBlob(key: string, opts: { stateDir: string }): void {
+export function forgetBlob(key: BlobKey, opts: { stateDir: string }): void {
   forgetBlobs([key], opts);
 }
 
@@ -45,13 +46,14 @@ export function forgetBlob(key: string, opts: { stateDir: string }): void {
  */
 export async function completedRanges(
   stateDir: string,
-  key: string,
+  key: BlobKey,
 ): Promise<{ path: string; size: number; ranges: Array<[number, number]> } | undefined> {
-  const found = durableRanges(stateDir, key);
+  const id = formatBlobKey(key);
+  const found = durableRanges(stateDir, id);
   if (!found) return undefined;
   const st = ResumeState.acquire(stateDir);
   try {
-    const row = st.getBlob(key);
+    const row = st.getBlob(id);
     const s = await stat(found.path, { bigint: true }).catch(() => undefined);
     if (!row || !s || row.fileId !== `${s.dev}:${s.ino}`) return undefined;
     return found;

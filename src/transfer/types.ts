@@ -1,6 +1,6 @@
-import type { BlobRequest } from '../core/transfer.js';
-import type { ByteSource, TransferEvent } from '../core/transfer.js';
-import type { RateLimiter } from './limiter.js';
+import type { BlobKey } from '../core/blob-key.js';
+import type { BlobRequest, ByteSource, TransferEvent } from '../core/transfer.js';
+import type { RateLimiter } from '../core/rate-limiter.js';
 
 export interface EngineOptions {
   /** `<store>/.swift-fetch/partial`: partial files live here, on the store's filesystem. */
@@ -42,8 +42,14 @@ export interface EngineOptions {
   hashWorkers?: number;
 }
 
+/**
+ * The engine's extension points as one bundle: where chunks may come from before the origin, and
+ * the events a peer server follows. P2P makes one (`P2PNode.engineHooks()`) and pulls pass it on.
+ */
+export type EngineHooks = Pick<EngineOptions, 'chunkSources' | 'onChunk' | 'onEvent'>;
+
 export interface ChunkSourceRequest {
-  key: string;
+  key: BlobKey;
   sha256?: string;
   size: number;
   /** Byte range `[start, end)` wanted. */
@@ -67,7 +73,7 @@ export interface ChunkSource {
 
 /** A chunk of `key` whose bytes `[start, end)` are durable in `path`. */
 export interface ChunkEvent {
-  key: string;
+  key: BlobKey;
   path: string;
   start: number;
   end: number;

@@ -13,6 +13,11 @@ describe('parseRef', () => {
     expect(parseRef('hf://a/b@refs/pr/1').revision).toBe('refs/pr/1');
   });
 
+  it('keeps single dashes and dots, which real repos use', () => {
+    expect(parseRef('hf://meta-llama/Llama-3.1-8B')).toMatchObject({ org: 'meta-llama', name: 'Llama-3.1-8B' });
+    expect(parseRef('ms://a-b/c.d-e_f')).toMatchObject({ org: 'a-b', name: 'c.d-e_f' });
+  });
+
   it('treats a bare ORG/NAME as ModelScope unless USE_HF is set, as ms-swift does', () => {
     expect(parseRef('org/name', {}).hub).toBe('ms');
     expect(parseRef('org/name', {}).revision).toBe('master');
@@ -24,6 +29,8 @@ describe('parseRef', () => {
   it.each([
     '', 'hf://', 'hf://onlyone', 'hf://a/b/c', 's3://a/b', 'hf://../b', 'hf://a/..', 'hf://a/b@', 'hf://a/b@../x',
     'hf://a/b@x//y', 'hf:// a/b', 'C:/a/b', 'hf://a/.hidden', 'hf://-a/b', 'hf://a/b@/abs',
+    // "--" joins org and name in the store's folder names; the Hub refuses it (and "..") too.
+    'hf://col--a/b', 'hf://col/a--b', 'ms://col--a/b', 'col/a--b', 'hf://a..b/c', 'hf://a/b..c',
   ])('rejects %j with a usage error (exit 2)', (bad) => {
     let err: unknown;
     try {

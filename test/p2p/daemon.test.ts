@@ -99,6 +99,11 @@ describe('daemons share a model through P2P', () => {
     }
     const origin = hub.bytesSent({ path: 'model.safetensors' });
     expect(origin).toBeGreaterThanOrEqual(weights.length);
+    // DESIGN.md's goal is <= 1.05 origin copies; this bound is looser on purpose. The files here
+    // are small (6-24 MiB) in 1 MiB chunks, so one chunk fetched twice (two nodes deciding in the same
+    // instant, before either sees the other's claim) is already 4-17 % of a copy, and two cores
+    // running every node make such races common. The goal is measured with real model sizes in
+    // bench/p2p.mjs (docs/benchmarks.md, P2P); here the bound catches a swarm that stopped sharing.
     expect(origin).toBeLessThanOrEqual(1.3 * weights.length);
 
     // The peer side shows in the metrics, and peer routes refuse requests without the token.

@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { sha256Key } from '../../src/core/blob-key.js';
 import type { BlobRequest, FetchedBlob, TransferEvent } from '../../src/core/transfer.js';
 import { Router } from '../../src/daemon/router.js';
 import { createP2PNode, PeerToken, type DnsResolver, type P2PNode, type P2PNodeOptions } from '../../src/p2p/index.js';
@@ -164,7 +165,7 @@ function poisonResponse(res: import('node:http').ServerResponse, poison: (c: Buf
 
 export function blobRequestFor(hubEndpoint: string, repo: string, commit: string, f: { path: string; size: number; sha256: string }, hubHeaders: Record<string, string> = {}): BlobRequest {
   return {
-    key: `sha256:${f.sha256}`,
+    key: sha256Key(f.sha256),
     label: f.path,
     size: f.size,
     sha256: f.sha256,

@@ -84,7 +84,10 @@ describe('a peer killed mid-transfer', () => {
     for (const n of nodes) expect(await sha(n.store.blobPath(f.sha256))).toBe(f.sha256);
     for (const n of nodes) expect(n.p2p!.discovery.live().map((p) => p.id)).not.toContain(childId);
     expect(messages.some((m) => m.done)).toBe(false);
-    // The survivors still shared: the origin sent less than two copies for the three nodes.
+    // The survivors still shared: the origin sent less than two copies for the three nodes. Looser
+    // than DESIGN.md's 1.05 copies because a node dies mid-pull here: the pieces it owned and had
+    // fetched are gone with it and come from the origin again, and the survivors first wait for it
+    // (bounded) before they do. The 1.05 goal is for nodes that all finish (bench/p2p.mjs).
     expect(hub.bytesSent()).toBeLessThan(2 * f.size);
   });
 });

@@ -134,6 +134,11 @@ describe.skipIf(why !== undefined)(`swarm across network namespaces${why ? ` (sk
     const done = await Promise.all(nodes.map((n) => n.next((m) => m.done === true)));
     for (const d of done) expect(d.hashes).toEqual([f.sha256]);
     expect(hub.bytesSent()).toBeGreaterThanOrEqual(f.size);
+    // DESIGN.md's goal is <= 1.05 origin copies; this bound is looser on purpose. The files here
+    // are small (6-24 MiB) in 1 MiB chunks, so one chunk fetched twice (two nodes deciding in the same
+    // instant, before either sees the other's claim) is already 4-17 % of a copy, and two cores
+    // running every node make such races common. The goal is measured with real model sizes in
+    // bench/p2p.mjs (docs/benchmarks.md, P2P); here the bound catches a swarm that stopped sharing.
     expect(hub.bytesSent()).toBeLessThanOrEqual(1.3 * f.size);
     expect(done.reduce((n, d) => n + (d.bytesFromPeers as number), 0)).toBeGreaterThan(f.size);
     for (const n of nodes) n.send({ exit: true });

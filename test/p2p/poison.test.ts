@@ -26,51 +26,88 @@ const flip = (b: Buffer) => {
   return out;
 };
 
+/** Data requests `from` (a node id) that reached `to`, counted from `since` (an index into to.seen). */
+const dataRequests = (to: SwarmNode, from: string, since = 0) =>
+  to.seen.slice(since).filter((r) => r.url.includes('/data') && r.headers['x-swift-fetch-node'] === from).length;
+
 describe('a peer serving bad bytes', () => {
-  it('is detected, quarantined, and the result is still the verified file', async () => {
+  it('is detected by the node it lied to, quarantined there, never asked again, and the result is the verified file', async () => {
     hub = await startFakeHub();
-    const repo = await hub.addRepo({ id: 'org/poison', files: { 'model.safetensors': makeContent(10 * MiB + 3, 21) } });
+    const repo = await hub.addRepo({ id: 'org/poison', files: { 'model.safetensors': makeContent(10 * MiB + 3, 21), 'second.safetensors': makeContent(6 * MiB + 1, 22) } });
+    const [f1, f2] = ['model.safetensors', 'second.safetensors'].map((p) => repo.files.find((f) => f.path === p)!);
+    const req1 = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f1!)];
+    const req2 = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f2!)];
+    const opts = { token: TOKEN, connections: 4, chunkSize: MiB };
+    const liar = await SwarmNode.start({ ...opts, poison: flip });
+    const a = await SwarmNode.start(opts);
+    nodes = [liar, a];
+    const urls = [liar.url, a.url];
+    await Promise.all(nodes.map((n) => n.join({ static: urls })));
+    await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
+    const liarId = liar.p2p!.nodeId;
+
+    // The liar downloads both files honestly; from then on it is the only holder.
+    await liar.pull([...req1, ...req2]);
+    hub.resetStats();
+    await a.pull(req1);
+    expect(await sha(a.store.blobPath(f1!.sha256))).toBe(f1!.sha256);
+    // A took bytes from the liar (the only holder), failed the whole-file hash, refetched from the origin only...
+    expect(a.p2p!.source.bytesByPeer.get(liarId)).toBeGreaterThan(0);
+    expect(a.events.some((e) => e.type === 'hash-mismatch')).toBe(true);
+    expect(hub.bytesSent()).toBeGreaterThanOrEqual(f1!.size);
+    // ...and its blame ledger quarantined the liar by itself.
+    await waitFor(() => a.p2p!.discovery.isQuarantined(liarId));
+    expect(a.p2p!.counters.quarantines).toBe(1);
+    expect(a.p2p!.discovery.live()).toEqual([]);
+
+    // Once quarantined, the liar is never asked for data again, though it holds the next file too.
+    const asked = liar.seen.length;
+    hub.resetStats();
+    await a.pull(req2);
+    expect(await sha(a.store.blobPath(f2!.sha256))).toBe(f2!.sha256);
+    expect(dataRequests(liar, a.p2p!.nodeId, asked)).toBe(0);
+    expect(hub.bytesSent()).toBeGreaterThanOrEqual(f2!.size);
+    expect(a.events.filter((e) => e.type === 'hash-mismatch')).toHaveLength(1);
+  });
+
+  it('among honest and lying holders, blame falls on the liar only', async () => {
+    hub = await startFakeHub();
+    const repo = await hub.addRepo({ id: 'org/mixed', files: { 'model.safetensors': makeContent(10 * MiB + 3, 23) } });
     const f = repo.files[0]!;
     const req = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f)];
     const opts = { token: TOKEN, connections: 4, chunkSize: MiB };
     const liar = await SwarmNode.start({ ...opts, poison: flip });
-    const a = await SwarmNode.start(opts);
-    const b = await SwarmNode.start(opts);
-    nodes = [liar, a, b];
-    const urls = nodes.map((n) => n.url);
+    const honest = await SwarmNode.start(opts);
+    nodes = [liar, honest];
+    const urls = [liar.url, honest.url];
     await Promise.all(nodes.map((n) => n.join({ static: urls })));
     await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
-
-    // The liar downloads honestly; from then on it is the only holder.
+    // The honest node gets its copy first (nobody holds one yet: from the origin), then the liar.
+    await honest.pull(req);
     await liar.pull(req);
-    hub.resetStats();
-    await a.pull(req);
-    expect(await sha(a.store.blobPath(f.sha256))).toBe(f.sha256);
-    // A took bytes from the liar, failed the whole-file hash, refetched from the origin only.
-    expect(a.p2p!.source.bytesByPeer.get(liar.p2p!.nodeId)).toBeGreaterThan(0);
-    expect(a.events.some((e) => e.type === 'hash-mismatch')).toBe(true);
-    expect(hub.bytesSent()).toBeGreaterThanOrEqual(f.size);
-    await waitFor(() => a.p2p!.discovery.isQuarantined(liar.p2p!.nodeId));
-    expect(a.p2p!.counters.quarantines).toBe(1);
-    expect(a.p2p!.discovery.live().map((p) => p.id)).toEqual([b.p2p!.nodeId]);
 
-    // B sees two finished holders: the liar and A. Whatever it takes from the liar is caught the same way.
-    await b.pull(req);
-    expect(await sha(b.store.blobPath(f.sha256))).toBe(f.sha256);
-    const fromLiar = b.p2p!.source.bytesByPeer.get(liar.p2p!.nodeId) ?? 0;
-    if (fromLiar > 0) await waitFor(() => b.p2p!.discovery.isQuarantined(liar.p2p!.nodeId));
-    expect(b.p2p!.discovery.isQuarantined(a.p2p!.nodeId)).toBe(false);
-
-    // Once quarantined, the liar is never asked for data again.
-    const asked = liar.seen.length;
-    hub.resetStats();
-    const c = await SwarmNode.start(opts);
-    nodes.push(c);
-    await c.join({ static: urls });
-    c.p2p!.discovery.quarantine(liar.p2p!.nodeId, 'test');
-    await c.pull(req);
-    expect(liar.seen.slice(asked).filter((r) => r.url.includes('/data')).length).toBe(0);
-    expect(hub.bytesSent()).toBe(0);
+    // A new node sees two finished holders and spreads its chunks over both (least-used peer,
+    // random tie-break), so the blob that fails its hash holds bytes of both. Which peer serves
+    // which chunk is chance: a node that happened to use only one of them proves nothing here, so
+    // fresh nodes try until one used both (each is checked in full; with 11 chunks on 4
+    // connections that fails to happen with a chance far below 1 in 1000).
+    let mixed = false;
+    for (let attempt = 0; attempt < 3 && !mixed; attempt++) {
+      const b = await SwarmNode.start(opts);
+      nodes.push(b);
+      await b.join({ static: urls });
+      await b.p2p!.discovery.refresh();
+      await b.pull(req);
+      expect(await sha(b.store.blobPath(f.sha256))).toBe(f.sha256);
+      const fromLiar = b.p2p!.source.bytesByPeer.get(liar.p2p!.nodeId) ?? 0;
+      const fromHonest = b.p2p!.source.bytesByPeer.get(honest.p2p!.nodeId) ?? 0;
+      if (fromLiar > 0) await waitFor(() => b.p2p!.discovery.isQuarantined(liar.p2p!.nodeId));
+      // The honest holder served parts of the same failed blob: it is cleared, not blamed.
+      expect(b.p2p!.discovery.isQuarantined(honest.p2p!.nodeId)).toBe(false);
+      expect(b.p2p!.source.blame.isSuspended(honest.p2p!.nodeId)).toBe(false);
+      mixed = fromLiar > 0 && fromHonest > 0;
+    }
+    expect(mixed).toBe(true);
   });
 });
 

@@ -42,6 +42,11 @@ describe('cooperative cold start', () => {
     for (const n of nodes) for (const f of big) expect(await sha256File(n.store.blobPath(f.sha256))).toBe(f.sha256);
     const origin = hub.bytesSent();
     expect(origin).toBeGreaterThanOrEqual(copyBytes);
+    // DESIGN.md's goal is <= 1.05 origin copies; this bound is looser on purpose. The files here
+    // are small (6-24 MiB) in 1 MiB chunks, so one chunk fetched twice (two nodes deciding in the same
+    // instant, before either sees the other's claim) is already 4-17 % of a copy, and two cores
+    // running every node make such races common. The goal is measured with real model sizes in
+    // bench/p2p.mjs (docs/benchmarks.md, P2P); here the bound catches a swarm that stopped sharing.
     expect(origin).toBeLessThanOrEqual(1.3 * copyBytes);
     // The rest came from peers, and what was served equals what was received.
     const fromPeers = nodes.reduce((n, x) => n + x.bytesFromPeers(), 0);

@@ -56,7 +56,7 @@ describe('peer token', () => {
       expect(t.accepts('first-token')).toBe(false);
       expect(t.accepts(undefined)).toBe(false);
       expect(t.accepts(['Bearer first-token'])).toBe(false);
-      expect(t.header()).toBe('Bearer first-token');
+      expect(t.authorization()).toBe('Bearer first-token');
       await writeFile(file, 'second-token');
       await utimes(file, new Date(), new Date(Date.now() + 5_000));
       // Re-read at most every two seconds.

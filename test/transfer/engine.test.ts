@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { completedRanges, fetchBlobs, forgetBlob, type EngineOptions } from '../../src/transfer/index.js';
+import { formatBlobKey } from '../../src/core/blob-key.js';
 import { ResumeState } from '../../src/state/resume.js';
 import type { TransferEvent } from '../../src/core/transfer.js';
 import { MiB, blobRequest, gitOid, makeContent, serveRange, sha256, startServer, tempDir, type TestServer } from './helpers.js';
@@ -71,8 +72,8 @@ describe('fetchBlobs', () => {
     const d = dirs();
     const got = await fetchBlobs(
       [
-        { key: `git:${gitOid(content)}`, label: 'config.json', size: content.length, gitOid: gitOid(content), origin: { url: `${srv.url}/c`, hubHeaders: {} } },
-        { key: `git:${gitOid(empty)}`, label: 'empty', size: 0, gitOid: gitOid(empty), origin: { url: `${srv.url}/e`, hubHeaders: {} } },
+        { key: { kind: 'git', gitOid: gitOid(content) }, label: 'config.json', size: content.length, gitOid: gitOid(content), origin: { url: `${srv.url}/c`, hubHeaders: {} } },
+        { key: { kind: 'git', gitOid: gitOid(empty) }, label: 'empty', size: 0, gitOid: gitOid(empty), origin: { url: `${srv.url}/e`, hubHeaders: {} } },
       ],
       { ...d, env: {} },
     );
@@ -127,14 +128,14 @@ describe('fetchBlobs', () => {
     const [a] = await fetchBlobs([blobRequest(content, `${srv.url}/f`)], { ...d, chunkSize: 4 * MiB, connections: 1, env: {} });
     const st = ResumeState.acquire(d.stateDir);
     try {
-      expect(st.doneChunks(a!.key)).toEqual([0, 1, 2, 3, 4, 5]);
-      expect(st.syncedChunks(a!.key)).toEqual([]);
+      expect(st.doneChunks(formatBlobKey(a!.key))).toEqual([0, 1, 2, 3, 4, 5]);
+      expect(st.syncedChunks(formatBlobKey(a!.key))).toEqual([]);
       forgetBlob(a!.key, d);
       const d2 = dirs();
       const [b] = await fetchBlobs([blobRequest(content, `${srv.url}/f`)], { ...d2, chunkSize: 4 * MiB, connections: 1, env: {}, fsync: true });
       const st2 = ResumeState.acquire(d2.stateDir);
       try {
-        expect(st2.syncedChunks(b!.key)).toEqual([0, 1, 2, 3, 4, 5]);
+        expect(st2.syncedChunks(formatBlobKey(b!.key))).toEqual([0, 1, 2, 3, 4, 5]);
       } finally {
         st2.release();
       }

@@ -5,6 +5,7 @@ import { startFakeHub } from '../fakehub/index.js';
 import type { FakeHub } from '../fakehub/index.js';
 import { fetchBlobs } from '../../src/transfer/index.js';
 import { AuthError } from '../../src/core/errors.js';
+import { sha256Key } from '../../src/core/blob-key.js';
 import type { BlobRequest, TransferEvent } from '../../src/core/transfer.js';
 import { MiB, makeContent, tempDir } from './helpers.js';
 
@@ -24,7 +25,7 @@ async function hubWithRepo(token = 'hf_s3cret') {
   const opts = { partialDir: join(t.dir, 'store/.swift-fetch/partial'), stateDir: join(t.dir, 'state'), env: {}, chunkSize: 2 * MiB, retryBaseMs: 20, retryMaxMs: 200 };
   const requests = (hubHeaders: Record<string, string>, hubKind: 'hf' | 'ms' = 'hf'): BlobRequest[] =>
     repo.files.map((f) => ({
-      key: `sha256:${f.sha256}`,
+      key: sha256Key(f.sha256),
       label: f.path,
       size: f.size,
       ...(f.lfs ? { sha256: f.sha256 } : { gitOid: f.gitOid }),

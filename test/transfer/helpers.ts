@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
+import { sha256Key } from '../../src/core/blob-key.js';
 import type { BlobRequest } from '../../src/core/transfer.js';
 
 export const MiB = 1024 * 1024;
@@ -181,7 +182,7 @@ export async function serveRange(srv: TestServer, req: IncomingMessage, res: Ser
 
 export function blobRequest(content: Buffer, url: string, extra: Partial<BlobRequest> = {}): BlobRequest {
   const h = sha256(content);
-  return { key: `sha256:${h}`, label: 'model.safetensors', size: content.length, sha256: h, origin: { url, hubHeaders: {} }, ...extra };
+  return { key: sha256Key(h), label: 'model.safetensors', size: content.length, sha256: h, origin: { url, hubHeaders: {} }, ...extra };
 }
 
 /** The CI rule: a missing tool fails in CI and skips (with a reason) elsewhere. */

@@ -18,22 +18,27 @@ afterEach(async () => {
 });
 
 interface Line {
-  event?: { type: string; resumedBytes?: number };
+  event?: { type: string; resumedBytes?: number; bytes?: number };
   chunk?: { start: number; end: number };
   result?: Array<{ path: string; sha256: string }>;
   error?: { name: string; code: string; message: string };
 }
 
 function pull(spec: unknown): { child: ChildProcess; lines: Line[]; exit: Promise<number | null>; onLine: (f: (l: Line) => void) => void } {
+  // `exit` waits for stdout to close too, so every line the process printed has been read.
   const child = spawn(process.execPath, ['--import', 'tsx', fixture], { cwd: root, env: { ...process.env, SF_PULL: JSON.stringify(spec) }, stdio: ['ignore', 'pipe', 'inherit'] });
   const lines: Line[] = [];
   const listeners: Array<(l: Line) => void> = [];
-  createInterface({ input: child.stdout! }).on('line', (s) => {
+  const rl = createInterface({ input: child.stdout! }).on('line', (s) => {
     const l = JSON.parse(s) as Line;
     lines.push(l);
     for (const f of listeners) f(l);
   });
-  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const closed = new Promise<void>((r) => rl.on('close', () => r()));
+  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code))).then(async (code) => {
+    await closed;
+    return code;
+  });
   cleanups.push(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
@@ -70,6 +75,8 @@ describe('resume after SIGKILL', () => {
     expect(await first.exit).toBe(null);
     const sentBeforeKill = srv.bytesSent();
     expect(sentBeforeKill).toBeLessThan(size);
+    // What the killed process had written to its partial file (progress events come after writes).
+    const written = first.lines.reduce((n, l) => n + (l.event?.type === 'progress' ? l.event.bytes ?? 0 : 0), 0);
 
     const second = pull(spec);
     expect(await second.exit).toBe(0);
@@ -83,8 +90,15 @@ describe('resume after SIGKILL', () => {
     // Only what was missing, plus at most what an end-game split cut off mid-flight.
     expect(secondBytes).toBeGreaterThanOrEqual(size - resumed);
     expect(secondBytes).toBeLessThanOrEqual(size - resumed + 4 * MiB);
-    // Total origin traffic: the file plus at most what was in flight at the kill.
-    expect(sentBeforeKill + secondBytes).toBeLessThanOrEqual(size + connections * 2 * MiB);
+    // Of what the killed process had written, it lost at most the block each connection was in
+    // the middle of: resume state is per 1 MiB block.
+    expect(written - resumed).toBeLessThanOrEqual(connections * MiB);
+    // The origin also sent bytes the process never read: they sat in socket buffers, which die
+    // with it. How much depends on the kernel's buffer autotuning and on CPU load (on two busy
+    // cores this test saw over 10 MiB), not on the engine, so it is not bounded here. That is why
+    // this test does not check DESIGN.md's goal (waste <= 2 % of the file): on a 48 MiB file over
+    // loopback the ratio would measure the kernel. The goal is measured on a 2 GiB file in bench/
+    // (docs/benchmarks.md, "Resume").
     expect(readdirSync(spec.opts.partialDir)).toHaveLength(1);
   });
 

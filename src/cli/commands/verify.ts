@@ -21,7 +21,7 @@ export function register(program: Command): void {
       }
       let bad = 0;
       for (const rec of records) {
-        const problems = await verifyRecord(store, rec);
+        const problems = await verifyRecord(rec);
         const label = `${rec.hub}://${rec.org}/${rec.name}@${rec.commit}`;
         bad += problems.length;
         if (g.json) emitJson({ ref: label, ok: problems.length === 0, files: rec.files.length, problems });

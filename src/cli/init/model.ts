@@ -54,7 +54,7 @@ export async function fromStore(ctx: InitContext, t: Tracked): Promise<PublishRe
 export async function checkRecord(ctx: InitContext, t: Tracked, rec: PublishRecord): Promise<void> {
   if (!ctx.verify) return;
   t.state = 'verifying';
-  const problems = await verifyRecord(ctx.store, rec);
+  const problems = await verifyRecord(rec);
   if (problems.length > 0) {
     const p = problems[0]!;
     throw new IntegrityError(`${t.label}: ${problems.length} file(s) fail verification in ${rec.paths.plain}, e.g. ${p.path}: ${p.problem}`, {

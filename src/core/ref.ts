@@ -67,6 +67,17 @@ export function isSafeRepoPart(s: string): boolean {
   return REPO_PART.test(s);
 }
 
+/** Org and name that are safe under the store for this hub (an s3 prefix may hold "/" between safe segments). */
+export function isSafeRepo(hub: Hub, org: string, name: string): boolean {
+  if (hub !== 's3') return isSafeRepoPart(org) && isSafeRepoPart(name);
+  try {
+    parseS3Location(`s3://${org}/${name}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function isCommitId(rev: string): boolean {
   return /^[0-9a-f]{40}$/.test(rev);
 }

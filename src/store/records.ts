@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { NotFoundError, StorageError, isSwiftFetchError } from '../core/errors.js';
 import { validateListing } from '../core/paths.js';
-import { isCommitId, isSafeRepoPart, repoKey, type Hub } from '../core/ref.js';
+import { isCommitId, isSafeRepo, repoKey, type Hub } from '../core/ref.js';
 import { readText, writeFileAtomic } from './fsutil.js';
 import type { RepoKeyParts, StoreLayout, ViewPaths } from './layout.js';
 
@@ -111,7 +111,7 @@ export function parseRecord(text: string, file: string, expect: { repoKey: strin
     throw damaged(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
   }
   const rec = r.data;
-  for (const part of [rec.org, rec.name]) if (!isSafeRepoPart(part)) throw damaged(`${JSON.stringify(part)} is not a repo name`);
+  if (!isSafeRepo(rec.hub, rec.org, rec.name)) throw damaged(`${JSON.stringify(`${rec.org}/${rec.name}`)} is not a ${rec.hub} repo name`);
   if (repoKey(rec) !== expect.repoKey || rec.commit !== expect.commit) {
     throw damaged(`it describes ${rec.hub}://${rec.org}/${rec.name}@${rec.commit}, not the revision its place in the store names`);
   }

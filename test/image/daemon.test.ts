@@ -4,7 +4,7 @@
  * DaemonSet on a podman "node" (test/image/node.ts), pulling from the fake hub over loopback. And
  * the init container from the same image, with the store read-only at /models, gating on it.
  */
-import { chmod, readFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { pattern, sha } from '../bundle/helpers.js';
@@ -134,13 +134,18 @@ describe.skipIf(!imageTestsRun('chart'))('the daemon container with the chart\'s
     await chmod(out, 0o777); // as an emptyDir: writable by the pod's user
     const name = track('container', uniqueName('init'));
     const storeVolume = node.daemon.volumes.store!;
+    // The node API token, mounted as the chart mounts its Secret into init containers.
+    const tokenFile = join(out, '..', `${name}-api-token`);
+    await writeFile(tokenFile, node.apiToken ?? '', { mode: 0o444 });
     // As the chart's init container runs: read-only root, the store read-only at its own path,
     // a writable /tmp for its own state and the pod-shared directory for the link file.
     await podmanOk(['run', '-d', '--name', name, '--network', 'host', '--read-only', '--user', `${UID}:${UID}`,
       '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges',
       '-v', `${storeVolume}:/models:ro`, '--tmpfs', '/tmp', '-v', `${out}:/models-path`,
+      '-v', `${tokenFile}:/etc/swift-fetch/api-token/token:ro`,
       '-e', 'SWIFT_FETCH_STATE_DIR=/tmp/state', '-e', 'HOME=/tmp',
       IMAGE, 'init', 'hf://demo/gate', '--store', '/models', '--daemon', `http://127.0.0.1:${node.port}`,
+      '--daemon-token-file', '/etc/swift-fetch/api-token/token',
       '--timeout', '2m', '--link-file', '/models-path/path']);
     // Gating: while the daemon is still downloading, the init container has not finished.
     const seen = await until(async () => {

@@ -24,8 +24,10 @@
  *  - probes are removed (podman turns liveness probes into `curl` healthchecks, and the image has no
  *    curl; readiness and startup probes it ignores): the tests request each probe's path themselves.
  *  - Secret volumes get an explicit `optional: false` (podman 4.3 dereferences the field unchecked).
- *    podman 4.3 writes a Secret's data into the volume still base64-encoded, and ignores
- *    defaultMode: the tests check that the token file is there and read-only, not its bytes.
+ *    podman 4.3 writes a Secret's data into the volume still base64-encoded (a kubelet decodes
+ *    it), so the Secrets handed to podman carry their data already decoded: the files then hold
+ *    the bytes a kubelet would write (the daemon compares the API token it reads with what its
+ *    clients send). podman ignores defaultMode: the tests check the files are read-only instead.
  *  - init containers are podman's "always" kind: its default ("once") removes each after it exits,
  *    which races with the container's own clean-up in podman 4.3 and fails the play at random;
  *    kept, their exit codes and logs can be read. (test/image/node.ts starts them, in order.)
@@ -36,6 +38,13 @@ import YAML from 'yaml';
 import { chartDir, type Container, type EnvVar, helm, type K8sObject, type PodSpec, podSpec, type Volume } from '../chart/support.js';
 
 export const NODE_IP = '127.0.0.1';
+
+/** A Secret as podman 4.3 must be given it to write what a kubelet would (see above); others unchanged. */
+function decodedForPodman(o: K8sObject): K8sObject {
+  if (o.kind !== 'Secret' || !o.data) return o;
+  const data = Object.fromEntries(Object.entries(o.data as Record<string, string>).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]));
+  return { ...o, data };
+}
 /** The chart's default clusterDomain, which the tests render with. */
 const CLUSTER_DOMAIN = 'cluster.local';
 
@@ -243,7 +252,7 @@ export function toPlayablePod(
   const annotations: Record<string, string> = Object.fromEntries(Object.entries(template.metadata.annotations ?? {}).filter(([, v]) => v.length <= 63));
   annotations['io.podman.annotations.init.container.type'] = 'always';
   const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name, labels: template.metadata.labels ?? {}, annotations }, spec };
-  const unique = [...new Map(usedObjects.map((o) => [`${o.kind}/${o.metadata.name}`, o])).values()];
+  const unique = [...new Map(usedObjects.map((o) => [`${o.kind}/${o.metadata.name}`, o])).values()].map(decodedForPodman);
   return {
     name,
     rendered,

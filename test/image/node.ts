@@ -4,6 +4,7 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
+import YAML from 'yaml';
 import { expect } from 'vitest';
 import type { K8sObject } from '../chart/support.js';
 import type { FakeHub } from '../fakehub/index.js';
@@ -22,6 +23,8 @@ export interface ChartNode {
   daemon: PlayablePod;
   /** podman's name of the daemon container. */
   daemonContainer: string;
+  /** The node API token the chart generated (mutating routes need it), if the daemon has one. */
+  apiToken: string | undefined;
   /** GET or POST a daemon route on loopback; JSON in and out. */
   api<T = unknown>(path: string, body?: unknown): Promise<{ status: number; json: T }>;
   /** A path the daemon printed (under its store mount), as a path on this host. */
@@ -88,6 +91,23 @@ export function only(objects: K8sObject[], kind: string): K8sObject {
   return hits[0]!;
 }
 
+/**
+ * The node API token the rendered daemon reads: its config's `api.tokenFile`, followed through the
+ * daemon container's mounts to the Secret the chart generated.
+ */
+function apiToken(daemon: PlayablePod, objects: K8sObject[]): string | undefined {
+  const c = daemon.rendered.containers.find((x) => x.name === 'daemon')!;
+  const cm = objects.find((o) => o.kind === 'ConfigMap' && typeof (o.data as Record<string, string> | undefined)?.['config.yaml'] === 'string');
+  const file = (YAML.parse((cm!.data as Record<string, string>)['config.yaml']!) as { api?: { tokenFile?: string } }).api?.tokenFile;
+  if (!file) return undefined;
+  const mount = c.volumeMounts!.find((m) => file.startsWith(`${m.mountPath}/`))!;
+  const volume = (daemon.rendered.volumes ?? []).find((v) => v.name === mount.name) as { secret?: { secretName: string; items?: { key: string; path: string }[] } };
+  const rel = file.slice(mount.mountPath.length + 1);
+  const key = volume.secret!.items?.find((i) => i.path === rel)?.key ?? rel;
+  const secret = objects.find((o) => o.kind === 'Secret' && o.metadata.name === volume.secret!.secretName)!;
+  return Buffer.from((secret.data as Record<string, string>)[key]!, 'base64').toString('utf8').trim();
+}
+
 /** The daemon's store mount path, from the rendered container. */
 function storeMount(daemon: PlayablePod): string {
   const c = daemon.rendered.containers.find((x) => x.name === 'daemon')!;
@@ -107,8 +127,11 @@ export async function startChartNode(hub: FakeHub, models: string[], extra: stri
   const daemon = toPlayablePod(only(objects, 'DaemonSet'), objects, node, `${release}-daemon`);
   await play(daemon, dir);
   const base = `http://127.0.0.1:${port}`;
+  const token = apiToken(daemon, objects);
   const api = async <T>(path: string, body?: unknown) => {
-    const res = await fetch(base + path, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    // Mutating routes need the node API token, as any client in the cluster would send it.
+    const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+    const res = await fetch(base + path, body === undefined ? { headers: auth } : { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
     const text = await res.text();
     return { status: res.status, json: (text && res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text) as T };
   };
@@ -120,6 +143,7 @@ export async function startChartNode(hub: FakeHub, models: string[], extra: stri
     node,
     daemon,
     daemonContainer: `${daemon.name}-daemon`,
+    apiToken: token,
     api,
     storeDir,
     hostPath: async (p) => join(await storeDir(), relative(storeMount(daemon), p)),

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { SwiftFetchError, UsageError } from '../core/errors.js';
 import { formatRef, parseRef, type ModelRef } from '../core/ref.js';
 import { parseDuration, parseRate, parseSize } from '../core/units.js';
+import { normalizeAllowGlob } from '../mirror/index.js';
 import {
   DEFAULT_GC_INTERVAL_MS,
   DEFAULT_LISTEN,
@@ -62,6 +63,8 @@ export interface DaemonConfig {
   peers: PeersConfig;
   gc: { maxBytes: number; intervalMs: number };
   imports?: string;
+  /** The hub mirror (`mirror: true` or `{allow: [globs]}`); absent when off. */
+  mirror?: { allow?: string[] };
   logLevel: LogLevel;
 }
 
@@ -161,6 +164,10 @@ const globList = leaf('a list of glob patterns such as ["*.json", "*.safetensors
   Array.isArray(v) && v.every((g) => typeof g === 'string' && g !== '') ? (v as string[]) : undefined,
 );
 
+const mirrorAllow = leaf('a list of repo globs such as ["hf://Qwen/*", "ms://*"]', (v) =>
+  Array.isArray(v) && v.every((g) => typeof g === 'string' && g !== '') ? (v as string[]).map(normalizeAllowGlob) : undefined,
+);
+
 const logLevel = leaf(`one of ${LOG_LEVELS.join(', ')}`, (v) =>
   typeof v === 'string' && (LOG_LEVELS as readonly string[]).includes(v) ? (v as LogLevel) : undefined,
 );
@@ -203,6 +210,7 @@ function configSchema(env: NodeJS.ProcessEnv) {
       .nullish(),
     gc: z.strictObject({ maxBytes: size().nullish(), interval: duration.optional() }).nullish(),
     imports: nonEmptyString.nullish(),
+    mirror: z.union([z.boolean(), z.strictObject({ allow: mirrorAllow.optional() })]).nullish(),
     logLevel: logLevel.optional(),
   });
 }
@@ -216,9 +224,10 @@ function formatPath(path: readonly PropertyKey[]): string {
 }
 
 const KEYS: Record<string, string[]> = {
-  '': ['store', 'stateDir', 'listen', 'models', 'modelsFile', 'maxRate', 'connections', 'chunkSize', 'maxConcurrentPulls', 'peers', 'gc', 'imports', 'logLevel'],
+  '': ['store', 'stateDir', 'listen', 'models', 'modelsFile', 'maxRate', 'connections', 'chunkSize', 'maxConcurrentPulls', 'peers', 'gc', 'imports', 'mirror', 'logLevel'],
   peers: ['static', 'dns', 'port', 'tokenFile', 'uploadMaxRate', 'uploadConcurrency'],
   gc: ['maxBytes', 'interval'],
+  mirror: ['allow'],
   model: ['ref', 'include', 'exclude'],
 };
 
@@ -352,6 +361,7 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
   if (c.peers?.dns) cfg.peers.dns = c.peers.dns;
   if (c.peers?.tokenFile) cfg.peers.tokenFile = path(c.peers.tokenFile);
   if (c.imports) cfg.imports = path(c.imports);
+  if (c.mirror) cfg.mirror = c.mirror === true || !c.mirror.allow ? {} : { allow: c.mirror.allow };
   return cfg;
 }
 

@@ -15,6 +15,7 @@ import { pullModel } from '../pull/index.js';
 import { revisionKey, runGc, type GcResult } from '../store/gc.js';
 import { Store } from '../store/store.js';
 import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
+import { createMirror, type Mirror, type MirrorOptions } from '../mirror/index.js';
 import { RateLimiter } from '../transfer/index.js';
 import { registerApi } from './api.js';
 import { dedupeModels, type DaemonConfig, type ModelSpec } from './config.js';
@@ -43,6 +44,8 @@ export interface DaemonDeps {
   gcSweepGraceMs?: number;
   /** P2P tuning (tests: a DNS server, faster discovery rounds). */
   p2p?: Pick<Parameters<typeof createP2PNode>[0], 'dnsServers' | 'discoveryIntervalMs' | 'tuning' | 'nodeId'>;
+  /** Mirror tuning (tests: a short access cache, small tree pages). */
+  mirror?: Pick<MirrorOptions, 'accessTtlMs' | 'treePageSize'>;
 }
 
 export interface Daemon {
@@ -108,6 +111,20 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     storeUsage,
   });
 
+  // The hub mirror fetches through the same engine hooks (P2P), and follows the reconciler's pulls.
+  const mirror: Mirror | undefined = config.mirror
+    ? await createMirror({
+        store, stateDir: config.stateDir, env, registry: metrics.registry, logger: root, limiter, fsync: true,
+        holder: `mirror:${hostname()}:${process.pid}`,
+        engineHooks: (tap) => (p2p ? p2p.engineHooks(tap) : tap),
+        ...(config.mirror.allow ? { allow: config.mirror.allow } : {}),
+        ...(config.connections ? { connections: config.connections } : {}),
+        ...(config.chunkSize ? { chunkSize: config.chunkSize } : {}),
+        ...(deps.leaseTtlMs ? { leaseTtlMs: deps.leaseTtlMs } : {}),
+        ...deps.mirror,
+      })
+    : undefined;
+
   reconciler = new Reconciler({
     pull: deps.pull ?? pullModel,
     pullOptions: () => {
@@ -116,7 +133,8 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (config.connections) o.connections = config.connections;
       if (config.chunkSize) o.chunkSize = config.chunkSize;
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
-      if (p2p) o.engineHooks = p2p.engineHooks();
+      if (p2p) o.engineHooks = p2p.engineHooks(mirror?.tap);
+      else if (mirror) o.engineHooks = mirror.tap;
       return o;
     },
     concurrency: config.maxConcurrentPulls,
@@ -240,6 +258,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (ref && s.commit) void store.touch(ref, s.commit).catch(() => undefined);
     },
   });
+  mirror?.register(router);
   const peerServer = p2p?.registerRoutes(router);
   if (p2p && peerServer) {
     metrics.attachPeers({
@@ -287,6 +306,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       const closing = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
       await reconciler.stop(7_000);
+      await mirror?.stop();
       await gcRunning;
       // SSE followers and stragglers: the pulls they watched are gone anyway.
       server.closeAllConnections();

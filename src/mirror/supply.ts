@@ -1,0 +1,135 @@
+/**
+ * Getting a blob into the store for waiting clients: one fetch per blob however many clients ask,
+ * through the transfer engine (peers first, then the origin; verified; resumable), under the same
+ * per-blob lease a pull takes, so the mirror, the daemon's own pulls and other processes sharing
+ * the store never download one blob twice at once. Progress goes to `BlobProgress`, which is what
+ * readers follow; the verified file is committed to the content store.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { gitBlobId, sha256Hex } from '../core/integrity.js';
+import type { BlobRequest, TransferEvent } from '../core/transfer.js';
+import { sleep } from '../core/sleep.js';
+import { tryAcquireLease, type Lease } from '../store/lease.js';
+import type { Store } from '../store/store.js';
+import { fetchBlobs, forgetBlobs, type ChunkEvent, type ChunkSource, type RateLimiter } from '../transfer/index.js';
+import type { BlobProgress } from './progress.js';
+
+export interface EngineTap {
+  onEvent: (e: TransferEvent) => void;
+  onChunk: (e: ChunkEvent) => void;
+}
+
+export interface SupplyDeps {
+  store: Store;
+  stateDir: string;
+  progress: BlobProgress;
+  /** The daemon's engine hooks around our tap (P2P chunk sources when peers are on). */
+  engineHooks: (tap: EngineTap) => { chunkSources?: ChunkSource[]; onEvent?: (e: TransferEvent) => void; onChunk?: (e: ChunkEvent) => void };
+  limiter?: RateLimiter;
+  /** Connections for the whole mirror, shared by the fetches running at once. */
+  connections: number;
+  chunkSize?: number;
+  fsync: boolean;
+  holder: string;
+  leaseTtlMs?: number;
+  /** Stops every fetch (daemon shutdown). */
+  signal: AbortSignal;
+  logger: Logger;
+  /** A blob is now in the content store. */
+  onLanded: (key: string, sha256: string) => void;
+  /** How often to look again while another process holds the blob's lease. */
+  pollMs?: number;
+}
+
+/** Files this small that only ModelScope hashed also get their git blob id, so an HF client finds them too. */
+const GIT_ALIAS_MAX = 8 * 1024 * 1024;
+/** Longest we keep waiting for another process's download of a blob before trying ourselves again. */
+const WAIT_OTHERS_MS = 30 * 60_000;
+
+export class BlobSupply {
+  private readonly running = new Map<string, Promise<void>>();
+
+  constructor(private readonly d: SupplyDeps) {}
+
+  get active(): number {
+    return this.running.size;
+  }
+
+  /** Path of the verified content in the store, if it is there. */
+  async stored(f: { sha256?: string; gitOid?: string }): Promise<string | undefined> {
+    if (f.sha256) return (await this.d.store.hasBlob(f.sha256)) ? this.d.store.blobPath(f.sha256) : undefined;
+    const sha = f.gitOid ? await this.d.store.shaForGitOid(f.gitOid) : undefined;
+    return sha ? this.d.store.blobPath(sha) : undefined;
+  }
+
+  /** Start fetching `req` unless this process already is; failures are reported to BlobProgress. */
+  ensure(req: BlobRequest, opts: { gitAlias: boolean }): void {
+    if (this.running.has(req.key) || this.d.signal.aborted) return;
+    this.d.progress.begin(req.key);
+    const run = this.run(req, opts)
+      .catch((e: unknown) => {
+        const err = e instanceof Error ? e : new Error(String(e));
+        if (!this.d.signal.aborted) this.d.logger.warn({ file: req.label, key: req.key, err: err.message }, 'mirror fetch failed');
+        this.d.progress.fail(req.key, err);
+      })
+      .finally(() => this.running.delete(req.key));
+    this.running.set(req.key, run);
+  }
+
+  /** Wait for every fetch to wind down (after the shutdown signal). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.running.values()]);
+  }
+
+  private leaseName(key: string): string {
+    // The same names pull uses; keys without a hash get a name derived from them.
+    return key.startsWith('path:') ? `blob-path-${sha256Hex(key).slice(0, 40)}` : `blob-${key.replace(':', '-')}`;
+  }
+
+  private async run(req: BlobRequest, opts: { gitAlias: boolean }): Promise<void> {
+    const lease = await this.acquire(req);
+    if (!lease) return;
+    try {
+      if (await this.stored(req)) return;
+      // Each fetch running at once gets a fair share of the mirror's connections.
+      const connections = Math.max(4, Math.floor(this.d.connections / Math.max(1, this.running.size)));
+      const hooks = this.d.engineHooks(this.d.progress.tap);
+      const [b] = await fetchBlobs([req], {
+        partialDir: this.d.store.partialDir,
+        stateDir: this.d.stateDir,
+        connections,
+        ...(this.d.chunkSize ? { chunkSize: this.d.chunkSize } : {}),
+        ...(this.d.limiter ? { limiter: this.d.limiter } : {}),
+        fsync: this.d.fsync,
+        signal: this.d.signal,
+        storeLabel: this.d.store.root,
+        ...hooks,
+      });
+      const alias = req.sha256 === undefined ? req.gitOid : opts.gitAlias && req.size <= GIT_ALIAS_MAX ? gitBlobId(await readFile(b!.path)) : undefined;
+      await this.d.store.commitBlob(b!.path, b!.sha256, alias);
+      forgetBlobs([req.key], { stateDir: this.d.stateDir });
+      this.d.onLanded(req.key, b!.sha256);
+    } finally {
+      await lease.release();
+    }
+  }
+
+  /**
+   * The blob's lease, or undefined once the content is in the store. While another process holds
+   * the lease (a pull, another node on a shared store), its bytes land in the store when done.
+   */
+  private async acquire(req: BlobRequest): Promise<Lease | undefined> {
+    const until = Date.now() + WAIT_OTHERS_MS;
+    for (;;) {
+      const lease = await tryAcquireLease(this.d.store.leaseDir, this.leaseName(req.key), {
+        holder: this.d.holder,
+        ...(this.d.leaseTtlMs ? { ttlMs: this.d.leaseTtlMs } : {}),
+      });
+      if (lease) return lease;
+      if (await this.stored(req)) return undefined;
+      if (Date.now() > until) throw new Error(`${req.label}: another process has held the download of this file for ${WAIT_OTHERS_MS / 60_000} minutes`);
+      await sleep(this.d.pollMs ?? 500, this.d.signal);
+    }
+  }
+}

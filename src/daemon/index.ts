@@ -45,7 +45,7 @@ export interface DaemonDeps {
   /** P2P tuning (tests: a DNS server, faster discovery rounds). */
   p2p?: Pick<Parameters<typeof createP2PNode>[0], 'dnsServers' | 'discoveryIntervalMs' | 'tuning' | 'nodeId'>;
   /** Mirror tuning (tests: a short access cache, small tree pages). */
-  mirror?: Pick<MirrorOptions, 'accessTtlMs' | 'treePageSize'>;
+  mirror?: Pick<MirrorOptions, 'accessTtlMs' | 'treePageSize' | 'classifyEveryMs'>;
 }
 
 export interface Daemon {

@@ -17,7 +17,7 @@ import { isCommitId, type Hub, type ModelRef } from '../core/ref.js';
 import { encodePath } from '../sources/source.js';
 import { readText, writeFileAtomic } from '../store/fsutil.js';
 import type { PublishRecord, Store } from '../store/store.js';
-import type { Credentials } from './credentials.js';
+import { ANONYMOUS, type Credentials } from './credentials.js';
 import type { ApiResponse, Upstream } from './upstream.js';
 
 export type Access =
@@ -153,6 +153,21 @@ export class Catalog {
     const commit = isCommitId(rev) ? rev : (this.known.refs[`${hub}:${id}@${rev}`] ?? (await this.d.store.localCommit({ hub, org, name }, rev)));
     if (!commit) return { kind: 'unavailable', message: `${hubName} is unreachable and this node never resolved ${id}@${rev}` };
     return { kind: 'ok', commit, offline: true };
+  }
+
+  /**
+   * Ask the hub, anonymously, about repos the store holds that this node has not classified yet
+   * (pulled by the daemon, never read through the mirror), so that they can still be served
+   * while the hub is down. One request per repo, only while unknown.
+   */
+  async classifyStored(signal?: AbortSignal): Promise<void> {
+    const seen = new Set<string>();
+    for (const r of await this.d.store.listRecords()) {
+      const id = `${r.org}/${r.name}`;
+      if (seen.has(`${r.hub}:${id}`) || this.isPublic(r.hub, id) !== undefined) continue;
+      seen.add(`${r.hub}:${id}`);
+      await this.authorize(r.hub, id, r.hub === 'hf' ? 'main' : 'master', ANONYMOUS, signal).catch(() => undefined);
+    }
   }
 
   private async records(hub: Hub, id: string): Promise<PublishRecord[]> {

@@ -48,6 +48,8 @@ export interface MirrorOptions {
   accessTtlMs?: number;
   /** HF tree page size (default 1000, the Hub's). */
   treePageSize?: number;
+  /** How often repos in the store are classified public or not, for serving while the hub is down (default 10 min). */
+  classifyEveryMs?: number;
 }
 
 export interface Mirror {
@@ -94,6 +96,10 @@ export async function createMirror(o: MirrorOptions): Promise<Mirror> {
     logger,
     treePageSize: o.treePageSize ?? 1000,
   };
+  const classify = () => void catalog.classifyStored(shutdown.signal).catch((e: Error) => logger.debug({ err: e.message }, 'classifying stored repos failed'));
+  const classifier = setInterval(classify, o.classifyEveryMs ?? 10 * 60_000);
+  classifier.unref();
+  setTimeout(classify, 1000).unref();
   return {
     tap: progress.tap,
     metrics,
@@ -106,6 +112,7 @@ export async function createMirror(o: MirrorOptions): Promise<Mirror> {
       registerMs(router, ctx);
     },
     async stop() {
+      clearInterval(classifier);
       shutdown.abort(new Error('mirror stopping'));
       await supply.drain();
       await publisher.drain();

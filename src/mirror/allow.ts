@@ -11,7 +11,7 @@ const SCHEMES: Record<string, Hub> = { hf: 'hf', huggingface: 'hf', ms: 'ms', mo
 
 /** Check one pattern; returns it normalised (`modelscope://` → `ms://`). UsageError when it cannot match any repo. */
 export function normalizeAllowGlob(glob: string): string {
-  const m = /^([a-z]+):\/\/(.*)$/.exec(glob.trim());
+  const m = /^([^:/]+):\/\/(.*)$/.exec(glob.trim());
   const hub = m ? SCHEMES[m[1]!] : undefined;
   if (m && !hub) throw new UsageError(`mirror.allow: unknown scheme in ${JSON.stringify(glob)} (use hf://, ms:// or no scheme)`);
   const rest = m ? m[2]! : glob.trim();

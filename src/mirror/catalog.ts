@@ -41,6 +41,7 @@ interface Decision {
 }
 
 const MAX_MANIFESTS = 256;
+const MAX_DECISIONS = 10_000;
 
 export class Catalog {
   private readonly access = new Map<string, Decision>();
@@ -117,6 +118,7 @@ export class Catalog {
   learn(hub: Hub, id: string, rev: string, creds: Credentials, res: ApiResponse): Access {
     const repo = `${hub}:${id}`;
     const until = Date.now() + this.d.ttlMs;
+    this.prune();
     if (res.status === 401 || res.status === 403) {
       this.access.set(`${repo}:${creds.key}`, { until, ok: false, res });
       if (creds.key === 'anonymous') this.setPublic(repo, false);
@@ -135,6 +137,14 @@ export class Catalog {
       }
     }
     return { kind: 'ok', commit: found.commit, offline: false };
+  }
+
+  /** Many clients with many tokens must not grow the caches without bound. */
+  private prune(): void {
+    if (this.access.size < MAX_DECISIONS && this.revs.size < MAX_DECISIONS) return;
+    const now = Date.now();
+    for (const [k, v] of this.access) if (v.until <= now) this.access.delete(k);
+    for (const [k, v] of this.revs) if (v.until <= now) this.revs.delete(k);
   }
 
   private setPublic(repo: string, value: boolean): void {

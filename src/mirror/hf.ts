@@ -10,7 +10,7 @@ import { hfEtag } from '../core/manifest.js';
 import { encodePath } from '../sources/source.js';
 import type { Access, Pinned } from './catalog.js';
 import { credentialsOf, type Credentials } from './credentials.js';
-import { baseUrl, relay, sendJson, serveFile, statusOf, type MirrorContext, type RouteContext } from './serve.js';
+import { baseUrl, isRepoName, relay, sendJson, serveFile, statusOf, type MirrorContext, type RouteContext } from './serve.js';
 import { hfModelInfo, hfTreeEntries, page } from './views.js';
 
 export interface Registrar {
@@ -31,6 +31,7 @@ export function registerHf(router: Registrar, ctx: MirrorContext): void {
   async function open(rc: RouteContext, route: string, rev: string): Promise<{ id: string; creds: Credentials; pinned: Pinned } | undefined> {
     const id = `${rc.params.org}/${rc.params.name}`;
     ctx.metrics.request('hf', route);
+    if (!isRepoName(rc.params.org, rc.params.name)) return void hfError(rc.res, 404, 'RepoNotFound', 'Repository not found', isHead(rc));
     if (!ctx.allowed('hf', id)) return void hfError(rc.res, 403, undefined, `${id} is not mirrored by this node (mirror.allow)`, isHead(rc));
     const creds = credentialsOf('hf', rc.req.headers);
     const access = await ctx.catalog.authorize('hf', id, rev, creds, ctx.signal);
@@ -57,6 +58,7 @@ export function registerHf(router: Registrar, ctx: MirrorContext): void {
     const id = `${rc.params.org}/${rc.params.name}`;
     const rev = rc.params.rev ?? 'main';
     ctx.metrics.request('hf', 'info');
+    if (!isRepoName(rc.params.org, rc.params.name)) return hfError(rc.res, 404, 'RepoNotFound', 'Repository not found', isHead(rc));
     if (!ctx.allowed('hf', id)) return hfError(rc.res, 403, undefined, `${id} is not mirrored by this node (mirror.allow)`, isHead(rc));
     const creds = credentialsOf('hf', rc.req.headers);
     const path = `/api/models/${encodePath(id)}${rc.params.rev === undefined ? '' : `/revision/${encodeURIComponent(rev)}`}${rc.url.search}`;

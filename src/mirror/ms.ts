@@ -9,7 +9,7 @@ import { encodePath } from '../sources/source.js';
 import type { Access, Pinned } from './catalog.js';
 import { credentialsOf, type Credentials } from './credentials.js';
 import type { Registrar } from './hf.js';
-import { relay, sendJson, serveFile, statusOf, type MirrorContext, type RouteContext } from './serve.js';
+import { isRepoName, relay, sendJson, serveFile, statusOf, type MirrorContext, type RouteContext } from './serve.js';
 import { msError, msFileRows, msModelInfo, msOk, msRevisions } from './views.js';
 
 /** ModelScope's code for "does not exist". */
@@ -25,6 +25,7 @@ export function registerMs(router: Registrar, ctx: MirrorContext): void {
   function start(rc: RouteContext, route: string): { id: string; creds: Credentials } | undefined {
     const id = `${rc.params.org}/${rc.params.name}`;
     ctx.metrics.request('ms', route);
+    if (!isRepoName(rc.params.org, rc.params.name)) return void msFail(rc.res, 404, `Model ${id} does not exist`, isHead(rc));
     if (!ctx.allowed('ms', id)) return void msFail(rc.res, 403, `${id} is not mirrored by this node (mirror.allow)`, isHead(rc));
     return { id, creds: credentialsOf('ms', rc.req.headers) };
   }

@@ -7,7 +7,7 @@ import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:
 import type { Logger } from 'pino';
 import { isSwiftFetchError } from '../core/errors.js';
 import type { FileEntry } from '../core/manifest.js';
-import type { Hub } from '../core/ref.js';
+import { parseRef, type Hub } from '../core/ref.js';
 import { blobKey, type BlobRequest } from '../core/transfer.js';
 import type { Catalog, Pinned } from './catalog.js';
 import { ANONYMOUS, type Credentials } from './credentials.js';
@@ -40,6 +40,15 @@ export interface MirrorContext {
   signal: AbortSignal;
   logger: Logger;
   treePageSize: number;
+}
+
+/** A repo name as the hubs allow it (what `parseRef` accepts): anything else is no repo of theirs. */
+export function isRepoName(org: string | undefined, name: string | undefined): boolean {
+  try {
+    return org !== undefined && name !== undefined && !org.includes('@') && !name.includes('@') && parseRef(`hf://${org}/${name}`) !== undefined;
+  } catch {
+    return false;
+  }
 }
 
 /** `http://host:port` as the client addressed us (Host header, else the local socket address). */
@@ -126,7 +135,9 @@ export async function serveFile(
     ctx.publisher.touch(manifest.ref, manifest.commit);
     return sendStored(res, head, path, start, end, { onBytes });
   }
-  ctx.metrics.miss(hub);
+  // Verified but not yet moved into the store: no wait either, so a hit.
+  if (state?.verified && !state.failed) ctx.metrics.hit(hub);
+  else ctx.metrics.miss(hub);
   ctx.publisher.want(pinned, key);
   const request: BlobRequest = {
     key,

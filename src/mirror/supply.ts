@@ -93,7 +93,8 @@ export class BlobSupply {
     try {
       if (await this.stored(req)) return;
       // Each fetch running at once gets a fair share of the mirror's connections.
-      const connections = Math.max(4, Math.floor(this.d.connections / Math.max(1, this.running.size)));
+      const total = this.d.connections;
+      const connections = Math.max(Math.min(4, total), Math.floor(total / Math.max(1, this.running.size)));
       const hooks = this.d.engineHooks(this.d.progress.tap);
       const [b] = await fetchBlobs([req], {
         partialDir: this.d.store.partialDir,

@@ -107,6 +107,7 @@ describe.skipIf(skipWithoutPython())('the mirror while the hub is down', () => {
   let hub: FakeHub;
   let node: MirrorNode;
   let repo: AddedRepo;
+  const mirrored = { 'config.json': Buffer.from('{"mirrored": true}'), 'model.safetensors': noise(1_200_000, 'mirrored') };
   const files = { 'config.json': Buffer.from('{"model_type": "gpt2"}'), 'model.safetensors': noise(1_500_000, 'down'), 'sub/extra.txt': Buffer.from('x\n') };
 
   beforeAll(async () => {
@@ -118,6 +119,11 @@ describe.skipIf(skipWithoutPython())('the mirror while the hub is down', () => {
     for (const key of ['hf://acme/pulled@main', 'ms://acme/pulled@master']) await until(() => node.daemon.reconciler.get(key)?.state === 'ready', 50);
     const known = join(node.dir, 'state', 'mirror', 'known.json');
     await until(async () => (await readFile(known, 'utf8').catch(() => '')).includes('"ms:acme/pulled":true') && (await readFile(known, 'utf8')).includes('"hf:acme/pulled":true'), 100);
+    // And one model only ever fetched through the mirror: its record is what serves it later.
+    const m = await hub.addRepo({ id: 'acme/mirrored', files: mirrored });
+    const warm = await runPython(HF_SNAPSHOT, ['acme/mirrored'], { env: await env(node) });
+    expect(warm.code, warm.stderr).toBe(0);
+    await until(async () => (await node.daemon.store.readRecord({ hub: 'hf', org: 'acme', name: 'mirrored' }, m.commit))?.complete === true, 50);
     await hub.close();
   });
   afterAll(async () => {
@@ -137,6 +143,12 @@ describe.skipIf(skipWithoutPython())('the mirror while the hub is down', () => {
     const r = await runPython(MS_SNAPSHOT, ['acme/pulled'], { env: await env(node) });
     expect(r.code, r.stderr).toBe(0);
     await expectSameFiles(pathOf(r.stdout), files);
+  });
+
+  it('a model only ever fetched through the mirror is served too', async () => {
+    const r = await runPython(HF_SNAPSHOT, ['acme/mirrored'], { env: await env(node) });
+    expect(r.code, r.stderr).toBe(0);
+    await expectSameFiles(pathOf(r.stdout), mirrored);
   });
 
   it('a repo never seen here is refused with 503, not guessed', async () => {

@@ -273,6 +273,9 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   const server: Server = createServer((req, res) => void router.handle(req, res));
   // Requests must not hang a shutdown; SSE streams are closed explicitly in stop().
   server.keepAliveTimeout = 5_000;
+  // Hub clients (httpx) drop idle connections after 5 s: a server closing at the same moment
+  // resets a request already on its way. Outlive them; stop() closes idle connections anyway.
+  if (mirror) server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.listen.port, config.listen.host, () => {

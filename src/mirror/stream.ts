@@ -159,10 +159,10 @@ class Follower {
   /** Write `[pos, limit)`; false when the response is gone. */
   private async send(limit: number, s: BlobProgressState | undefined): Promise<boolean> {
     this.lastChange = Date.now();
+    const fh = limit > this.pos ? await this.file(s) : undefined;
+    if (limit > this.pos && !fh) return this.abort('the downloaded file vanished'), false;
     if (!this.res.headersSent) this.res.writeHead(this.head.status, this.head.headers);
-    if (limit <= this.pos) return true;
-    const fh = await this.file(s);
-    if (!fh) return this.abort('the downloaded file vanished'), false;
+    if (!fh) return true;
     while (this.pos < limit && !this.closed) {
       const buf = Buffer.allocUnsafe(Math.min(READ_SIZE, limit - this.pos));
       const { bytesRead } = await fh.read(buf, 0, buf.length, this.pos);
@@ -181,14 +181,19 @@ class Follower {
     const want = s?.path;
     if (this.fh && (want === undefined || want === this.fhPath || s?.verified)) return this.fh;
     await this.close();
-    for (const p of [want, await this.target.stored()]) {
-      if (!p) continue;
-      try {
-        this.fh = await open(p, 'r');
-        this.fhPath = p;
-        return this.fh;
-      } catch {
-        // Renamed into the store meanwhile: try the store's copy.
+    // A verified file is being committed: between the partial's removal and the store's git-oid
+    // alias (small HF files are known by it) neither name finds it for a moment.
+    for (let attempt = 0; attempt < (s?.verified ? 50 : 1); attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 100));
+      for (const p of [want, await this.target.stored()]) {
+        if (!p) continue;
+        try {
+          this.fh = await open(p, 'r');
+          this.fhPath = p;
+          return this.fh;
+        } catch {
+          // Renamed into the store meanwhile: try the store's copy.
+        }
       }
     }
     return undefined;

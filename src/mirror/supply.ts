@@ -5,7 +5,7 @@
  * the store never download one blob twice at once. Progress goes to `BlobProgress`, which is what
  * readers follow; the verified file is committed to the content store.
  */
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { gitBlobId, sha256Hex } from '../core/integrity.js';
 import type { BlobRequest, TransferEvent } from '../core/transfer.js';
@@ -30,6 +30,7 @@ export interface SupplyDeps {
   /** Connections for the whole mirror, shared by the fetches running at once. */
   connections: number;
   chunkSize?: number;
+  /** Make each fetched file durable (fdatasync) before the store takes it; clients are not held for it. */
   fsync: boolean;
   holder: string;
   leaseTtlMs?: number;
@@ -40,6 +41,16 @@ export interface SupplyDeps {
   onLanded: (key: string, sha256: string) => void;
   /** How often to look again while another process holds the blob's lease. */
   pollMs?: number;
+}
+
+/** fdatasync a verified file, so that what the store publishes survives a power loss too. */
+async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Files this small that only ModelScope hashed also get their git blob id, so an HF client finds them too. */
@@ -102,11 +113,13 @@ export class BlobSupply {
         connections,
         ...(this.d.chunkSize ? { chunkSize: this.d.chunkSize } : {}),
         ...(this.d.limiter ? { limiter: this.d.limiter } : {}),
-        fsync: this.d.fsync,
+        // Clients wait for verification, not for the disk: the file is synced below, before the store takes it.
+        fsync: false,
         signal: this.d.signal,
         storeLabel: this.d.store.root,
         ...hooks,
       });
+      if (this.d.fsync) await syncFile(b!.path);
       const alias = req.sha256 === undefined ? req.gitOid : opts.gitAlias && req.size <= GIT_ALIAS_MAX ? gitBlobId(await readFile(b!.path)) : undefined;
       await this.d.store.commitBlob(b!.path, b!.sha256, alias);
       forgetBlobs([req.key], { stateDir: this.d.stateDir });

@@ -163,14 +163,14 @@ open(sys.argv[4], "wb").write(f.getvalue())
     expect(direct.headers.get('x-error-code')).toBe('GatedRepo');
   });
 
-  it('a client with a 2 s read timeout gets a cold file that takes ~6 s to come from the origin, without a retry', async () => {
+  it('a client with a 3 s read timeout gets a cold file that takes ~6 s to come from the origin, without a retry', async () => {
     const slow = await startMirrorNode(hub, { yaml: 'mirror: true\nconnections: 2\n' });
     try {
       const weights = noise(12 * 1024 * 1024, 'slow');
       await hub.addRepo({ id: 'acme/slow', files: { 'model.safetensors': weights } });
       hub.perConnectionRate = 1024 * 1024;
       const t0 = Date.now();
-      const r = await runPython(SNAPSHOT, ['acme/slow'], { env: await env({ HF_ENDPOINT: slow.hfEndpoint, HF_HUB_DOWNLOAD_TIMEOUT: '2' }) });
+      const r = await runPython(SNAPSHOT, ['acme/slow'], { env: await env({ HF_ENDPOINT: slow.hfEndpoint, HF_HUB_DOWNLOAD_TIMEOUT: '3' }) });
       expect(r.code, r.stderr).toBe(0);
       expect(Date.now() - t0).toBeGreaterThan(4000);
       // huggingface_hub logs every read timeout it recovers from; there must be none.

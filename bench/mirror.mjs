@@ -15,29 +15,17 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cpus, totalmem } from 'node:os';
 import { ensureFile, loadavg, settledBytes, syncDisks } from './common.mjs';
-import { REPO, FILE_NAME, startOrigins } from './origins.mjs';
+import { REPO, FILE_NAME, freePort, startOrigins } from './origins.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cache = join(root, '.cache/bench');
 const hfBin = join(root, '.venv/bin/hf');
 const MB = 1e6;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function procStat(pid) {
   try {

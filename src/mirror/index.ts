@@ -83,7 +83,7 @@ export async function createMirror(o: MirrorOptions): Promise<Mirror> {
     holder,
     signal: shutdown.signal,
     logger,
-    onLanded: (key) => publisher.landed(key),
+    onSettled: (key) => publisher.settled(key),
     ...(o.limiter ? { limiter: o.limiter } : {}),
     ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}),
     ...(o.leaseTtlMs ? { leaseTtlMs: o.leaseTtlMs } : {}),

@@ -33,14 +33,14 @@ export class Publisher {
 
   constructor(private readonly d: { store: Store; catalog: Catalog; holder: string; logger: Logger; signal: AbortSignal; leaseTtlMs?: number }) {}
 
-  /** A client asked for `key` of this revision; publish once it (or anything else) lands. */
+  /** A client waits for `key` of this revision; publish once its fetch ends. */
   want(pinned: Pinned, key: string): void {
     const p = this.entry(pinned);
     p.keys.add(key);
   }
 
-  /** A blob is in the store now. */
-  landed(key: string): void {
+  /** A fetch of `key` ended: publish what the store now holds of the revisions that wanted it. */
+  settled(key: string): void {
     for (const p of this.pending.values()) {
       if (!p.keys.delete(key)) continue;
       this.schedule(p);

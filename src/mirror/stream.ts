@@ -128,18 +128,21 @@ class Follower {
       if (s?.failed) return this.abort(`download failed: ${s.failed.message}`);
       if (s && s.generation !== this.generation) {
         // Bytes already sent came from a generation that no longer counts: nothing can save them.
-        if (this.generation >= 0 && (this.pos > this.start || this.res.headersSent)) return resetConnection(this.res);
+        if (this.generation >= 0 && this.pos > this.start) return resetConnection(this.res);
         this.generation = s.generation;
         await this.close();
       }
       const verified = s?.verified === true || (s === undefined && (await this.target.stored()) !== undefined);
       const limit = verified ? this.end : Math.min(this.end - 1, s ? durableEnd(s.ranges, this.pos) : this.pos);
       if (limit > this.pos || (verified && this.pos >= this.end)) {
-        if (!(await this.send(limit, s))) return;
+        if (!(await this.send(limit, s, verified))) return;
         if (this.pos >= this.end) return void this.res.end();
         continue;
       }
-      if (!this.res.headersSent && Date.now() >= this.firstDeadline) this.res.writeHead(this.head.status, this.head.headers);
+      if (!this.res.headersSent && Date.now() >= this.firstDeadline) {
+        this.res.writeHead(this.head.status, this.head.headers);
+        this.res.flushHeaders();
+      }
       if (Date.now() - Math.max(this.lastChange, s?.updatedAt ?? 0) > (this.deps.stallMs ?? 120_000)) return this.abort('the download stalled');
       this.deps.onWaiting(1);
       try {
@@ -156,8 +159,8 @@ class Follower {
     else this.fail(message);
   }
 
-  /** Write `[pos, limit)`; false when the response is gone. */
-  private async send(limit: number, s: BlobProgressState | undefined): Promise<boolean> {
+  /** Write `[pos, limit)` (`final`: of a verified file); false when the response is gone. */
+  private async send(limit: number, s: BlobProgressState | undefined, final: boolean): Promise<boolean> {
     this.lastChange = Date.now();
     const fh = limit > this.pos ? await this.file(s) : undefined;
     if (limit > this.pos && !fh) return this.abort('the downloaded file vanished'), false;
@@ -167,8 +170,8 @@ class Follower {
       const buf = Buffer.allocUnsafe(Math.min(READ_SIZE, limit - this.pos));
       const { bytesRead } = await fh.read(buf, 0, buf.length, this.pos);
       if (bytesRead === 0) return resetConnection(this.res), false;
-      // The engine may have thrown these bytes away while we read them.
-      if ((this.deps.progress.get(this.target.key)?.generation ?? this.generation) !== this.generation) return resetConnection(this.res), false;
+      // The engine may have thrown these bytes away while we read them (never once they verified).
+      if (!final && (this.deps.progress.get(this.target.key)?.generation ?? this.generation) !== this.generation) return resetConnection(this.res), false;
       this.pos += bytesRead;
       this.deps.onBytes(bytesRead);
       if (!this.res.write(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead))) await drained(this.res);

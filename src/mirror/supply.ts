@@ -37,8 +37,8 @@ export interface SupplyDeps {
   /** Stops every fetch (daemon shutdown). */
   signal: AbortSignal;
   logger: Logger;
-  /** A blob is now in the content store. */
-  onLanded: (key: string, sha256: string) => void;
+  /** A fetch of `key` ended (the blob is in the store, or the fetch gave up). */
+  onSettled: (key: string) => void;
   /** How often to look again while another process holds the blob's lease. */
   pollMs?: number;
 }
@@ -84,7 +84,10 @@ export class BlobSupply {
         if (!this.d.signal.aborted) this.d.logger.warn({ file: req.label, key: req.key, err: err.message }, 'mirror fetch failed');
         this.d.progress.fail(req.key, err);
       })
-      .finally(() => this.running.delete(req.key));
+      .finally(() => {
+        this.running.delete(req.key);
+        this.d.onSettled(req.key);
+      });
     this.running.set(req.key, run);
   }
 
@@ -123,7 +126,6 @@ export class BlobSupply {
       const alias = req.sha256 === undefined ? req.gitOid : opts.gitAlias && req.size <= GIT_ALIAS_MAX ? gitBlobId(await readFile(b!.path)) : undefined;
       await this.d.store.commitBlob(b!.path, b!.sha256, alias);
       forgetBlobs([req.key], { stateDir: this.d.stateDir });
-      this.d.onLanded(req.key, b!.sha256);
     } finally {
       await lease.release();
     }

@@ -117,6 +117,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
         store, stateDir: config.stateDir, env, registry: metrics.registry, logger: root, limiter, fsync: true,
         holder: `mirror:${hostname()}:${process.pid}`,
         engineHooks: (tap) => (p2p ? p2p.engineHooks(tap) : tap),
+        onBytes: (source, n) => metrics.addBytes(source, n),
         ...(config.mirror.allow ? { allow: config.mirror.allow } : {}),
         ...(config.connections ? { connections: config.connections } : {}),
         ...(config.chunkSize ? { chunkSize: config.chunkSize } : {}),

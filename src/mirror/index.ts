@@ -48,6 +48,8 @@ export interface MirrorOptions {
   accessTtlMs?: number;
   /** HF tree page size (default 1000, the Hub's). */
   treePageSize?: number;
+  /** Bytes the mirror's fetches received, by source (the daemon's `swift_fetch_bytes_received_total`). */
+  onBytes?: SupplyDeps['onBytes'];
   /** How often repos in the store are classified public or not, for serving while the hub is down (default 10 min). */
   classifyEveryMs?: number;
 }
@@ -84,6 +86,7 @@ export async function createMirror(o: MirrorOptions): Promise<Mirror> {
     signal: shutdown.signal,
     logger,
     onSettled: (key) => publisher.settled(key),
+    ...(o.onBytes ? { onBytes: o.onBytes } : {}),
     ...(o.limiter ? { limiter: o.limiter } : {}),
     ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}),
     ...(o.leaseTtlMs ? { leaseTtlMs: o.leaseTtlMs } : {}),

@@ -8,7 +8,7 @@
 import { open, readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { gitBlobId, sha256Hex } from '../core/integrity.js';
-import type { BlobRequest, TransferEvent } from '../core/transfer.js';
+import type { BlobRequest, ByteSource, TransferEvent } from '../core/transfer.js';
 import { sleep } from '../core/sleep.js';
 import { tryAcquireLease, type Lease } from '../store/lease.js';
 import type { Store } from '../store/store.js';
@@ -37,6 +37,8 @@ export interface SupplyDeps {
   /** Stops every fetch (daemon shutdown). */
   signal: AbortSignal;
   logger: Logger;
+  /** Bytes that arrived for the mirror's fetches, by source (the daemon's received-bytes counter). */
+  onBytes?: (source: ByteSource, n: number) => void;
   /** A fetch of `key` ended (the blob is in the store, or the fetch gave up). */
   onSettled: (key: string) => void;
   /** How often to look again while another process holds the blob's lease. */
@@ -109,7 +111,14 @@ export class BlobSupply {
       // Each fetch running at once gets a fair share of the mirror's connections.
       const total = this.d.connections;
       const connections = Math.max(Math.min(4, total), Math.floor(total / Math.max(1, this.running.size)));
-      const hooks = this.d.engineHooks(this.d.progress.tap);
+      const tap = this.d.progress.tap;
+      const hooks = this.d.engineHooks({
+        onChunk: tap.onChunk,
+        onEvent: (e) => {
+          if (e.type === 'progress') this.d.onBytes?.(e.source, e.bytes);
+          tap.onEvent(e);
+        },
+      });
       const [b] = await fetchBlobs([req], {
         partialDir: this.d.store.partialDir,
         stateDir: this.d.stateDir,

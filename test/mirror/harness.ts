@@ -19,14 +19,15 @@ export interface MirrorNode {
 }
 
 /** Start a daemon (mirror: true unless `yaml` says otherwise) whose upstream is `hub`. */
-export async function startMirrorNode(hub: FakeHub, opts: { yaml?: string; env?: Record<string, string>; deps?: DaemonDeps; dir?: string } = {}): Promise<MirrorNode> {
+export async function startMirrorNode(hub: FakeHub, opts: { yaml?: string; env?: Record<string, string>; deps?: DaemonDeps; dir?: string; port?: number } = {}): Promise<MirrorNode> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'sf-mirror-')));
   const file = join(dir, 'daemon.yaml');
-  await writeFile(file, `listen: 127.0.0.1:0\nstore: ${join(dir, 'store')}\nstateDir: ${join(dir, 'state')}\n${opts.yaml ?? 'mirror: true\n'}`);
+  await writeFile(file, `listen: 127.0.0.1:${opts.port ?? 0}\nstore: ${join(dir, 'store')}\nstateDir: ${join(dir, 'state')}\n${opts.yaml ?? 'mirror: true\n'}`);
   const cfg = parseConfig(await (await import('node:fs/promises')).readFile(file, 'utf8'), file);
   const env = { ...process.env, HF_ENDPOINT: hub.hfEndpoint, MODELSCOPE_ENDPOINT: hub.msEndpoint, HF_TOKEN: '', MODELSCOPE_API_TOKEN: '', HF_TOKEN_PATH: join(dir, 'no-token'), ...opts.env };
   const daemon = await startDaemon(cfg, { logger: pino({ level: process.env.SF_TEST_LOG ?? 'silent' }), env, resyncMs: 0, ...opts.deps });
-  const urls = (await (await fetch(`${daemon.url}/v1/mirror`)).json()) as { hfEndpoint: string; modelscopeEndpoint: string };
+  const res = await fetch(`${daemon.url}/v1/mirror`);
+  const urls = (res.ok ? await res.json() : { hfEndpoint: '', modelscopeEndpoint: '' }) as { hfEndpoint: string; modelscopeEndpoint: string };
   return {
     daemon,
     dir,

@@ -2,7 +2,10 @@
  * The mirror inside a real daemon, spoken to over HTTP directly (no Python): streaming while the
  * engine downloads, following the daemon's own pulls, the endpoints answer, allow-lists, metrics.
  */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { noise } from '../interop/fixtures.js';
 import { until } from '../daemon/helpers.js';
@@ -116,6 +119,24 @@ describe('mirror in the daemon', () => {
     expect(firstAt).toBeLessThan(endAt / 2);
     await until(() => n.daemon.reconciler.get('hf://acme/stream@main')?.state === 'ready', 50);
     expect(hub.bytesSent({ path: 'model.safetensors' })).toBeLessThanOrEqual(big.length * 1.05);
+  });
+
+  it('publishes what it fetched: a partial revision under its commit only, refs once it is complete', async () => {
+    const files = { 'config.json': '{"p": 1}', 'tokenizer.json': '{"t": 1}', 'w.safetensors': noise(300_000, 'publish') };
+    const added = await hub.addRepo({ id: 'acme/publish', files });
+    const n = await node();
+    const key = { hub: 'hf' as const, org: 'acme', name: 'publish' };
+    const refFile = join(n.dir, 'store', 'huggingface', 'hub', 'models--acme--publish', 'refs', 'main');
+    expect(await (await fetch(`${n.hfEndpoint}/acme/publish/resolve/main/config.json`)).text()).toBe('{"p": 1}');
+    const partial = await until(async () => n.daemon.store.readRecord(key, added.commit), 50);
+    expect(partial.complete).toBe(false);
+    expect(partial.files.map((f) => f.path)).toEqual(['config.json']);
+    expect(existsSync(refFile)).toBe(false);
+    for (const p of ['tokenizer.json', 'w.safetensors']) await (await fetch(`${n.hfEndpoint}/acme/publish/resolve/main/${p}`)).arrayBuffer();
+    const full = await until(async () => ((await n.daemon.store.readRecord(key, added.commit))?.complete ? n.daemon.store.readRecord(key, added.commit) : undefined), 50);
+    expect(full!.files.map((f) => f.path)).toEqual(['config.json', 'tokenizer.json', 'w.safetensors']);
+    expect(await readFile(refFile, 'utf8')).toBe(added.commit);
+    expect((await readFile(join(full!.paths.hf!, 'w.safetensors'))).equals(files['w.safetensors'])).toBe(true);
   });
 
   it('serves only the repos `allow` names; others never reach the hub', async () => {

@@ -47,6 +47,8 @@ export class Catalog {
   private readonly access = new Map<string, Decision>();
   private readonly revs = new Map<string, { until: number; commit: string }>();
   private readonly manifests = new Map<string, Pinned>();
+  private readonly asking = new Map<string, Promise<Access>>();
+  private readonly listing = new Map<string, Promise<Manifest>>();
   /** Persisted: repo -> public?, and `repo@rev` -> last commit seen. */
   private known: { public: Record<string, boolean>; refs: Record<string, string> } = { public: {}, refs: {} };
   private saving: NodeJS.Timeout | undefined;
@@ -96,8 +98,18 @@ export class Catalog {
     return out;
   }
 
-  /** Can these credentials read `id`, and which commit is `rev`? */
-  async authorize(hub: Hub, id: string, rev: string, creds: Credentials, signal?: AbortSignal): Promise<Access> {
+  /** Can these credentials read `id`, and which commit is `rev`? Concurrent identical questions share one upstream call. */
+  authorize(hub: Hub, id: string, rev: string, creds: Credentials, signal?: AbortSignal): Promise<Access> {
+    const k = `${hub}:${id}@${rev}:${creds.key}`;
+    let p = this.asking.get(k);
+    if (!p) {
+      p = this.decide(hub, id, rev, creds, signal).finally(() => this.asking.delete(k));
+      this.asking.set(k, p);
+    }
+    return p;
+  }
+
+  private async decide(hub: Hub, id: string, rev: string, creds: Credentials, signal?: AbortSignal): Promise<Access> {
     const now = Date.now();
     const a = this.access.get(`${hub}:${id}:${creds.key}`);
     if (a && a.until > now) {
@@ -194,8 +206,13 @@ export class Catalog {
     const fromRecord = rec ? { manifest: recordManifest(ref, rec), complete: rec.complete, publishedAt: rec.publishedAt } : undefined;
     if (fromRecord?.complete) return this.remember(mk, fromRecord);
     try {
-      const manifest = await this.d.upstream.source(ref.hub, creds).resolve({ ...ref, revision: commit }, signal);
-      return this.remember(mk, { manifest, complete: true });
+      // Clients asking at once (all of them authorized) wait for one listing.
+      let listing = this.listing.get(mk);
+      if (!listing) {
+        listing = this.d.upstream.source(ref.hub, creds).resolve({ ...ref, revision: commit }, signal).finally(() => this.listing.delete(mk));
+        this.listing.set(mk, listing);
+      }
+      return this.remember(mk, { manifest: await listing, complete: true });
     } catch (e) {
       if (fromRecord && (e as { code?: string }).code === 'ESF_NETWORK') return fromRecord;
       throw e;

@@ -5,7 +5,10 @@
  * store: pulled through while the clients read) and warm (the same daemon again, fresh client
  * caches). Same nginx origin, hub routes and file as bench/run.mjs; capped and uncapped.
  *
- *   npm run build && node bench/mirror.mjs [--size 1GiB] [--rate-per-conn 12MB/s] [--clients 1,4] [--origin nginx|node] [--skip-capped]
+ *   npm run build && node bench/mirror.mjs [--size 1GiB] [--rate-per-conn 12MB/s] [--clients 1,4] [--origin nginx|node] [--skip-capped] [--client hf|curl]
+ *
+ * --client curl replaces `hf download` by `curl -L` of the resolve URL: the same rows without the
+ * Python client's own cost, which shows what the daemon itself serves (warm: local-disk speed?).
  *
  * Per row: wall time until the last client is done, MB/s per client and in total, origin bytes
  * (copies of the file), CPU seconds of the daemon and of the clients, the daemon's peak RSS,
@@ -84,11 +87,19 @@ async function startDaemon(dir, hub) {
   };
 }
 
-/** `hf download REPO FILE --local-dir …` in its own HF_HOME; resolves with its exit code and CPU. */
-function hfDownload(endpoint, dir) {
+/**
+ * One client: `hf download REPO FILE --local-dir …` in its own HF_HOME, or `curl -L` of the resolve
+ * URL (what the daemon alone can do, without Python's cost); resolves with exit code and CPU.
+ */
+function download(client, endpoint, dir) {
   return new Promise((resolve) => {
     const out = join(dir, 'out');
-    const child = spawn('/usr/bin/time', ['-f', '%U %S', '-o', join(dir, 'time'), hfBin, 'download', REPO, FILE_NAME, '--local-dir', out], {
+    mkdirSync(out, { recursive: true });
+    const argv =
+      client === 'curl'
+        ? ['curl', '-sS', '-f', '-L', '-o', join(out, FILE_NAME), `${endpoint}/${REPO}/resolve/main/${FILE_NAME}`]
+        : [hfBin, 'download', REPO, FILE_NAME, '--local-dir', out];
+    const child = spawn('/usr/bin/time', ['-f', '%U %S', '-o', join(dir, 'time'), ...argv], {
       env: { ...process.env, HF_ENDPOINT: endpoint, HF_HOME: join(dir, 'home'), HF_HUB_DISABLE_TELEMETRY: '1', HF_HUB_DISABLE_PROGRESS_BARS: '1', HF_HUB_ENABLE_HF_TRANSFER: '0', HF_HUB_DISABLE_XET: '1', HF_TOKEN: '', NO_PROXY: '*' },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -108,7 +119,7 @@ function hfDownload(endpoint, dir) {
 }
 
 /** N clients at once against `endpoint`; origin bytes and daemon CPU measured around them. */
-async function group(label, endpoint, n, { origin, size, sha256, daemon, work }) {
+async function group(label, endpoint, n, { origin, size, sha256, daemon, work, client }) {
   syncDisks();
   const before = await settledBytes(origin);
   const cpu0 = daemon?.cpu() ?? 0;
@@ -117,7 +128,7 @@ async function group(label, endpoint, n, { origin, size, sha256, daemon, work })
   const dirs = Array.from({ length: n }, (_, i) => join(work, `${label.replace(/\W+/g, '-')}-${i}`));
   for (const d of dirs) mkdirSync(d, { recursive: true });
   const t0 = performance.now();
-  const runs = await Promise.all(dirs.map((d) => hfDownload(endpoint, d)));
+  const runs = await Promise.all(dirs.map((d) => download(client, endpoint, d)));
   const ms = performance.now() - t0;
   const bytes = (await settledBytes(origin)) - before;
   const sums = await Promise.all(runs.map((r) => (r.code === 0 ? sha256Of(r.file) : 'failed')));
@@ -137,17 +148,20 @@ async function group(label, endpoint, n, { origin, size, sha256, daemon, work })
 }
 
 /** All rows on one origin server (capped or uncapped). */
-export async function mirrorScenario(origin, ep, { size, sha256, clients }) {
+export async function mirrorScenario(origin, ep, { size, sha256, clients, client = 'hf' }) {
   const work = join(cache, 'work', 'mirror');
   rmSync(work, { recursive: true, force: true });
   const rows = [];
+  const tool = client === 'curl' ? 'curl' : 'hf download';
+  const opts = { origin, size, sha256, work, client };
   try {
     for (const n of clients) {
-      rows.push(await group(`hf download, origin, ${n} client${n > 1 ? 's' : ''}`, ep.hub, n, { origin, size, sha256, work }));
+      const many = `${n} client${n > 1 ? 's' : ''}`;
+      rows.push(await group(`${tool}, origin, ${many}`, ep.hub, n, opts));
       const daemon = await startDaemon(join(work, `daemon-${n}`), ep.hub);
       try {
-        const cold = await group(`hf download, mirror cold, ${n} client${n > 1 ? 's' : ''}`, daemon.hfEndpoint, n, { origin, size, sha256, daemon, work });
-        const warm = await group(`hf download, mirror warm, ${n} client${n > 1 ? 's' : ''}`, daemon.hfEndpoint, n, { origin, size, sha256, daemon, work });
+        const cold = await group(`${tool}, mirror cold, ${many}`, daemon.hfEndpoint, n, { ...opts, daemon });
+        const warm = await group(`${tool}, mirror warm, ${many}`, daemon.hfEndpoint, n, { ...opts, daemon });
         cold.rss = warm.rss = daemon.peak();
         rows.push(cold, warm);
       } finally {
@@ -170,7 +184,7 @@ export function mirrorTable(title, rows) {
     '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const r of rows) {
-    const path = r.label.replace(/^hf download, /, '').replace(/, \d+ clients?$/, '');
+    const path = r.label.replace(/^(hf download|curl), /, '').replace(/, \d+ clients?$/, '');
     const vs = base.get(r.n) ? (r.ms / base.get(r.n).ms).toFixed(2) : '–';
     lines.push(
       `| ${r.n} | ${path} | ${(r.ms / 1000).toFixed(1)} | ${r.perClient.toFixed(1)} | ${r.total.toFixed(1)} | ${vs} | ${r.bytes} (${r.copies.toFixed(3)}) | ${r.daemonCpu === undefined ? '–' : r.daemonCpu.toFixed(1)} | ${r.clientCpu.toFixed(1)} | ${r.rss ? (r.rss / MB).toFixed(0) : '–'} | ${r.load} | ${r.ok ? 'ok' : 'FAILED'}: ${r.note} |`,
@@ -187,10 +201,11 @@ async function main() {
       clients: { type: 'string', default: '1,4' },
       origin: { type: 'string', default: 'nginx' },
       'skip-capped': { type: 'boolean', default: false },
+      client: { type: 'string', default: 'hf' },
     },
   });
   const { parseRate, parseSize } = await import('../dist/core/units.js');
-  if (!existsSync(hfBin)) throw new Error(`hf (huggingface_hub) not installed at ${hfBin} (.ci/setup-python.sh)`);
+  if (args.client !== 'curl' && !existsSync(hfBin)) throw new Error(`hf (huggingface_hub) not installed at ${hfBin} (.ci/setup-python.sh)`);
   const size = parseSize(args.size);
   const capRate = parseRate(args['rate-per-conn']);
   const clients = args.clients.split(',').map(Number).filter((n) => n > 0);
@@ -204,11 +219,12 @@ async function main() {
     `File: ${size} bytes (${args.size}); command: \`node bench/mirror.mjs${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}\`.`,
   ];
   try {
-    const uncapped = await mirrorScenario(origin, origin.uncapped, { size, sha256, clients });
-    out.push('', mirrorTable('Mirror, uncapped origin', uncapped));
+    const client = args.client === 'curl' ? 'curl' : 'hf';
+    const uncapped = await mirrorScenario(origin, origin.uncapped, { size, sha256, clients, client });
+    out.push('', mirrorTable(`Mirror, uncapped origin, client ${client}`, uncapped));
     if (!args['skip-capped']) {
-      const capped = await mirrorScenario(origin, origin.capped, { size, sha256, clients });
-      out.push('', mirrorTable(`Mirror, capped origin (${args['rate-per-conn']} per connection)`, capped));
+      const capped = await mirrorScenario(origin, origin.capped, { size, sha256, clients, client });
+      out.push('', mirrorTable(`Mirror, capped origin (${args['rate-per-conn']} per connection), client ${client}`, capped));
     }
   } finally {
     origin.stop();

@@ -34,7 +34,7 @@ describe.skipIf(skipWithoutPython())('huggingface_hub and transformers through t
   beforeAll(async () => {
     requirePython();
     hub = await startFakeHub({ treePageSize: 1000 });
-    pub = await hub.addRepo({ id: 'acme/public-model', files: FILES, branches: { 'feature/x': { 'config.json': '{"branch": 1}' } } });
+    pub = await hub.addRepo({ id: 'acme/public-model', files: FILES, branches: { 'feature/x': { 'config.json': '{"branch": 1}' } }, tags: { 'v1.0': 'feature/x' } });
     await hub.addRepo({ id: 'acme/big', files: BIG });
     await hub.addRepo({ id: 'acme/gated', files: { 'config.json': '{"gated": true}', 'model.safetensors': noise(200_000, 'gated') }, gated: { token: TOKEN } });
     await hub.addRepo({ id: DEMO_REPO, files: demoFiles() });
@@ -56,7 +56,7 @@ describe.skipIf(skipWithoutPython())('huggingface_hub and transformers through t
     return pythonEnv({ HOME: home, HF_HOME: join(home, 'hf'), HF_ENDPOINT: node.hfEndpoint, ...extra });
   }
 
-  it('snapshot_download (paginated tree, a slash branch), then warm: byte-identical, each file from the origin once', async () => {
+  it('snapshot_download (paginated tree), then warm, then a slash branch and a tag: byte-identical, each file from the origin once', async () => {
     const cold = await runPython(SNAPSHOT, ['acme/public-model'], { env: await env() });
     expect(cold.code, cold.stderr).toBe(0);
     expect(pathOf(cold.stdout).endsWith(pub.commit)).toBe(true);
@@ -72,9 +72,12 @@ describe.skipIf(skipWithoutPython())('huggingface_hub and transformers through t
     expect(hub.bytesSent({ host: 'cdn' })).toBe(0);
     for (const p of Object.keys(FILES)) expect(hub.bytesSent({ path: p }), p).toBe(0);
 
-    const branch = await runPython(SNAPSHOT, ['acme/public-model', 'feature/x'], { env: await env() });
-    expect(branch.code, branch.stderr).toBe(0);
-    await expectSameFiles(pathOf(branch.stdout), { 'config.json': Buffer.from('{"branch": 1}') });
+    for (const rev of ['feature/x', 'v1.0']) {
+      const r = await runPython(SNAPSHOT, ['acme/public-model', rev], { env: await env() });
+      expect(r.code, r.stderr).toBe(0);
+      expect(pathOf(r.stdout).endsWith(pub.branchCommits['feature/x']!)).toBe(true);
+      await expectSameFiles(pathOf(r.stdout), { 'config.json': Buffer.from('{"branch": 1}') });
+    }
   });
 
   it('hf download (CLI) and transformers AutoConfig / AutoTokenizer', async () => {

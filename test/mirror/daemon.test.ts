@@ -106,6 +106,7 @@ describe('mirror in the daemon', () => {
     expect(again.equals(big)).toBe(true);
     expect(hub.bytesSent()).toBe(0);
     expect(await metric(n, 'swift_fetch_mirror_hits_total', { hub: 'hf' })).toBe(1);
+    expect(await metric(n, 'swift_fetch_mirror_requests_total', { hub: 'hf', route: 'resolve' })).toBe(3);
   });
 
   it('a client asking for a file the daemon is pulling itself follows that pull: one origin copy', async () => {

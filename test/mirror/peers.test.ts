@@ -2,24 +2,15 @@
  * Mirror misses on two daemons that are peers: each node's client pulls through its own node, the
  * engines share chunks, and the origin sends about one copy.
  */
-import { createServer } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { noise } from '../interop/fixtures.js';
-import { tmpDir } from '../support/index.js';
+import { freePort, tmpDir } from '../support/index.js';
 import { startMirrorNode, type MirrorNode } from './harness.js';
 
 const MiB = 1024 * 1024;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 let hub: FakeHub | undefined;
 const nodes: MirrorNode[] = [];

@@ -82,6 +82,7 @@ export async function createMirror(o: MirrorOptions): Promise<Mirror> {
     engineHooks: o.engineHooks ?? ((tap) => tap),
     connections: o.connections ?? 24,
     fsync: o.fsync ?? true,
+    env: o.env,
     holder,
     signal: shutdown.signal,
     logger,

@@ -27,6 +27,8 @@ export interface SupplyDeps {
   /** The daemon's engine hooks around our tap (P2P chunk sources when peers are on). */
   engineHooks: (tap: EngineTap) => { chunkSources?: ChunkSource[]; onEvent?: (e: TransferEvent) => void; onChunk?: (e: ChunkEvent) => void };
   limiter?: RateLimiter;
+  /** Proxy variables for the engine's connections (the daemon's environment). */
+  env?: NodeJS.ProcessEnv;
   /** Connections for the whole mirror, shared by the fetches running at once. */
   connections: number;
   chunkSize?: number;
@@ -125,6 +127,7 @@ export class BlobSupply {
         connections,
         ...(this.d.chunkSize ? { chunkSize: this.d.chunkSize } : {}),
         ...(this.d.limiter ? { limiter: this.d.limiter } : {}),
+        ...(this.d.env ? { env: this.d.env } : {}),
         // Clients wait for verification, not for the disk: the file is synced below, before the store takes it.
         fsync: false,
         signal: this.d.signal,

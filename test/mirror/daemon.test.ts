@@ -150,6 +150,17 @@ describe('mirror in the daemon', () => {
     expect(hub.log.filter((e) => e.url.includes('acme/stream'))).toHaveLength(0);
   });
 
+  it('refuses a hostile listing from the hub instead of serving it', async () => {
+    await hub.addRepo({ id: 'acme/hostile', files: { 'config.json': '{}' }, extraListing: [{ path: '../../etc/passwd', size: 3 }] });
+    const n = await node();
+    const tree = await fetch(`${n.hfEndpoint}/api/models/acme/hostile/tree/main?recursive=true`);
+    expect(tree.status).toBe(502);
+    expect(tree.headers.get('x-error-message')).toMatch(/unsafe path/);
+    const file = await fetch(`${n.msEndpoint}/api/v1/models/acme/hostile/repo?Revision=master&FilePath=config.json`);
+    expect(file.status).toBe(502);
+    expect(existsSync(join(n.dir, 'store', 'models', 'hf', 'acme'))).toBe(false);
+  });
+
   it('rejects names no hub allows, and unknown repos get the hub\'s own answer', async () => {
     const n = await node();
     expect((await fetch(`${n.hfEndpoint}/..%2F..%2Fetc/passwd/resolve/main/x`)).status).toBe(404);

@@ -10,12 +10,8 @@ import { hfEtag } from '../core/manifest.js';
 import { encodePath } from '../sources/source.js';
 import type { Access, Pinned } from './catalog.js';
 import { credentialsOf, type Credentials } from './credentials.js';
-import { baseUrl, isRepoName, relay, sendJson, serveFile, statusOf, type MirrorContext, type RouteContext } from './serve.js';
+import { baseUrl, isRepoName, relay, sendJson, serveFile, statusOf, type MirrorContext, type Registrar, type RouteContext } from './serve.js';
 import { hfModelInfo, hfTreeEntries, page } from './views.js';
-
-export interface Registrar {
-  add(method: string, pattern: string, handler: (rc: RouteContext) => void | Promise<void>): unknown;
-}
 
 function hfError(res: ServerResponse, status: number, code: string | undefined, message: string, head: boolean, commit?: string): void {
   sendJson(res, status, { error: message }, { 'x-error-message': message, ...(code ? { 'x-error-code': code } : {}), ...(commit ? { 'x-repo-commit': commit } : {}) }, head);

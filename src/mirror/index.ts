@@ -14,12 +14,12 @@ import type { Store } from '../store/store.js';
 import type { RateLimiter } from '../transfer/index.js';
 import { allowMatcher } from './allow.js';
 import { Catalog } from './catalog.js';
-import { registerHf, type Registrar } from './hf.js';
+import { registerHf } from './hf.js';
 import { MirrorMetrics } from './metrics.js';
 import { registerMs } from './ms.js';
 import { BlobProgress } from './progress.js';
 import { Publisher } from './publish.js';
-import { baseUrl, sendJson, type MirrorContext } from './serve.js';
+import { baseUrl, sendJson, type MirrorContext, type Registrar } from './serve.js';
 import { BlobSupply, type EngineTap, type SupplyDeps } from './supply.js';
 import { Upstream } from './upstream.js';
 

@@ -8,8 +8,7 @@ import type { ServerResponse } from 'node:http';
 import { encodePath } from '../sources/source.js';
 import type { Access, Pinned } from './catalog.js';
 import { credentialsOf, type Credentials } from './credentials.js';
-import type { Registrar } from './hf.js';
-import { isRepoName, relay, sendJson, serveFile, statusOf, type MirrorContext, type RouteContext } from './serve.js';
+import { isRepoName, relay, sendJson, serveFile, statusOf, type MirrorContext, type Registrar, type RouteContext } from './serve.js';
 import { msError, msFileRows, msModelInfo, msOk, msRevisions } from './views.js';
 
 /** ModelScope's code for "does not exist". */

@@ -29,6 +29,11 @@ export interface RouteContext {
   url: URL;
 }
 
+/** The slice of the daemon's Router the mirror needs (structural: the mirror does not import the daemon). */
+export interface Registrar {
+  add(method: string, pattern: string, handler: (rc: RouteContext) => void | Promise<void>): unknown;
+}
+
 export interface MirrorContext {
   catalog: Catalog;
   upstream: Upstream;

@@ -7,6 +7,7 @@
  */
 import { open, readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
+import { StorageError } from '../core/errors.js';
 import { gitBlobId, sha256Hex } from '../core/integrity.js';
 import type { BlobRequest, ByteSource, TransferEvent } from '../core/transfer.js';
 import { sleep } from '../core/sleep.js';
@@ -106,7 +107,9 @@ export class BlobSupply {
   }
 
   private async run(req: BlobRequest, opts: { gitAlias: boolean }): Promise<void> {
-    const lease = await this.acquire(req);
+    // A lost lease means another process may be writing the same partial file now: stop, as pull does.
+    const lost = new AbortController();
+    const lease = await this.acquire(req, () => lost.abort(new StorageError(`lost the download lease of ${req.label}; another process took it over`, 'ESF_LEASE_LOST')));
     if (!lease) return;
     try {
       if (await this.stored(req)) return;
@@ -130,7 +133,7 @@ export class BlobSupply {
         ...(this.d.env ? { env: this.d.env } : {}),
         // Clients wait for verification, not for the disk: the file is synced below, before the store takes it.
         fsync: false,
-        signal: this.d.signal,
+        signal: AbortSignal.any([this.d.signal, lost.signal]),
         storeLabel: this.d.store.root,
         ...hooks,
       });
@@ -147,11 +150,12 @@ export class BlobSupply {
    * The blob's lease, or undefined once the content is in the store. While another process holds
    * the lease (a pull, another node on a shared store), its bytes land in the store when done.
    */
-  private async acquire(req: BlobRequest): Promise<Lease | undefined> {
+  private async acquire(req: BlobRequest, onLost: () => void): Promise<Lease | undefined> {
     const until = Date.now() + WAIT_OTHERS_MS;
     for (;;) {
       const lease = await tryAcquireLease(this.d.store.leaseDir, this.leaseName(req.key), {
         holder: this.d.holder,
+        onLost,
         ...(this.d.leaseTtlMs ? { ttlMs: this.d.leaseTtlMs } : {}),
       });
       if (lease) return lease;

@@ -29,6 +29,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cache = join(root, '.cache/bench');
 const hfBin = join(root, '.venv/bin/hf');
 const MB = 1e6;
+const TIME = '/usr/bin/time';
 
 function procStat(pid) {
   try {
@@ -99,7 +100,9 @@ function download(client, endpoint, dir) {
       client === 'curl'
         ? ['curl', '-sS', '-f', '-L', '-o', join(out, FILE_NAME), `${endpoint}/${REPO}/resolve/main/${FILE_NAME}`]
         : [hfBin, 'download', REPO, FILE_NAME, '--local-dir', out];
-    const child = spawn('/usr/bin/time', ['-f', '%U %S', '-o', join(dir, 'time'), ...argv], {
+    // GNU time gives the client's CPU; without it the row still runs (CPU shows as 0).
+    const [cmd, ...args] = existsSync(TIME) ? [TIME, '-f', '%U %S', '-o', join(dir, 'time'), ...argv] : argv;
+    const child = spawn(cmd, args, {
       env: { ...process.env, HF_ENDPOINT: endpoint, HF_HOME: join(dir, 'home'), HF_HUB_DISABLE_TELEMETRY: '1', HF_HUB_DISABLE_PROGRESS_BARS: '1', HF_HUB_ENABLE_HF_TRANSFER: '0', HF_HUB_DISABLE_XET: '1', HF_TOKEN: '', NO_PROXY: '*' },
       stdio: ['ignore', 'ignore', 'pipe'],
     });

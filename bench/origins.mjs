@@ -32,7 +32,8 @@ export function findNginx() {
   }
 }
 
-function freePort() {
+/** A TCP port on loopback that nobody listens on right now. */
+export function freePort() {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);

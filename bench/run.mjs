@@ -7,16 +7,16 @@
  *
  *   node bench/run.mjs [--size 2GiB] [--rate-per-conn 12MB/s] [--max-rate 50MB/s] [--all]
  *                      [--connections 16] [--tools swift-fetch,cli,aria2c,curl,hf] [--skip-extra]
- *                      [--origin nginx|node]
+ *                      [--origin nginx|node] [--skip-mirror]
  *
  * --connections: extra engine rows at these connection counts (the main rows use the default).
  * --all also runs the single-stream tools on the capped origin (size / cap: minutes each).
+ * --skip-mirror leaves out the hub mirror rows (bench/mirror.mjs; run it alone for the capped origin too).
  * --origin node forces bench/origin.mjs (used automatically, and named, when nginx is missing).
  * The test file is generated once into .cache/bench/. Results: stdout and .cache/bench/results.md.
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync, closeSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
@@ -25,6 +25,8 @@ import { cpus, totalmem, tmpdir } from 'node:os';
 import { parseRate, parseSize } from '../dist/core/units.js';
 import { DEFAULT_CONNECTIONS } from '../dist/transfer/plan.js';
 import { REPO, FILE_NAME, startOrigins } from './origins.mjs';
+import { ensureFile, loadavg, settledBytes, syncDisks } from './common.mjs';
+import { mirrorScenario, mirrorTable } from './mirror.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cache = join(root, '.cache/bench');
@@ -37,6 +39,7 @@ const { values: args } = parseArgs({
     tools: { type: 'string', default: 'swift-fetch,cli,aria2c,curl,hf' },
     all: { type: 'boolean', default: false },
     'skip-extra': { type: 'boolean', default: false },
+    'skip-mirror': { type: 'boolean', default: false },
     origin: { type: 'string', default: 'nginx' },
   },
 });
@@ -58,31 +61,6 @@ function which(cmd) {
   } catch {
     return undefined;
   }
-}
-
-const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-
-// ------------------------------------------------------------------ the test file
-
-function ensureFile() {
-  mkdirSync(cache, { recursive: true });
-  const file = join(cache, `data-${size}.bin`);
-  const shaFile = `${file}.sha256`;
-  if (existsSync(file) && existsSync(shaFile) && statSync(file).size === size) return { file, sha256: readFileSync(shaFile, 'utf8').trim() };
-  process.stderr.write(`generating ${(size / MB).toFixed(0)} MB test file in ${file} (once)...\n`);
-  const h = createHash('sha256');
-  const fd = openSync(file, 'w');
-  for (let off = 0; off < size; ) {
-    const n = Math.min(16 * 1024 * 1024, size - off);
-    const b = randomBytes(n);
-    h.update(b);
-    writeSync(fd, b);
-    off += n;
-  }
-  closeSync(fd);
-  const sha256 = h.digest('hex');
-  writeFileSync(shaFile, sha256);
-  return { file, sha256 };
 }
 
 // ------------------------------------------------------------------ processes
@@ -158,24 +136,6 @@ function freshDir(name) {
   rmSync(d, { recursive: true, force: true });
   mkdirSync(d, { recursive: true });
   return d;
-}
-
-function syncDisks() {
-  try {
-    execFileSync('sync');
-  } catch {}
-}
-
-/** nginx logs a request when it ends (an aborted one when it notices): wait until the count settles. */
-async function settledBytes(origin) {
-  let last = await origin.bytes();
-  for (let same = 0, i = 0; same < 3 && i < 50; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    const b = await origin.bytes();
-    same = b === last ? same + 1 : 0;
-    last = b;
-  }
-  return last;
 }
 
 // ------------------------------------------------------------------ tools
@@ -403,7 +363,7 @@ function table(title, rows) {
   return lines.join('\n');
 }
 
-const { file, sha256 } = ensureFile();
+const { file, sha256 } = ensureFile(cache, size);
 const started = new Date().toISOString();
 const loadBefore = loadavg();
 const origin = await startOrigins({ root, file, sha256, size, capRate, prefer: args.origin });
@@ -460,6 +420,11 @@ try {
         `Engine CPU by thread (same run): main ${t.main} s (${t.mainUser} user + ${t.mainSys} sys), V8 platform threads (GC, compiler) ${t.v8Threads} s, libuv pool (file writes) ${t.fsPool} s, hash worker ${t.exitedThreads} s; total ${t.cpu} s, max RSS ${t.maxRssMB} MB.`,
       );
     }
+  }
+  if (!args['skip-mirror'] && tools.has('hf') && existsSync(hfBin)) {
+    // The hub mirror (issue 11): `hf download` through a daemon, cold and warm, 1 and 4 clients.
+    const mirror = await mirrorScenario(origin, origin.uncapped, { size, sha256, clients: [1, 4] });
+    out.push('', mirrorTable('Hub mirror: `hf download` through a daemon vs from the origin (uncapped origin)', mirror));
   }
 } finally {
   origin.stop();

@@ -30,6 +30,11 @@ export class BlobHasher {
   }
 }
 
+/** Git's blob id for a whole buffer: sha1("blob <len>\0" + content). */
+export function gitBlobId(content: Uint8Array): string {
+  return createHash('sha1').update(`blob ${content.length}\0`).update(content).digest('hex');
+}
+
 export function sha256Hex(content: Uint8Array | string): string {
   return createHash('sha256').update(content).digest('hex');
 }

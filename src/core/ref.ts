@@ -2,6 +2,8 @@ import { UsageError } from './errors.js';
 
 /** Where a model comes from: Hugging Face, ModelScope, or an S3-compatible bucket. */
 export type Hub = 'hf' | 'ms' | 's3';
+/** The two hubs proper (git repos with a hub API); an s3 bucket is a source but not a hub. */
+export type ModelHub = Exclude<Hub, 's3'>;
 
 /**
  * A model reference: which hub, which repo, which revision (not yet pinned to a commit).

@@ -11,6 +11,7 @@ import { SwiftFetchError, UsageError } from '../core/errors.js';
 import { formatRef, parseRef, parseS3Location, type ModelRef, type S3Location } from '../core/ref.js';
 import { parseDuration, parseRate, parseSize } from '../core/units.js';
 import type { KubeSettings } from '../kube/index.js';
+import { normalizeAllowGlob } from '../mirror/index.js';
 import {
   DEFAULT_FORGET_FAILED_MS,
   DEFAULT_MAX_REQUESTED,
@@ -90,6 +91,8 @@ export interface DaemonConfig {
   peers: PeersConfig;
   gc: { maxBytes: number; intervalMs: number };
   imports?: string;
+  /** The hub mirror (`mirror: true` or `{allow: [globs]}`); absent when off. */
+  mirror?: { allow?: string[] };
   logLevel: LogLevel;
   /** ModelCache objects, node labels and Events through the Kubernetes API (off by default). */
   kubernetes: KubeSettings;
@@ -201,6 +204,9 @@ const globList = leaf('a list of glob patterns such as ["*.json", "*.safetensors
 
 const bool = leaf('true or false', (v) => (typeof v === 'boolean' ? v : undefined));
 const s3Location = leaf('an s3://BUCKET/PREFIX location', (v) => (typeof v === 'string' ? parseS3Location(v) : undefined));
+const mirrorAllow = leaf('a list of repo globs such as ["hf://Qwen/*", "ms://*"]', (v) =>
+  Array.isArray(v) && v.every((g) => typeof g === 'string' && g !== '') ? (v as string[]).map(normalizeAllowGlob) : undefined,
+);
 
 const logLevel = leaf(`one of ${LOG_LEVELS.join(', ')}`, (v) =>
   typeof v === 'string' && (LOG_LEVELS as readonly string[]).includes(v) ? (v as LogLevel) : undefined,
@@ -248,6 +254,8 @@ const gcSchema = z.strictObject({ maxBytes: size().nullish(), interval: duration
 
 const backupSchema = (env: NodeJS.ProcessEnv) => z.strictObject({ to: s3Location, models: z.array(refLeaf(env)).nullish() });
 
+const mirrorObject = z.strictObject({ allow: mirrorAllow.optional() });
+
 const kubernetesSchema = z.strictObject({ enabled: bool.optional(), kubeconfig: nonEmptyString.nullish(), context: nonEmptyString.nullish() });
 
 function configSchema(env: NodeJS.ProcessEnv) {
@@ -264,6 +272,7 @@ function configSchema(env: NodeJS.ProcessEnv) {
     peers: peersSchema.nullish(),
     gc: gcSchema.nullish(),
     imports: nonEmptyString.nullish(),
+    mirror: z.union([z.boolean(), mirrorObject]).nullish(),
     logLevel: logLevel.optional(),
     kubernetes: kubernetesSchema.nullish(),
     replicas: z.array(s3Location).nullish(),
@@ -279,6 +288,7 @@ const KNOWN_KEYS: Record<string, string[]> = {
   peers: Object.keys(peersSchema.shape),
   gc: Object.keys(gcSchema.shape),
   kubernetes: Object.keys(kubernetesSchema.shape),
+  mirror: Object.keys(mirrorObject.shape),
   backup: Object.keys(backupSchema({}).shape),
   api: Object.keys(apiSchema.shape),
   tls: Object.keys(tlsSchema.shape),
@@ -451,6 +461,7 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
   if (c.imports) cfg.imports = path(c.imports);
   if (c.kubernetes?.kubeconfig) cfg.kubernetes.kubeconfig = path(c.kubernetes.kubeconfig);
   if (c.kubernetes?.context) cfg.kubernetes.context = c.kubernetes.context;
+  if (c.mirror) cfg.mirror = c.mirror === true || !c.mirror.allow ? {} : { allow: c.mirror.allow };
   return cfg;
 }
 

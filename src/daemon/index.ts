@@ -22,6 +22,7 @@ import { Store } from '../store/store.js';
 import { createP2PNode, PeerToken, type P2PNode } from '../p2p/index.js';
 import { startKubeSync, type KubeSyncTuning } from '../kube/index.js';
 import { RateLimiter } from '../transfer/index.js';
+import { createMirror, type Mirror, type MirrorOptions } from '../mirror/index.js';
 import { BackupQueue, backUpWhenReady, type BackupOptions } from '../s3/backup.js';
 import { BearerToken } from '../http/bearer.js';
 import { keepCertCurrent, loadKeyPair, readPem } from '../http/tls.js';
@@ -63,6 +64,8 @@ export interface DaemonDeps {
   p2p?: Pick<Parameters<typeof createP2PNode>[0], 'dnsServers' | 'discoveryIntervalMs' | 'tuning' | 'nodeId'>;
   /** Kubernetes sync tuning (tests: faster status writes and node polls). */
   kube?: KubeSyncTuning;
+  /** Mirror tuning (tests: a short access cache, small tree pages). */
+  mirror?: Pick<MirrorOptions, 'accessTtlMs' | 'treePageSize' | 'classifyEveryMs'>;
 }
 
 export interface Daemon {
@@ -114,6 +117,15 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     rateLimit: () => limiter.rate,
     storeUsage: usage.get,
   });
+  const mirror = await startMirror(config, store, deps, { env, logger: root, limiter, metrics, p2p });
+  // Every pull's engine events: byte metrics, and the mirror, which serves files a pull is fetching.
+  const tap = {
+    onEvent: (e: TransferEvent) => {
+      countBytes(e);
+      mirror?.tap.onEvent(e);
+    },
+    ...(mirror ? { onChunk: mirror.tap.onChunk } : {}),
+  };
   reconciler = new Reconciler({
     pull: deps.pull ?? pullModel,
     pullOptions: () => {
@@ -122,7 +134,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (config.connections) o.connections = config.connections;
       if (config.chunkSize) o.chunkSize = config.chunkSize;
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
-      o.engineHooks = p2p ? p2p.engineHooks({ onEvent: countBytes }) : { onEvent: countBytes };
+      o.engineHooks = p2p ? p2p.engineHooks(tap) : tap;
       if (config.replicas?.length) o.replicas = config.replicas;
       return o;
     },
@@ -188,6 +200,10 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
         if (s.commit) touch(store, reconciler, s.ref, s.commit);
       },
     });
+    if (mirror) {
+      mirror.register(router);
+      parts.push(onShutdown(signal, () => mirror.stop()));
+    }
     if (p2p) {
       mountPeers(p2p, router, metrics);
       parts.push(onShutdown(signal, () => p2p.stop()));
@@ -241,6 +257,25 @@ function apiGuard(config: DaemonConfig, metrics: DaemonMetrics, log: Logger): Ap
     protectReads: config.api.protectReads,
     limiter: new ClientLimiter({ perMinute: config.api.requestsPerMinute }),
     onRefused: (reason) => metrics.apiRefusedRequest(reason),
+  });
+}
+
+/** The hub mirror (off unless configured): fetches through the same engine hooks (P2P) as pulls. */
+async function startMirror(
+  config: DaemonConfig, store: Store, deps: DaemonDeps,
+  o: { env: NodeJS.ProcessEnv; logger: Logger; limiter: RateLimiter; metrics: DaemonMetrics; p2p: P2PNode | undefined },
+): Promise<Mirror | undefined> {
+  if (!config.mirror) return undefined;
+  return createMirror({
+    store, stateDir: config.stateDir, env: o.env, registry: o.metrics.registry, logger: o.logger, limiter: o.limiter, fsync: true,
+    holder: `mirror:${hostname()}:${process.pid}`,
+    engineHooks: (t) => (o.p2p ? o.p2p.engineHooks(t) : t),
+    onBytes: (source, n) => o.metrics.addBytes(source, n),
+    ...(config.mirror.allow ? { allow: config.mirror.allow } : {}),
+    ...(config.connections ? { connections: config.connections } : {}),
+    ...(config.chunkSize ? { chunkSize: config.chunkSize } : {}),
+    ...(deps.leaseTtlMs ? { leaseTtlMs: deps.leaseTtlMs } : {}),
+    ...deps.mirror,
   });
 }
 
@@ -372,8 +407,10 @@ async function listen(config: DaemonConfig, router: Router, signal: AbortSignal,
     });
     parts.push(onShutdown(signal, stop));
   }
-  // Requests must not hang a shutdown.
-  server.keepAliveTimeout = 5_000;
+  // Requests must not hang a shutdown. With the mirror on, hub clients (httpx) drop idle
+  // connections after 5 s: a server closing at the same moment resets a request already on its
+  // way, so outlive them (shutdown closes idle connections anyway).
+  server.keepAliveTimeout = config.mirror ? 65_000 : 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.listen.port, config.listen.host, () => {

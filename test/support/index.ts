@@ -3,3 +3,4 @@ export { PYTHON_MISSING, pythonBin, pythonEnv, requirePython, runPython, skipWit
 export { run, runCli, type RunOptions, type RunResult } from './spawn.js';
 export { tmpDir } from './tmp.js';
 export { readTree } from './tree.js';
+export { freePort } from './net.js';

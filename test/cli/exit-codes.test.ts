@@ -48,9 +48,9 @@ describe('storage and usage errors', () => {
     expect(hub.log).toEqual([]);
   });
 
-  it('a store that does not exist: ls and verify say so and exit 3', async () => {
+  it('a store that does not exist: ls, verify and gc say so and exit 3 (gc does not create it)', async () => {
     const dir = await tmpDir();
-    for (const cmd of ['ls', 'verify']) {
+    for (const cmd of ['ls', 'verify', 'gc']) {
       const r = await runCli([cmd, ...storeArgs(dir)]);
       expect(r.code, cmd).toBe(3);
       expect(oneLine(r.stderr)).toContain(`no store at ${join(dir, 'store')}`);

@@ -23,16 +23,25 @@ export function register(program: Command): void {
       const config = applyFlags(file, { store: g.store, stateDir: g.stateDir, logLevel: g.logLevel, listen: o.listen, models: o.model });
       checkStore(config.store);
       const logger = createLogger(config.logLevel);
-      const daemon = await startDaemon(config, { logger });
-      const signal = await new Promise<NodeJS.Signals>((resolve) => {
-        const on = (s: NodeJS.Signals) => {
-          process.off('SIGTERM', on);
-          process.off('SIGINT', on);
-          resolve(s);
-        };
-        process.on('SIGTERM', on);
-        process.on('SIGINT', on);
-      });
+      // Listen before starting: a SIGTERM while the daemon starts (a pod deleted at once) is a
+      // clean stop once it is up, not a kill by the default handler (exit 143).
+      let received: NodeJS.Signals | undefined;
+      let wake: ((s: NodeJS.Signals) => void) | undefined;
+      const on = (s: NodeJS.Signals) => {
+        received ??= s;
+        wake?.(s);
+      };
+      process.on('SIGTERM', on);
+      process.on('SIGINT', on);
+      let daemon: Awaited<ReturnType<typeof startDaemon>>;
+      let signal: NodeJS.Signals;
+      try {
+        daemon = await startDaemon(config, { logger });
+        signal = received ?? (await new Promise<NodeJS.Signals>((resolve) => (wake = resolve)));
+      } finally {
+        process.off('SIGTERM', on);
+        process.off('SIGINT', on);
+      }
       logger.info({ module: 'daemon', signal }, 'signal received');
       // A second signal during shutdown is ignored: we are already on our way out, within the deadline.
       const ignore = () => logger.warn({ module: 'daemon' }, 'already stopping');

@@ -37,7 +37,7 @@ export function register(program: Command): void {
           keep.push(...parseModelsFile(text, cfg.modelsFile).map((m) => m.ref));
         }
       }
-      const store = new Store(checkStore(storeDir));
+      const store = new Store(checkStore(storeDir, { mustExist: true }));
       const pinned = new Set<string>();
       for (const ref of keep) {
         const commit = await store.localCommit(ref, ref.revision);

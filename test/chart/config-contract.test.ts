@@ -6,7 +6,6 @@
  */
 import { posix } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import YAML from 'yaml';
 import { parseConfig, parseModelsFile, type DaemonConfig } from '../../src/daemon/config.js';
 import { DaemonMetrics } from '../../src/daemon/metrics.js';
 import {
@@ -17,7 +16,6 @@ import {
   helmPath,
   podSpec,
   probePort,
-  daemonKnowsMirror,
   render,
   TLS_VALUES,
   renderSet,
@@ -29,34 +27,17 @@ const runs = requireTool('helm', helmPath, 'HELM_BIN');
 // The loader resolves relative paths against the config's directory; the chart mounts it here.
 const CONFIG_PATH = '/etc/swift-fetch/config.yaml';
 
-/**
- * The config the loader is given: the rendered one, except that `mirror` is left out while the
- * loader does not know that key yet (the hub mirror lands separately); the test below pins that
- * this is the only thing left out.
- */
-function loadable(config: string): string {
-  if (daemonKnowsMirror()) return config;
-  const doc = YAML.parse(config) as Record<string, unknown>;
-  delete doc.mirror;
-  return YAML.stringify(doc);
-}
-
 describe.skipIf(!runs).each(Object.keys(VALUE_SETS))('daemon config loader accepts the chart (%s)', (set) => {
   let r: Rendered;
   let cfg: DaemonConfig;
   beforeAll(async () => {
     r = await renderSet(set);
     // The env decides what a bare ORG/NAME means; give it no USE_HF so the chart's list reads as ModelScope.
-    cfg = parseConfig(loadable(configMapFiles(r).config), CONFIG_PATH, { env: {} });
+    cfg = parseConfig(configMapFiles(r).config, CONFIG_PATH, { env: {} });
   });
 
-  it(`accepts the rendered config as is${daemonKnowsMirror() ? '' : ', or rejects nothing but the `mirror` key it does not know yet'}`, () => {
-    const config = configMapFiles(r).config;
-    if (daemonKnowsMirror() || !('mirror' in YAML.parse(config))) {
-      expect(() => parseConfig(config, CONFIG_PATH, { env: {} })).not.toThrow();
-      return;
-    }
-    expect(() => parseConfig(config, CONFIG_PATH, { env: {} })).toThrow(/^\S+: mirror: unknown key/);
+  it('accepts the rendered config as is', () => {
+    expect(() => parseConfig(configMapFiles(r).config, CONFIG_PATH, { env: {} })).not.toThrow();
   });
 
   it('listens on the port the probes, the container port and the Service use', () => {
@@ -124,7 +105,7 @@ describe.skipIf(!runs).each(Object.keys(VALUE_SETS))('daemon config loader accep
 describe.skipIf(!runs)('daemon config loader accepts the chart with tls', () => {
   it('reads the listener\'s and the peers\' certificates where the pod mounts them, and the name peers check is on the Certificate', async () => {
     const r = await render(TLS_VALUES);
-    const cfg = parseConfig(loadable(configMapFiles(r).config), CONFIG_PATH, { env: {} });
+    const cfg = parseConfig(configMapFiles(r).config, CONFIG_PATH, { env: {} });
     expect(cfg.tls).toEqual({ certFile: '/etc/swift-fetch/tls/tls.crt', keyFile: '/etc/swift-fetch/tls/tls.key' });
     expect(cfg.peers.caFile).toBe('/etc/swift-fetch/tls/ca.crt');
     const mounts = podSpec(find(r, 'DaemonSet')).containers[0]!.volumeMounts!.map((m) => m.mountPath);

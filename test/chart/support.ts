@@ -9,7 +9,6 @@ import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
-import { parseConfig } from '../../src/daemon/config.js';
 
 const run = promisify(execFile);
 
@@ -246,15 +245,3 @@ export function renderSet(set: string): Promise<Rendered> {
 /** Value sets that move the daemons off the default NVIDIA GPU nodes. */
 export const OWN_NODE_SELECTION = new Set(['inference-ascend', 'inference-cpu']);
 
-/**
- * Whether the daemon's config parser accepts `mirror` (the hub mirror has landed). Until then a
- * rendered config with `mirror` cannot be loaded, and the tests that need one say so and skip.
- */
-export function daemonKnowsMirror(): boolean {
-  try {
-    parseConfig('store: /s\nstateDir: /t\nlisten: 127.0.0.1:7070\nmirror: true\n', '/etc/swift-fetch/config.yaml', { env: {} });
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -19,7 +19,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
-import { configMapFiles, daemonKnowsMirror, find, findTool, helmPath, isCI, podSpec, render, type Container, type K8sObject, type PodSpec, type Rendered } from '../chart/support.js';
+import { configMapFiles, find, findTool, helmPath, isCI, podSpec, render, type Container, type K8sObject, type PodSpec, type Rendered } from '../chart/support.js';
 import { DEMO_REPO, demoFiles, startFakeHub, type AddedRepo, type FakeHub } from '../fakehub/index.js';
 import { PYTHON_MISSING, pythonBin, repoRoot, tmpDir, type RunResult } from '../support/index.js';
 import { msSwiftStandIn, swiftFetchImage, type Image } from './images.js';
@@ -378,28 +378,7 @@ describe.skipIf(!runs)('pod topology', () => {
     });
   });
 
-  describe('mode mirror, the pod alone', () => {
-    // Until the daemon serves /hf and /ms this runs the rendered mirror-mode pod with its two
-    // endpoints pointed straight at the hub: everything but the daemon's part (no store, the
-    // command, a writable cache, the real clients) is the chart's.
-    it.each(['hf', 'ms'])('%s: downloads and verifies every file with the real client into its cache', async (h) => {
-      const node = nodes[0]!;
-      const model = `${h}://${DEMO_REPO}`;
-      const p = await node.inferencePod(model, (spec) => {
-        const env = container(spec, 'swift').env!;
-        expect(env.find((e) => e.name === 'HF_ENDPOINT')!.value).toMatch(/^http:\/\/\$\(HOST_IP\):\d+\/hf$/);
-        env.find((e) => e.name === 'HF_ENDPOINT')!.value = hub.hfEndpoint;
-        env.find((e) => e.name === 'MODELSCOPE_ENDPOINT')!.value = hub.msEndpoint;
-      }, ['inference.mode=mirror']);
-      expect(p.init).toEqual([]);
-      expect(p.main?.code, describeRun(p)).toBe(0);
-      const report = JSON.parse(p.main!.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
-      expect(report).toMatchObject({ mode: 'mirror', viewFiles: Object.keys(expectation(model).files).length });
-      expect(String(report.view)).toMatch(/^\/cache\//);
-    }, 120_000);
-  });
-
-  describe.skipIf(!daemonKnowsMirror())('mode mirror (runs once the daemon config knows `mirror`; until then skipped)', () => {
+  describe('mode mirror', () => {
     let node: TestNode;
     beforeAll(async () => {
       node = await newNode('node-2');
@@ -412,7 +391,12 @@ describe.skipIf(!runs)('pod topology', () => {
 
     it.each(['hf', 'ms'])('%s: the pod has no store and downloads through its node daemon with the real client', async (h) => {
       const model = `${h}://${DEMO_REPO}`;
-      const p = await node.inferencePod(model, () => {}, ['inference.mode=mirror']);
+      const p = await node.inferencePod(model, (spec) => {
+        // As rendered: the endpoints are the node daemon's mirror, nothing points at the hub.
+        const env = container(spec, 'swift').env!;
+        expect(env.find((e) => e.name === 'HF_ENDPOINT')!.value).toMatch(/^http:\/\/\$\(HOST_IP\):\d+\/hf$/);
+        expect(env.find((e) => e.name === 'MODELSCOPE_ENDPOINT')!.value).toMatch(/^http:\/\/\$\(HOST_IP\):\d+\/ms$/);
+      }, ['inference.mode=mirror']);
       expect(p.main?.code, describeRun(p)).toBe(0);
       const report = JSON.parse(p.main!.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
       const files = Object.keys(expectation(model).files).length;

@@ -116,6 +116,31 @@ describe.skipIf(!runs)('daemon config loader accepts the chart with tls', () => 
   });
 });
 
+describe.skipIf(!runs)('daemon config loader accepts the chart with object storage', () => {
+  it('reads s3:// models, the replica and backup buckets, and the daemon gets the AWS variables the s3 client reads', async () => {
+    const r = await renderSet('object-storage');
+    const cfg = parseConfig(configMapFiles(r).config, CONFIG_PATH, { env: {} });
+    expect(cfg.replicas).toEqual([{ bucket: 'hub-replica', prefix: 'mirror' }]);
+    expect(cfg.backup).toEqual({ to: { bucket: 'model-backup', prefix: 'cluster-a' }, models: ['hf://Qwen/Qwen2.5-0.5B-Instruct@main'] });
+    const specs = parseModelsFile(configMapFiles(r).models, cfg.modelsFile!, {});
+    expect(specs.map((s) => s.key)).toContain('s3://team-models/finetunes/qwen-ckpt-100@latest');
+    const env = podSpec(find(r, 'DaemonSet')).containers[0]!.env!;
+    const byName = new Map(env.map((e) => [e.name, e]));
+    expect(byName.get('AWS_REGION')?.value).toBe('eu-central-1');
+    expect(byName.get('AWS_ENDPOINT_URL_S3')?.value).toBe('https://minio.storage.svc:9000');
+    expect(byName.get('AWS_ACCESS_KEY_ID')?.valueFrom?.secretKeyRef).toMatchObject({ name: 's3-credentials', key: 'AWS_ACCESS_KEY_ID' });
+    expect(byName.get('AWS_SECRET_ACCESS_KEY')?.valueFrom?.secretKeyRef).toMatchObject({ name: 's3-credentials', key: 'AWS_SECRET_ACCESS_KEY' });
+  });
+
+  it('renders no AWS variables and no buckets by default', async () => {
+    const r = await renderSet('defaults');
+    const cfg = parseConfig(configMapFiles(r).config, CONFIG_PATH, { env: {} });
+    expect(cfg.replicas).toBeUndefined();
+    expect(cfg.backup).toBeUndefined();
+    expect(podSpec(find(r, 'DaemonSet')).containers[0]!.env!.filter((e) => e.name.startsWith('AWS_'))).toEqual([]);
+  });
+});
+
 describe.skipIf(!runs)('Grafana dashboard', () => {
   it('queries only metrics the daemon exports', async () => {
     const r = await render(VALUE_SETS.monitoring);

@@ -220,6 +220,7 @@ export const VALUE_SETS: Record<string, string[]> = {
   'inference-mig': ['inference-mig.yaml'],
   'inference-shared': ['inference-shared.yaml'],
   'inference-mirror': ['inference-mirror.yaml'],
+  'object-storage': ['object-storage.yaml'],
 };
 
 /**

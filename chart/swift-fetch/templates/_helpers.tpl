@@ -133,6 +133,36 @@ hostPath:
 {{- end }}
 {{- end }}
 
+{{/*
+The AWS variables the daemon's s3:// pulls, replicas and backups read (src/s3/settings.ts).
+*/}}
+{{- define "swift-fetch.awsEnv" -}}
+{{- with .Values.objectStorage }}
+{{- if .region }}
+- name: AWS_REGION
+  value: {{ .region | quote }}
+{{- end }}
+{{- if .endpoint }}
+- name: AWS_ENDPOINT_URL_S3
+  value: {{ .endpoint | quote }}
+{{- end }}
+{{- with .credentials }}
+{{- if .secretName }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .secretAccessKeyKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "swift-fetch.hubEnv" -}}
 {{- with .Values.hub.huggingface }}
 {{- if .endpoint }}
@@ -218,6 +248,18 @@ hostPath:
 {{- end }}
 {{- if .Values.kubernetes.enabled }}
 {{- $_ := set $config "kubernetes" (dict "enabled" true) }}
+{{- end }}
+{{- with .Values.objectStorage }}
+{{- if .replicas }}
+{{- $_ := set $config "replicas" .replicas }}
+{{- end }}
+{{- if .backup.to }}
+{{- $backup := dict "to" .backup.to }}
+{{- if .backup.models }}
+{{- $_ := set $backup "models" .backup.models }}
+{{- end }}
+{{- $_ := set $config "backup" $backup }}
+{{- end }}
 {{- end }}
 {{- $_ := set $config "api" (dict
   "tokenFile" $p.apiTokenFile

@@ -7,6 +7,7 @@ import * as bundle from './commands/bundle.js';
 import * as daemon from './commands/daemon.js';
 import * as gc from './commands/gc.js';
 import * as init from './commands/init.js';
+import * as inspect from './commands/inspect.js';
 import * as ls from './commands/ls.js';
 import * as path from './commands/path.js';
 import * as pull from './commands/pull.js';
@@ -14,7 +15,7 @@ import * as push from './commands/push.js';
 import * as rm from './commands/rm.js';
 import * as verify from './commands/verify.js';
 
-const COMMANDS: Array<{ register(program: Command): void }> = [pull, push, path, verify, ls, rm, gc, daemon, init, bundle];
+const COMMANDS: Array<{ register(program: Command): void }> = [pull, push, path, verify, ls, rm, gc, daemon, init, bundle, inspect];
 
 function version(): string {
   try {

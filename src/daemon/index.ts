@@ -37,6 +37,7 @@ import { DaemonMetrics } from './metrics.js';
 import { Reconciler, type BackoffOptions, type PullFn } from './reconciler.js';
 import { Router } from './router.js';
 import { startImportsWatcher } from './imports.js';
+import { loadTrustedKey, type TrustedKey } from '../bundle/index.js';
 import { watchModelsFile } from './watch.js';
 
 export { type DaemonConfig, type ModelSpec } from './config.js';
@@ -97,6 +98,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   const root = deps.logger ?? createLogger(config.logLevel);
   const log = root.child({ module: 'daemon' });
   const store = await openStore(config);
+  const importsTrust = await readTrustAndLock(config);
   // The cancellation root. Each part below stops itself when it aborts; `parts` settle when they have.
   const shutdown = new AbortController();
   const signal = shutdown.signal;
@@ -182,7 +184,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       // Bundles dropped into `imports` land in the store: their models are listed (ready) at once, and
       // a model that failed for want of a network may now be satisfied from them.
       const imports = await startImportsWatcher({
-        dir: config.imports, store: config.store, logger: root,
+        dir: config.imports, store: config.store, logger: root, ...(importsTrust.length > 0 ? { trust: importsTrust } : {}),
         onImported: ({ result }) => {
           for (const m of result.models) {
             const ref = parseRef(m.ref, env);
@@ -230,6 +232,11 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     })());
 
   return { config, url, reconciler, router, metrics, limiter, store, logger: root, signal, collectGarbage: gc.collect, stop };
+}
+
+/** The imports folder's trusted keys, read now: a file that is not one stops the start (exit 2). */
+async function readTrustAndLock(config: DaemonConfig): Promise<TrustedKey[]> {
+  return (config.importsTrust ?? []).map((f) => loadTrustedKey(f, 'imports.trust'));
 }
 
 async function openStore(config: DaemonConfig): Promise<Store> {

@@ -94,6 +94,10 @@ export interface DaemonConfig {
   imports?: string;
   /** Public key files (`imports.trust`): only bundles signed by one of them are imported. */
   importsTrust?: string[];
+  /** A lock file (`lockFile:`): the refs it names are pulled at their locked commit, checked against its SHA-256s. */
+  lockFile?: string;
+  /** With lockFile, refuse (fail) models the lock does not name. */
+  locked?: boolean;
   /** The hub mirror (`mirror: true` or `{allow: [globs]}`); absent when off. */
   mirror?: { allow?: string[] };
   logLevel: LogLevel;
@@ -277,6 +281,8 @@ function configSchema(env: NodeJS.ProcessEnv) {
     peers: peersSchema.nullish(),
     gc: gcSchema.nullish(),
     imports: z.union([nonEmptyString, importsObject]).nullish(),
+    lockFile: nonEmptyString.nullish(),
+    locked: bool.optional(),
     mirror: z.union([z.boolean(), mirrorObject]).nullish(),
     logLevel: logLevel.optional(),
     kubernetes: kubernetesSchema.nullish(),
@@ -468,6 +474,11 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
   else if (c.imports) {
     cfg.imports = path(c.imports.dir);
     if (c.imports.trust?.length) cfg.importsTrust = c.imports.trust.map(path);
+  }
+  if (c.lockFile) cfg.lockFile = path(c.lockFile);
+  if (c.locked) {
+    if (!cfg.lockFile) throw new UsageError(`${source}: locked: true needs lockFile (the lock whose refs are allowed)`, 'ESF_BAD_CONFIG');
+    cfg.locked = true;
   }
   if (c.kubernetes?.kubeconfig) cfg.kubernetes.kubeconfig = path(c.kubernetes.kubeconfig);
   if (c.kubernetes?.context) cfg.kubernetes.context = c.kubernetes.context;

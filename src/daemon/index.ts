@@ -38,6 +38,7 @@ import { Reconciler, type BackoffOptions, type PullFn } from './reconciler.js';
 import { Router } from './router.js';
 import { startImportsWatcher } from './imports.js';
 import { loadTrustedKey, type TrustedKey } from '../bundle/index.js';
+import { readLockFile } from '../lock/index.js';
 import { watchModelsFile } from './watch.js';
 
 export { type DaemonConfig, type ModelSpec } from './config.js';
@@ -138,6 +139,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
       o.engineHooks = p2p ? p2p.engineHooks(tap) : tap;
       if (config.replicas?.length) o.replicas = config.replicas;
+      if (config.lockFile) o.lock = { file: config.lockFile, strict: Boolean(config.locked) };
       return o;
     },
     concurrency: config.maxConcurrentPulls,
@@ -234,8 +236,13 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   return { config, url, reconciler, router, metrics, limiter, store, logger: root, signal, collectGarbage: gc.collect, stop };
 }
 
-/** The imports folder's trusted keys, read now: a file that is not one stops the start (exit 2). */
+/**
+ * What imports and pulls will rely on, read now: a missing or invalid lock, or a trust key that is
+ * not one, stops the start (exit 3 / 2). Pulls read the lock again each time, so an edited lock
+ * applies to the next pull.
+ */
 async function readTrustAndLock(config: DaemonConfig): Promise<TrustedKey[]> {
+  if (config.lockFile) await readLockFile(config.lockFile);
   return (config.importsTrust ?? []).map((f) => loadTrustedKey(f, 'imports.trust'));
 }
 

@@ -82,12 +82,14 @@ function readKeyFile(file: string, what: string): string {
 /** The Ed25519 private key in `file` (PEM, as `openssl genpkey -algorithm ed25519` writes it). */
 export function loadSigningKey(file: string, what = '--sign'): SigningKey {
   const text = readKeyFile(file, what);
+  // Asking for a passphrase has no place in a batch job: an encrypted key is refused up front.
+  if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(text)) {
+    throw new UsageError(`${what} ${file}: the key is encrypted; give an unencrypted PEM key (openssl pkey -in ${file} -out plain.pem)`, 'ESF_BAD_KEY');
+  }
   let key: KeyObject;
   try {
     key = createPrivateKey(text);
-  } catch (e) {
-    const code = (e as { code?: string }).code;
-    if (code === 'ERR_MISSING_PASSPHRASE') throw new UsageError(`${what} ${file}: the key is encrypted; give an unencrypted PEM key (openssl pkey -in ${file} -out plain.pem)`, 'ESF_BAD_KEY');
+  } catch {
     throw new UsageError(`${what} ${file}: not a PEM private key (make one with: openssl genpkey -algorithm ed25519 -out ${file})`, 'ESF_BAD_KEY');
   }
   if (key.asymmetricKeyType !== 'ed25519') throw new UsageError(`${what} ${file}: a ${key.asymmetricKeyType ?? 'non-asymmetric'} key; bundles are signed with Ed25519 keys (openssl genpkey -algorithm ed25519)`, 'ESF_BAD_KEY');

@@ -18,7 +18,7 @@ const OPENSSL_MISSING = toolMissing('openssl', 'to make Ed25519 keys as operator
 
 let hub: FakeHub;
 let work: string;
-const keys = { key: '', pub: '', otherKey: '', otherPub: '', rsaKey: '' };
+const keys = { key: '', pub: '', otherKey: '', otherPub: '', rsaKey: '', encKey: '' };
 const bundles = { signed: '', unsigned: '', foreign: '', tamperedSig: '', tamperedManifest: '', sigLast: '' };
 let keyId = '';
 const big = pattern(1024 * 1024 + 5, 11);
@@ -51,6 +51,8 @@ beforeAll(async () => {
     await openssl(['genpkey', '-algorithm', 'ed25519', '-out', keys[k]]);
     await openssl(['pkey', '-in', keys[k], '-pubout', '-out', keys[p]]);
   }
+  keys.encKey = join(work, 'encrypted.pem');
+  await openssl(['genpkey', '-algorithm', 'ed25519', '-aes256', '-pass', 'pass:secret', '-out', keys.encKey]);
   keys.rsaKey = join(work, 'rsa.pem');
   await openssl(['genpkey', '-algorithm', 'rsa', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', keys.rsaKey]);
   const der = await run('sh', ['-c', `openssl pkey -pubin -in '${keys.pub}' -outform DER | sha256sum`]);
@@ -150,12 +152,13 @@ describe.skipIf(OPENSSL_MISSING)('signed bundles (skipped without openssl)', () 
     expect(r.stderr).toMatch(/a signature must come right after the manifest/);
   });
 
-  it('refuses keys that are not Ed25519, a private key given as trusted, and a missing key file, with exit 2 before doing anything', async () => {
+  it('refuses keys that are not Ed25519, an encrypted key, a private key given as trusted, and a missing key file, with exit 2 before doing anything', async () => {
     const dir = await tmpDir();
     const out = join(dir, 'x.tar');
     const cases: Array<[string[], RegExp]> = [
       [['bundle', 'create', 'hf://demo/signed', '-o', out, '--sign', keys.rsaKey], /--sign .*rsa\.pem: a rsa key; bundles are signed with Ed25519 keys/],
       [['bundle', 'create', 'hf://demo/signed', '-o', out, '--sign', keys.pub], /--sign .*pub\.pem: not a PEM private key/],
+      [['bundle', 'create', 'hf://demo/signed', '-o', out, '--sign', keys.encKey], /--sign .*encrypted\.pem: the key is encrypted; give an unencrypted PEM key/],
       [['bundle', 'verify', bundles.signed, '--trust', keys.key], /--trust .*key\.pem: holds a private key; trust the public key instead/],
       [['bundle', 'import', bundles.signed, '--trust', join(dir, 'nope.pem')], /--trust .*nope\.pem: cannot read it \(ENOENT\)/],
     ];

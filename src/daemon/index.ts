@@ -34,11 +34,11 @@ import { startGcLoop } from './gc.js';
 import { onShutdown } from './shutdown.js';
 import { heldRevision, startStoreSync } from './store-sync.js';
 import { DaemonMetrics } from './metrics.js';
-import { Reconciler, type BackoffOptions, type PullFn } from './reconciler.js';
+import { Reconciler, type BackoffOptions, type HeldRevision, type PullFn } from './reconciler.js';
 import { Router } from './router.js';
 import { startImportsWatcher } from './imports.js';
 import { loadTrustedKey, type TrustedKey } from '../bundle/index.js';
-import { readLockFile } from '../lock/index.js';
+import { pinFor, pinnedRecord, readLockFile } from '../lock/index.js';
 import { watchModelsFile } from './watch.js';
 
 export { type DaemonConfig, type ModelSpec } from './config.js';
@@ -147,7 +147,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     logger: root,
     backoff: deps.backoff,
     resyncMs: deps.resyncMs,
-    fromStore: (spec) => heldRevision(store, spec),
+    fromStore: (spec) => heldFor(store, spec, config),
     onPullDone: (status, error) => {
       metrics.pullFinished(error === undefined, isSwiftFetchError(error) && error.exitCode === ExitCode.integrity);
       if (error === undefined && status.commit) {
@@ -244,6 +244,20 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
 async function readTrustAndLock(config: DaemonConfig): Promise<TrustedKey[]> {
   if (config.lockFile) await readLockFile(config.lockFile);
   return (config.importsTrust ?? []).map((f) => loadTrustedKey(f, 'imports.trust'));
+}
+
+/**
+ * What the daemon serves after a failed pull. With a lock, only the locked commit holding the
+ * locked files counts: a revision the lock does not pin is never served in its place.
+ */
+async function heldFor(store: Store, spec: ModelSpec, config: DaemonConfig): Promise<HeldRevision | undefined> {
+  if (!config.lockFile) return heldRevision(store, spec);
+  // A lock that cannot be read now: serve nothing, rather than something it may not pin.
+  const pinned = await pinFor(spec.ref, { file: config.lockFile }).catch(() => null);
+  if (pinned === null) return undefined;
+  if (!pinned) return config.locked ? undefined : heldRevision(store, spec);
+  const rec = await pinnedRecord(store, spec.ref, pinned.pin);
+  return rec ? { commit: rec.commit, path: rec.paths.plain, bytes: rec.bytes } : undefined;
 }
 
 async function openStore(config: DaemonConfig): Promise<Store> {

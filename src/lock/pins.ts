@@ -1,8 +1,10 @@
 /** Looking a ref up in a lock file, as `pull --lock`, `init --lock` and the daemon's `lockFile:` do. */
 import { UsageError } from '../core/errors.js';
 import { formatRef, type ModelRef } from '../core/ref.js';
+import type { PublishRecord, Store } from '../store/store.js';
 import { readLockFile, type LoadedLock } from './file.js';
 import { findPin, type LockedModel } from './format.js';
+import { recordDifferences } from './pin.js';
 
 /** `--lock FILE [--locked]` / `lockFile:` + `locked:`. */
 export interface LockOption {
@@ -16,6 +18,12 @@ export interface Pinned {
   /** The lock file as given (for messages). */
   file: string;
   loaded: LoadedLock;
+}
+
+/** The store's record of the locked commit, when it holds every locked file with the locked SHA-256. */
+export async function pinnedRecord(store: Store, ref: ModelRef, pin: LockedModel): Promise<PublishRecord | undefined> {
+  const rec = await store.readRecord(ref, pin.commit);
+  return rec && recordDifferences(pin.files, rec.files).length === 0 ? rec : undefined;
 }
 
 /**

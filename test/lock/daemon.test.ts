@@ -74,6 +74,23 @@ describe('daemon lockFile', () => {
     for (const f of rec!.files) expect(f.from?.lock?.file).toBe(lockFile);
   });
 
+  it('after a failed pull serves only the locked commit from the store, never another revision of the model', async () => {
+    const other = join(dir, 'other');
+    // The store holds the branch's new commit (pulled without the lock); the hub is then unreachable.
+    const pulled = await runCli(['pull', 'hf://demo/pinned', '--store', join(other, 'store'), '--state-dir', join(other, 'state'), '--quiet'], { env: hubEnv(hub) });
+    expect(pulled.stdout.trim()).not.toContain(locked.commit);
+    const cfg = parseConfig(`store: ${join(other, 'store')}\nstateDir: ${join(other, 'state')}\nlisten: 127.0.0.1:0\nlockFile: ${lockFile}\nmodels: [hf://demo/pinned]\n`, join(other, 'c.yaml'), { env: {} });
+    const env = { ...processEnv(), ...hubEnv(undefined) } as NodeJS.ProcessEnv;
+    for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+    const d = await startDaemon(cfg, { env, logger: pino({ level: 'silent' }), resyncMs: 0, backoff: { baseMs: 60_000, maxMs: 60_000, slowBaseMs: 60_000, slowMaxMs: 60_000 } });
+    try {
+      const m = await until(() => d.reconciler.list().find((x) => x.state === 'ready' || x.state === 'failed'), 'the model to settle', 120_000);
+      expect(m).toMatchObject({ state: 'failed', exitCode: ExitCode.network, commit: null });
+    } finally {
+      await d.stop();
+    }
+  }, 180_000);
+
   it('refuses to start with a lock that is missing (3) or invalid (2), a trust key that is not one (2), or locked without a lock (2)', async () => {
     const bad = join(dir, 'bad.lock');
     await fsp.writeFile(bad, '{"lockfileVersion":1,"models":[{"ref":"hf://a/b@main"}]}');

@@ -278,9 +278,14 @@ describe('verify --lock', () => {
     expect(partial.code).toBe(3);
     expect(partial.stdout).toMatch(/^ok +hf:\/\/demo\/tiny@main/m);
     expect(partial.stdout).toMatch(/^MISSING +ms:\/\/demo\/other@master/m);
-    const ok = await runCli(['verify', '--lock', file, 'hf://demo/tiny', ...s], { env: hubEnv(undefined) });
+    // A ModelScope ref pinned the same way (listed at the locked commit by its Revision parameter).
+    const ms = await runCli(['pull', 'ms://demo/other', '--lock', file, ...s, '--quiet'], { env: env() });
+    expect(ms.stderr).toBe('');
+    expect(ms.code).toBe(0);
+    const ok = await runCli(['verify', '--lock', file, ...s], { env: hubEnv(undefined) });
     expect(ok.stderr).toBe('');
     expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^ok +ms:\/\/demo\/other@master [0-9a-f]{12} \(1 files, as locked\)$/m);
     const plain = pulled.stdout.trim();
     await fsp.rm(join(plain, 'config.json'));
     await fsp.writeFile(join(plain, 'config.json'), '{"model_type":"evil"}');

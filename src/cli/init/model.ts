@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { IntegrityError, NotFoundError } from '../../core/errors.js';
 import { formatRef, type ModelRef } from '../../core/ref.js';
 import { formatBytes } from '../../core/units.js';
-import { differenceError, recordDifferences, type LockOption, type Pinned } from '../../lock/index.js';
+import { differenceError, pinnedRecord, recordDifferences, type LockOption, type Pinned } from '../../lock/index.js';
 import { pullModel } from '../../pull/index.js';
 import type { PublishRecord, Store } from '../../store/store.js';
 import { verifyRecord } from '../../store/verify.js';
@@ -53,10 +53,7 @@ export interface InitContext {
  * Pinned: the record of the locked commit, when it holds every locked file with the locked hash.
  */
 export async function fromStore(ctx: InitContext, t: Tracked): Promise<PublishRecord | undefined> {
-  if (t.pinned) {
-    const rec = await ctx.store.readRecord(t.ref, t.pinned.pin.commit);
-    return rec && recordDifferences(t.pinned.pin.files, rec.files).length === 0 ? rec : undefined;
-  }
+  if (t.pinned) return pinnedRecord(ctx.store, t.ref, t.pinned.pin);
   let rec: PublishRecord;
   try {
     rec = await ctx.store.findRecord(t.ref, t.ref.revision);

@@ -91,6 +91,29 @@ describe('daemon lockFile', () => {
     }
   }, 180_000);
 
+  it('init --lock asks a daemon that has no lock for the locked commit, and checks what it publishes against the lock', async () => {
+    const other = join(dir, 'plain-daemon');
+    const cfg = parseConfig(`store: ${join(other, 'store')}\nstateDir: ${join(other, 'state')}\nlisten: 127.0.0.1:0\n`, join(other, 'c.yaml'), { env: {} });
+    const d = await startDaemon(cfg, { env: processEnv(), logger: pino({ level: 'silent' }), resyncMs: 0 });
+    try {
+      const r = await runCli(['init', 'hf://demo/pinned', '--lock', lockFile, '--daemon', d.url, '--no-self-pull', '--store', join(other, 'store'), '--state-dir', join(other, 'init-state')], { env: hubEnv(hub) });
+      expect(r.stderr).toMatch(/asked the daemon/);
+      expect(r.code).toBe(0);
+      expect(r.stdout.trim()).toBe(join(other, 'store', 'models', 'hf', 'demo', 'pinned', locked.commit));
+      expect(d.reconciler.list().map((m) => m.ref)).toEqual([`hf://demo/pinned@${locked.commit}`]);
+      // A lock that says other bytes than the daemon published: exit 5, naming the file.
+      const lock = JSON.parse(await fsp.readFile(lockFile, 'utf8')) as { models: Array<{ files: Array<{ path: string; sha256: string }> }> };
+      lock.models[0]!.files.find((f) => f.path === 'config.json')!.sha256 = 'e'.repeat(64);
+      const wrong = join(other, 'wrong.lock');
+      await fsp.writeFile(wrong, JSON.stringify(lock));
+      const bad = await runCli(['init', 'hf://demo/pinned', '--lock', wrong, '--daemon', d.url, '--no-self-pull', '--store', join(other, 'store'), '--state-dir', join(other, 'init-state'), '--quiet'], { env: hubEnv(hub) });
+      expect(bad.code).toBe(5);
+      expect(bad.stderr).toMatch(/differs from the lock .*wrong\.lock: config\.json: sha256:e{64} \(7 bytes\) in the lock, sha256:[0-9a-f]{64} \(7 bytes\) in the store/);
+    } finally {
+      await d.stop();
+    }
+  });
+
   it('refuses to start with a lock that is missing (3) or invalid (2), a trust key that is not one (2), or locked without a lock (2)', async () => {
     const bad = join(dir, 'bad.lock');
     await fsp.writeFile(bad, '{"lockfileVersion":1,"models":[{"ref":"hf://a/b@main"}]}');

@@ -74,7 +74,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
 }
 
 /** --include/--exclude left nothing: publishing an empty revision would be a silent success. */
-export function nothingSelected(ref: ModelRef, manifest: Manifest, opts: PullOptions): NotFoundError {
+function nothingSelected(ref: ModelRef, manifest: Manifest, opts: PullOptions): NotFoundError {
   const said = [
     ...(opts.include?.length ? [`--include ${opts.include.map((p) => JSON.stringify(p)).join(' ')}`] : []),
     ...(opts.exclude?.length ? [`--exclude ${opts.exclude.map((p) => JSON.stringify(p)).join(' ')}`] : []),

@@ -18,6 +18,7 @@ import { pullModel, type PullEvent } from '../pull/index.js';
 import { storageError, uniqueSuffix } from '../store/fsutil.js';
 import { Store, type PublishRecord } from '../store/store.js';
 import { BUNDLE_FORMAT, BUNDLE_VERSION, blobEntryName, MANIFEST_NAME, parseManifest, type BundleManifest, type BundleModel } from './format.js';
+import { SIGNATURE_NAME, signManifest, type SigningKey } from './sign.js';
 
 export interface CreateOptions {
   store: string;
@@ -27,6 +28,8 @@ export interface CreateOptions {
   signal?: AbortSignal;
   /** Progress of the pulls made for refs the store lacks. */
   onPull?: (ref: string, e: PullEvent) => void;
+  /** Sign the manifest with this Ed25519 key (`--sign`): a signature entry follows the manifest. */
+  sign?: SigningKey;
   /** Called after each blob is written. */
   onBlob?: (done: { blobs: number; bytes: number; totalBlobs: number; totalBytes: number }) => void;
 }
@@ -179,6 +182,12 @@ export async function createBundle(refs: ModelRef[], out: Writable, opts: Create
     await writeEntry(pack, { name: MANIFEST_NAME, size: text.length, mode: 0o644, mtime: created, type: 'file' }, async (sink) => {
       sink.write(text);
     });
+    if (opts.sign) {
+      const sig = signManifest(text, opts.sign);
+      await writeEntry(pack, { name: SIGNATURE_NAME, size: sig.length, mode: 0o644, mtime: created, type: 'file' }, async (sink) => {
+        sink.write(sig);
+      });
+    }
     for (const b of manifest.blobs) {
       opts.signal?.throwIfAborted();
       await writeEntry(pack, { name: blobEntryName(b.sha256), size: b.size, mode: 0o444, mtime: created, type: 'file' }, (sink) =>

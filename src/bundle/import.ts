@@ -15,14 +15,19 @@ import { checkDigests } from '../core/integrity.js';
 import { totalBytes } from '../core/manifest.js';
 import { isCommitId, type Hub } from '../core/ref.js';
 import { storageError, uniqueSuffix } from '../store/fsutil.js';
-import { Store } from '../store/store.js';
+import { Store, type FileProvenance } from '../store/store.js';
 import { modelLabel, type BundleManifest } from './format.js';
 import { openBundle, readBundle, type BlobInfo } from './read.js';
+import type { Signer, TrustedKey } from './sign.js';
 
 export interface ImportOptions {
   store: string;
   logger?: Logger;
   signal?: AbortSignal;
+  /** Accept only bundles signed by one of these keys (`--trust`, the daemon's `imports.trust`). */
+  trust?: readonly TrustedKey[];
+  /** How the bundle is named in provenance (default: the file path given, or "-" for a stream). */
+  label?: string;
   onBlob?: (done: { blobs: number; bytes: number; totalBlobs: number; totalBytes: number }) => void;
 }
 
@@ -47,6 +52,8 @@ export interface ImportResult {
   /** Blobs the store already had (still read and verified, not written). */
   blobsPresent: number;
   bytesRead: number;
+  /** Who signed it (undefined: unsigned). */
+  signer?: Signer;
 }
 
 export async function importBundle(source: string | Readable, opts: ImportOptions): Promise<ImportResult> {
@@ -70,6 +77,7 @@ export async function importBundle(source: string | Readable, opts: ImportOption
   try {
     const summary = await readBundle(input, {
       ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.trust ? { trust: opts.trust } : {}),
       onManifest: async (m) => {
         await checkAgainstStore(store, m);
         totalBlobs = m.blobs.length;
@@ -96,9 +104,10 @@ export async function importBundle(source: string | Readable, opts: ImportOption
     });
     // Every byte checked: now, and only now, the content becomes part of the store.
     for (const b of staged) await store.commitBlob(join(staging, b.sha256), b.sha256, b.gitOid);
-    const models = await publishAll(store, summary.manifest);
-    log?.info({ models: models.map((m) => m.ref), blobsWritten: staged.length, blobsPresent: present }, 'bundle imported');
-    return { models, blobsWritten: staged.length, blobsPresent: present, bytesRead: summary.bytes };
+    const bundle = { file: opts.label ?? (typeof source === 'string' ? source : '-'), ...(summary.signer ? { signedBy: summary.signer.keyId } : {}) };
+    const models = await publishAll(store, summary.manifest, bundle);
+    log?.info({ models: models.map((m) => m.ref), blobsWritten: staged.length, blobsPresent: present, signedBy: summary.signer?.keyId }, 'bundle imported');
+    return { models, blobsWritten: staged.length, blobsPresent: present, bytesRead: summary.bytes, ...(summary.signer ? { signer: summary.signer } : {}) };
   } finally {
     await fsp.rm(staging, { recursive: true, force: true }).catch(() => undefined);
   }
@@ -123,11 +132,13 @@ async function checkAgainstStore(store: Store, manifest: BundleManifest): Promis
   }
 }
 
-async function publishAll(store: Store, manifest: BundleManifest): Promise<ImportedModel[]> {
+async function publishAll(store: Store, manifest: BundleManifest, bundle: NonNullable<FileProvenance['bundle']>): Promise<ImportedModel[]> {
   const out: ImportedModel[] = [];
+  const at = new Date().toISOString();
   for (const m of manifest.models) {
     const key = { hub: m.hub, org: m.org, name: m.name };
-    const files = m.files.map((f) => ({ ...f }));
+    const from: FileProvenance = { via: 'bundle', hub: m.hub, commit: m.commit, at, bundle };
+    const files = m.files.map((f) => ({ ...f, from }));
     // One publish per revision name: each writes its own local ref (and HF/ModelScope ref) atomically.
     const names = [...new Set([...(isCommitId(m.revision) ? [] : [m.revision]), ...m.revisions])];
     let path = '';

@@ -13,6 +13,7 @@ import { IntegrityError, NotFoundError, SwiftFetchError, UsageError } from '../c
 import { BlobHasher, checkDigests } from '../core/integrity.js';
 import { validateRepoPath } from '../core/paths.js';
 import { BLOB_PREFIX, blobOfEntry, gitOidsBySha, MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest, type BundleManifest } from './format.js';
+import { checkSignature, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, type Signer, type TrustedKey } from './sign.js';
 
 export interface BlobInfo {
   sha256: string;
@@ -22,7 +23,12 @@ export interface BlobInfo {
 }
 
 export interface ReadHandlers {
-  /** Called once, before any blob, with the validated manifest. */
+  /**
+   * Keys whose signature the bundle must carry (see sign.ts). Empty or absent: any bundle, but a
+   * signature it carries must still be valid. Checked before onManifest, so before any blob.
+   */
+  trust?: readonly TrustedKey[];
+  /** Called once, before any blob, with the validated manifest (and its signature checked). */
   onManifest?(manifest: BundleManifest): void | Promise<void>;
   /**
    * Called for each blob entry. `data` yields the entry's bytes (being hashed as they pass); the
@@ -39,6 +45,8 @@ export interface ReadSummary {
   blobs: number;
   /** Content bytes read (hashed) from blob entries. */
   bytes: number;
+  /** Who signed the manifest (undefined: not signed). */
+  signer?: Signer;
 }
 
 function entryError(name: string, why: string): UsageError {
@@ -91,6 +99,16 @@ export async function readBundle(input: Readable, handlers: ReadHandlers = {}): 
     feedError = e;
   });
   let manifest: BundleManifest | undefined;
+  let manifestBytes: Buffer | undefined;
+  let signer: Signer | undefined;
+  // The manifest is admitted (signature checked, onManifest called) at the entry after it: the
+  // signature, when there is one, comes right after the manifest.
+  let admitted = false;
+  const admit = async (signature: Buffer | undefined) => {
+    admitted = true;
+    signer = checkSignature(signature, manifestBytes!, handlers.trust ?? []);
+    await handlers.onManifest?.(manifest!);
+  };
   let expected = new Map<string, number>();
   let gitOids = new Map<string, string>();
   const seen = new Set<string>();
@@ -118,12 +136,18 @@ export async function readBundle(input: Readable, handlers: ReadHandlers = {}): 
         if (first) {
           first = false;
           if (name !== MANIFEST_NAME) throw entryError(h.name, `the first entry must be ${MANIFEST_NAME}`);
-          manifest = parseManifest((await readAll(body, MAX_MANIFEST_BYTES, 'the manifest')).toString('utf8'));
+          manifestBytes = await readAll(body, MAX_MANIFEST_BYTES, 'the manifest');
+          manifest = parseManifest(manifestBytes.toString('utf8'));
           expected = new Map(manifest.blobs.map((b) => [b.sha256, b.size]));
           gitOids = gitOidsBySha(manifest);
-          await handlers.onManifest?.(manifest);
           continue;
         }
+        if (name === SIGNATURE_NAME) {
+          if (admitted) throw entryError(h.name, 'a signature must come right after the manifest, once');
+          await admit(await readAll(body, MAX_SIGNATURE_BYTES, 'the signature'));
+          continue;
+        }
+        if (!admitted) await admit(undefined);
         const sha = blobOfEntry(name);
         if (name === MANIFEST_NAME) throw entryError(h.name, 'a second manifest');
         if (!sha) throw entryError(h.name, `unknown entry (expected ${BLOB_PREFIX}<sha256>)`);
@@ -174,13 +198,14 @@ export async function readBundle(input: Readable, handlers: ReadHandlers = {}): 
       throw tarError(feedError, !first);
     }
     if (!manifest) throw new UsageError(`not a swift-fetch bundle: the archive is empty (no ${MANIFEST_NAME})`, 'ESF_BAD_BUNDLE');
+    if (!admitted) await admit(undefined);
     const missing = [...expected.keys()].filter((s) => !seen.has(s));
     if (missing.length > 0) {
       throw new IntegrityError(`bundle is missing ${missing.length} of ${expected.size} blobs (truncated?), e.g. ${BLOB_PREFIX}${missing[0]}`, {
         expected: `${expected.size} blobs`, found: `${seen.size} blobs`,
       });
     }
-    return { manifest, blobs: seen.size, bytes };
+    return { manifest, blobs: seen.size, bytes, ...(signer ? { signer } : {}) };
   } finally {
     if (!extract.destroyed) extract.destroy();
     input.destroy();

@@ -7,14 +7,17 @@ import * as bundle from './commands/bundle.js';
 import * as daemon from './commands/daemon.js';
 import * as gc from './commands/gc.js';
 import * as init from './commands/init.js';
+import * as inspect from './commands/inspect.js';
+import * as lock from './commands/lock.js';
 import * as ls from './commands/ls.js';
 import * as path from './commands/path.js';
 import * as pull from './commands/pull.js';
 import * as push from './commands/push.js';
 import * as rm from './commands/rm.js';
+import * as sha256sums from './commands/sha256sums.js';
 import * as verify from './commands/verify.js';
 
-const COMMANDS: Array<{ register(program: Command): void }> = [pull, push, path, verify, ls, rm, gc, daemon, init, bundle];
+const COMMANDS: Array<{ register(program: Command): void }> = [pull, push, path, verify, ls, rm, gc, daemon, init, bundle, lock, sha256sums, inspect];
 
 function version(): string {
   try {

@@ -90,7 +90,14 @@ export interface DaemonConfig {
   maxConcurrentPulls: number;
   peers: PeersConfig;
   gc: { maxBytes: number; intervalMs: number };
+  /** The bundle drop folder (`imports: DIR` or `imports: {dir, trust}`). */
   imports?: string;
+  /** Public key files (`imports.trust`): only bundles signed by one of them are imported. */
+  importsTrust?: string[];
+  /** A lock file (`lockFile:`): the refs it names are pulled at their locked commit, checked against its SHA-256s. */
+  lockFile?: string;
+  /** With lockFile, refuse (fail) models the lock does not name. */
+  locked?: boolean;
   /** The hub mirror (`mirror: true` or `{allow: [globs]}`); absent when off. */
   mirror?: { allow?: string[] };
   logLevel: LogLevel;
@@ -256,6 +263,8 @@ const backupSchema = (env: NodeJS.ProcessEnv) => z.strictObject({ to: s3Location
 
 const mirrorObject = z.strictObject({ allow: mirrorAllow.optional() });
 
+const importsObject = z.strictObject({ dir: nonEmptyString, trust: z.array(nonEmptyString).nullish() });
+
 const kubernetesSchema = z.strictObject({ enabled: bool.optional(), kubeconfig: nonEmptyString.nullish(), context: nonEmptyString.nullish() });
 
 function configSchema(env: NodeJS.ProcessEnv) {
@@ -271,7 +280,9 @@ function configSchema(env: NodeJS.ProcessEnv) {
     maxConcurrentPulls: intIn(1, 64).optional(),
     peers: peersSchema.nullish(),
     gc: gcSchema.nullish(),
-    imports: nonEmptyString.nullish(),
+    imports: z.union([nonEmptyString, importsObject]).nullish(),
+    lockFile: nonEmptyString.nullish(),
+    locked: bool.optional(),
     mirror: z.union([z.boolean(), mirrorObject]).nullish(),
     logLevel: logLevel.optional(),
     kubernetes: kubernetesSchema.nullish(),
@@ -289,6 +300,7 @@ const KNOWN_KEYS: Record<string, string[]> = {
   gc: Object.keys(gcSchema.shape),
   kubernetes: Object.keys(kubernetesSchema.shape),
   mirror: Object.keys(mirrorObject.shape),
+  imports: Object.keys(importsObject.shape),
   backup: Object.keys(backupSchema({}).shape),
   api: Object.keys(apiSchema.shape),
   tls: Object.keys(tlsSchema.shape),
@@ -458,7 +470,16 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
   if (c.chunkSize) cfg.chunkSize = c.chunkSize;
   if (c.peers?.dns) cfg.peers.dns = c.peers.dns;
   if (c.peers?.tokenFile) cfg.peers.tokenFile = path(c.peers.tokenFile);
-  if (c.imports) cfg.imports = path(c.imports);
+  if (typeof c.imports === 'string') cfg.imports = path(c.imports);
+  else if (c.imports) {
+    cfg.imports = path(c.imports.dir);
+    if (c.imports.trust?.length) cfg.importsTrust = c.imports.trust.map(path);
+  }
+  if (c.lockFile) cfg.lockFile = path(c.lockFile);
+  if (c.locked) {
+    if (!cfg.lockFile) throw new UsageError(`${source}: locked: true needs lockFile (the lock whose refs are allowed)`, 'ESF_BAD_CONFIG');
+    cfg.locked = true;
+  }
   if (c.kubernetes?.kubeconfig) cfg.kubernetes.kubeconfig = path(c.kubernetes.kubeconfig);
   if (c.kubernetes?.context) cfg.kubernetes.context = c.kubernetes.context;
   if (c.mirror) cfg.mirror = c.mirror === true || !c.mirror.allow ? {} : { allow: c.mirror.allow };

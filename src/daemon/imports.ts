@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from 'pino';
-import { importBundle, type ImportResult } from '../bundle/index.js';
+import { importBundle, type ImportResult, type TrustedKey } from '../bundle/index.js';
 import { isSwiftFetchError, StorageError } from '../core/errors.js';
 
 export interface ImportsWatcherOptions {
@@ -20,6 +20,8 @@ export interface ImportsWatcherOptions {
   dir: string;
   /** The store bundles are imported into. */
   store: string;
+  /** Import only bundles signed by one of these keys (`imports.trust`); the rest go to failed/ (exit code 5). */
+  trust?: readonly TrustedKey[];
   logger?: Logger;
   /** After a bundle was imported and moved to done/. */
   onImported?: (info: { file: string; movedTo: string; result: ImportResult }) => void;
@@ -88,7 +90,7 @@ export async function startImportsWatcher(opts: ImportsWatcherOptions): Promise<
     if (!(await fsp.stat(file).then((s) => s.isFile(), () => false))) return; // moved away meanwhile
     log?.info({ file }, 'importing bundle');
     try {
-      const result = await importBundle(file, { store: opts.store, signal: abort.signal, ...(opts.logger ? { logger: opts.logger } : {}) });
+      const result = await importBundle(file, { store: opts.store, signal: abort.signal, ...(opts.trust ? { trust: opts.trust } : {}), ...(opts.logger ? { logger: opts.logger } : {}) });
       const movedTo = await moveInto(file, join(opts.dir, 'done'));
       log?.info({ file: movedTo, models: result.models.map((m) => `${m.ref} (${m.commit})`) }, 'bundle imported');
       opts.onImported?.({ file, movedTo, result });

@@ -34,9 +34,11 @@ import { startGcLoop } from './gc.js';
 import { onShutdown } from './shutdown.js';
 import { heldRevision, startStoreSync } from './store-sync.js';
 import { DaemonMetrics } from './metrics.js';
-import { Reconciler, type BackoffOptions, type PullFn } from './reconciler.js';
+import { Reconciler, type BackoffOptions, type HeldRevision, type PullFn } from './reconciler.js';
 import { Router } from './router.js';
 import { startImportsWatcher } from './imports.js';
+import { loadTrustedKey, type TrustedKey } from '../bundle/index.js';
+import { pinFor, pinnedRecord, readLockFile } from '../lock/index.js';
 import { watchModelsFile } from './watch.js';
 
 export { type DaemonConfig, type ModelSpec } from './config.js';
@@ -97,6 +99,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
   const root = deps.logger ?? createLogger(config.logLevel);
   const log = root.child({ module: 'daemon' });
   const store = await openStore(config);
+  const importsTrust = await readTrustAndLock(config);
   // The cancellation root. Each part below stops itself when it aborts; `parts` settle when they have.
   const shutdown = new AbortController();
   const signal = shutdown.signal;
@@ -136,6 +139,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       if (deps.leaseTtlMs) o.leaseTtlMs = deps.leaseTtlMs;
       o.engineHooks = p2p ? p2p.engineHooks(tap) : tap;
       if (config.replicas?.length) o.replicas = config.replicas;
+      if (config.lockFile) o.lock = { file: config.lockFile, strict: Boolean(config.locked) };
       return o;
     },
     concurrency: config.maxConcurrentPulls,
@@ -143,7 +147,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     logger: root,
     backoff: deps.backoff,
     resyncMs: deps.resyncMs,
-    fromStore: (spec) => heldRevision(store, spec),
+    fromStore: (spec) => heldFor(store, spec, config),
     onPullDone: (status, error) => {
       metrics.pullFinished(error === undefined, isSwiftFetchError(error) && error.exitCode === ExitCode.integrity);
       if (error === undefined && status.commit) {
@@ -182,7 +186,7 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
       // Bundles dropped into `imports` land in the store: their models are listed (ready) at once, and
       // a model that failed for want of a network may now be satisfied from them.
       const imports = await startImportsWatcher({
-        dir: config.imports, store: config.store, logger: root,
+        dir: config.imports, store: config.store, logger: root, ...(importsTrust.length > 0 ? { trust: importsTrust } : {}),
         onImported: ({ result }) => {
           for (const m of result.models) {
             const ref = parseRef(m.ref, env);
@@ -230,6 +234,30 @@ export async function startDaemon(config: DaemonConfig, deps: DaemonDeps = {}): 
     })());
 
   return { config, url, reconciler, router, metrics, limiter, store, logger: root, signal, collectGarbage: gc.collect, stop };
+}
+
+/**
+ * What imports and pulls will rely on, read now: a missing or invalid lock, or a trust key that is
+ * not one, stops the start (exit 3 / 2). Pulls read the lock again each time, so an edited lock
+ * applies to the next pull.
+ */
+async function readTrustAndLock(config: DaemonConfig): Promise<TrustedKey[]> {
+  if (config.lockFile) await readLockFile(config.lockFile);
+  return (config.importsTrust ?? []).map((f) => loadTrustedKey(f, 'imports.trust'));
+}
+
+/**
+ * What the daemon serves after a failed pull. With a lock, only the locked commit holding the
+ * locked files counts: a revision the lock does not pin is never served in its place.
+ */
+async function heldFor(store: Store, spec: ModelSpec, config: DaemonConfig): Promise<HeldRevision | undefined> {
+  if (!config.lockFile) return heldRevision(store, spec);
+  // A lock that cannot be read now: serve nothing, rather than something it may not pin.
+  const pinned = await pinFor(spec.ref, { file: config.lockFile }).catch(() => null);
+  if (pinned === null) return undefined;
+  if (!pinned) return config.locked ? undefined : heldRevision(store, spec);
+  const rec = await pinnedRecord(store, spec.ref, pinned.pin);
+  return rec ? { commit: rec.commit, path: rec.paths.plain, bytes: rec.bytes } : undefined;
 }
 
 async function openStore(config: DaemonConfig): Promise<Store> {

@@ -6,17 +6,21 @@
 import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { NetworkError, NotFoundError, StorageError } from '../core/errors.js';
+import { IntegrityError, NetworkError, NotFoundError, StorageError } from '../core/errors.js';
 import { totalBytes, type FileEntry, type Manifest } from '../core/manifest.js';
 import { formatRef, parseRef, repoKey, type ModelRef } from '../core/ref.js';
 import { selectFiles } from '../core/select.js';
 import { sleep } from '../core/sleep.js';
+import { publicEndpoint } from '../lock/format.js';
+import { pinnedFiles } from '../lock/pin.js';
+import { pinFor, type Pinned } from '../lock/pins.js';
 import { sourceFor, type Source } from '../sources/index.js';
 import { findReplicaCopies } from '../s3/replica.js';
 import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
 import { Store, type PublishRecord } from '../store/store.js';
 import { proxyAwareDispatcher } from '../transfer/index.js';
 import { fetchMissing } from './fetch.js';
+import { PullProvenance } from './provenance.js';
 import type { PullOptions, PullResult } from './types.js';
 
 export type { PullEvent, PullOptions, PullResult } from './types.js';
@@ -30,6 +34,9 @@ interface Revision {
   files: FileEntry[];
   complete: boolean;
   log: Logger | undefined;
+  provenance: PullProvenance;
+  /** The lock entry this pull obeys, if any. */
+  pinned: Pinned | undefined;
 }
 
 /** Pull one ref into `opts.store`: the revision's selected files, verified, in every view. */
@@ -37,19 +44,26 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
   const env = opts.env ?? process.env;
   const ref = typeof refOrString === 'string' ? parseRef(refOrString, env) : refOrString;
   const log = opts.logger?.child({ module: 'pull', ref: formatRef(ref) });
+  // Before any network: a bad lock, or a ref that locked mode refuses, is bad input (exit 2).
+  const pinned = opts.lock ? await pinFor(ref, opts.lock) : undefined;
   const store = new Store(opts.store);
   // Hub API calls (listings): a few connections, through the same proxies as the downloads.
   const dispatcher = proxyAwareDispatcher(env, { connections: 4, headersTimeout: 60_000, bodyTimeout: 60_000 });
   try {
     const source = sourceFor(ref.hub, env, dispatcher);
-    const resolved = await resolveOrOffline(source, ref, store, opts, log);
+    const resolved = await resolveOrOffline(source, ref, store, opts, log, pinned);
     if ('offline' in resolved) return done(ref, resolved.offline, 0, true, opts);
     const { manifest } = resolved;
-    const files = selectFiles(manifest.files, opts.include, opts.exclude);
+    // Pinned: the lock's files, each expected to have the lock's SHA-256 (checked against the listing first).
+    const files = pinned ? pinnedFiles(pinned.pin, manifest, pinned.file, opts.include, opts.exclude) : selectFiles(manifest.files, opts.include, opts.exclude);
     if (files.length === 0 && manifest.files.length > 0) throw nothingSelected(ref, manifest, opts);
     // Only now, with a validated listing and a selection in hand, touch the store.
     await store.init();
-    const rev: Revision = { ref, store, manifest, files, complete: files.length === manifest.files.length, log };
+    const provenance = new PullProvenance({
+      hub: ref.hub, commit: manifest.commit, endpoint: publicEndpoint(source.endpoint),
+      ...(pinned ? { lock: { file: pinned.loaded.file, sha256: pinned.loaded.sha256 } } : {}),
+    });
+    const rev: Revision = { ref, store, manifest, files, complete: files.length === manifest.files.length, log, provenance, pinned };
     const bytesTotal = totalBytes(files);
     opts.onEvent?.({ type: 'resolved', ref: formatRef(ref), commit: manifest.commit, files: files.length, bytesTotal });
     log?.info({ commit: manifest.commit, files: files.length, bytes: bytesTotal }, 'resolved');
@@ -68,13 +82,27 @@ function nothingSelected(ref: ModelRef, manifest: Manifest, opts: PullOptions): 
   return new NotFoundError(`no file of ${formatRef(ref)} (${manifest.files.length} files at ${manifest.commit.slice(0, 12)}) is selected by ${said}`, 'ESF_NO_FILE_SELECTED');
 }
 
-/** The hub's listing; offline, the revision the store already holds, if it holds one. */
-async function resolveOrOffline(source: Source, ref: ModelRef, store: Store, opts: PullOptions, log: Logger | undefined): Promise<{ manifest: Manifest } | { offline: PublishRecord }> {
+/**
+ * The hub's listing; offline, the revision the store already holds, if it holds one. A pinned ref
+ * is listed at its locked commit, offline taken from the store's record of that commit (checked
+ * against the lock like a listing); its manifest keeps the revision as asked, so the publish
+ * names it (refs/main then points at the locked commit).
+ */
+async function resolveOrOffline(
+  source: Source, ref: ModelRef, store: Store, opts: PullOptions, log: Logger | undefined, pinned: Pinned | undefined,
+): Promise<{ manifest: Manifest } | { offline: PublishRecord }> {
   try {
     opts.onEvent?.({ type: 'resolving', ref: formatRef(ref) });
-    return { manifest: await source.resolve(ref, opts.signal) };
+    const listing = await source.resolve(pinned ? { ...ref, revision: pinned.pin.commit } : ref, opts.signal);
+    return { manifest: { ...listing, ref } };
   } catch (e) {
-    if (e instanceof NetworkError && e.code === 'ESF_NETWORK') {
+    if (e instanceof NetworkError && e.code === 'ESF_NETWORK' && pinned) {
+      const rec = await store.replaceableRecord(ref, pinned.pin.commit);
+      if (rec) {
+        log?.warn({ err: e.message, commit: rec.commit }, 'hub unreachable; using the locked commit already in the store');
+        return { manifest: { ref, commit: rec.commit, files: rec.files.map(({ path, size, sha256, gitOid, lfs }) => ({ path, size, sha256, lfs, ...(gitOid ? { gitOid } : {}) })) } };
+      }
+    } else if (e instanceof NetworkError && e.code === 'ESF_NETWORK') {
       const commit = await store.localCommit(ref, ref.revision);
       const record = commit ? await store.replaceableRecord(ref, commit) : undefined;
       if (record) {
@@ -115,17 +143,19 @@ async function downloadOnce(rev: Revision, source: Source, opts: PullOptions): P
     if (opts.replicas?.length && ref.hub !== 's3') {
       replica = await findReplicaCopies(opts.replicas, manifest, rev.files, { env: opts.env ?? process.env, signal, logger: opts.logger, connections: opts.connections });
     }
-    const pull = replica ? { ...opts, engineHooks: { ...opts.engineHooks, chunkSources: [...(opts.engineHooks?.chunkSources ?? []), replica] } } : opts;
+    const hooks = replica ? { ...opts.engineHooks, chunkSources: [...(opts.engineHooks?.chunkSources ?? []), replica] } : opts.engineHooks;
+    const pull = { ...opts, engineHooks: rev.provenance.wrap(hooks) };
     const { shas, downloaded } = await fetchMissing({ store, source, manifest, files: rev.files, pinDir, holder, onLost, signal, pull }).catch((e: unknown) => {
-      throw lost.signal.aborted ? lost.signal.reason : e;
+      throw lost.signal.aborted ? lost.signal.reason : lockedIntegrity(rev, e);
     });
     signal.throwIfAborted();
     opts.onEvent?.({ type: 'verifying' });
+    const at = new Date().toISOString();
     const rec = await store.publish({
       key: ref,
       commit: manifest.commit,
       revision: ref.revision,
-      files: rev.files.map((f) => ({ ...f, sha256: shas.get(f.path)!, verified: Boolean(f.sha256 || f.gitOid) })),
+      files: rev.files.map((f) => ({ ...f, sha256: shas.get(f.path)!, verified: Boolean(f.sha256 || f.gitOid), from: rev.provenance.of(f, at) })),
       complete: rev.complete,
     });
     const unverified = rec.files.filter((f) => !f.verified).map((f) => f.path);
@@ -182,12 +212,26 @@ function recordHolds(record: PublishRecord | undefined, files: readonly FileEntr
 
 async function publishFrom(rev: Revision, rec: PublishRecord): Promise<PublishRecord> {
   const byPath = new Map(rec.files.map((f) => [f.path, f]));
+  const at = new Date().toISOString();
   return rev.store.publish({
     key: rev.manifest.ref,
     commit: rev.manifest.commit,
     revision: rev.manifest.ref.revision,
-    files: rev.files.map((f) => ({ ...f, sha256: byPath.get(f.path)!.sha256, verified: byPath.get(f.path)!.verified })),
+    files: rev.files.map((f) => {
+      const held = byPath.get(f.path)!;
+      return { ...f, sha256: held.sha256, verified: held.verified, from: rev.provenance.reused(held.from, f, at) };
+    }),
     complete: rev.complete,
+  });
+}
+
+/** A pinned pull's integrity failure says it is the lock the bytes disagree with, and which file. */
+function lockedIntegrity(rev: Revision, e: unknown): unknown {
+  if (!rev.pinned || !(e instanceof IntegrityError)) return e;
+  const { pin, file } = rev.pinned;
+  const what = e.path ? `${e.path}: ` : '';
+  return new IntegrityError(`${pin.ref} (${pin.commit.slice(0, 12)}) differs from the lock ${file}: ${what}the bytes served hash to ${e.found}, the lock says ${e.expected}`, {
+    expected: e.expected, found: e.found, ...(e.path ? { path: e.path } : {}),
   });
 }
 

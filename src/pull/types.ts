@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { LockOption } from '../lock/pins.js';
 import type { RateLimiter } from '../core/rate-limiter.js';
 import type { ModelRef, S3Location } from '../core/ref.js';
 import type { ByteSource } from '../core/transfer.js';
@@ -30,6 +31,11 @@ export interface PullOptions {
   pollMs?: number;
   /** Buckets holding `push --replica` copies: hf/ms files are read from them before the hub (still verified against the hub). */
   replicas?: S3Location[];
+  /**
+   * A lock file (`--lock`, `lockFile:`): a ref it names is pulled at the locked commit, and every
+   * file is checked against the lock's SHA-256. With `strict`, a ref it does not name is refused.
+   */
+  lock?: LockOption;
 }
 
 export type PullEvent =

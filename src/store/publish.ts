@@ -10,7 +10,7 @@ import { isCommitId } from '../core/ref.js';
 import { freshen, hasBlob } from './blobs.js';
 import { ensureDir, foreignLink, linkOrCopy, lstatOrUndefined, storageError, symlinkAtomic, tryLink, uniqueSuffix, writeFileAtomic } from './fsutil.js';
 import type { RepoKeyParts, StoreLayout } from './layout.js';
-import { replaceableRecord, touch, writeLocalRef, writeRecord, type PublishRecord, type RecordFile } from './records.js';
+import { replaceableRecord, touch, writeLocalRef, writeRecord, type FileProvenance, type PublishRecord, type RecordFile } from './records.js';
 import { makeWorkDir } from './work.js';
 
 export interface PublishInput {
@@ -18,8 +18,8 @@ export interface PublishInput {
   commit: string;
   /** The revision name the user asked for (may equal the commit). */
   revision: string;
-  /** Selected files with the SHA-256 of their content (verified, already in the blob store). */
-  files: Array<FileEntry & { sha256: string; verified: boolean }>;
+  /** Selected files with the SHA-256 of their content (verified, already in the blob store), and where it came from. */
+  files: Array<FileEntry & { sha256: string; verified: boolean; from?: FileProvenance }>;
   complete: boolean;
 }
 
@@ -206,14 +206,19 @@ class ViewWriter {
   }
 }
 
-function toRecordFile(f: FileEntry & { sha256: string; verified: boolean }): RecordFile {
+function toRecordFile(f: PublishInput['files'][number]): RecordFile {
   const r: RecordFile = { path: f.path, size: f.size, sha256: f.sha256, lfs: f.lfs, verified: f.verified };
   if (f.gitOid) r.gitOid = f.gitOid;
+  if (f.from) r.from = f.from;
   return r;
 }
 
 function mergeFiles(a: RecordFile[], b: RecordFile[]): RecordFile[] {
   const m = new Map(a.map((f) => [f.path, f]));
-  for (const f of b) m.set(f.path, f);
+  for (const f of b) {
+    // A publish that knows nothing of where the same content came from keeps what was known.
+    const prev = m.get(f.path);
+    m.set(f.path, !f.from && prev?.from && prev.sha256 === f.sha256 ? { ...f, from: prev.from } : f);
+  }
   return [...m.values()].sort((x, y) => (x.path < y.path ? -1 : x.path > y.path ? 1 : 0));
 }

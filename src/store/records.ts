@@ -23,6 +23,29 @@ export interface RecordFile {
   lfs: boolean;
   /** False only for files the hub gave no hash for (ModelScope without Sha256): stored, but unverified. */
   verified: boolean;
+  /** Where the content came from; absent in records written before provenance was kept. */
+  from?: FileProvenance;
+}
+
+/**
+ * Where one published file came from, for audits (`swift-fetch inspect`): how its bytes reached
+ * this store, which listing vouched for them, when, and what they were checked against.
+ */
+export interface FileProvenance {
+  /** download: fetched by this publish; store: the content was already held; bundle: imported. */
+  via: 'download' | 'store' | 'bundle';
+  hub: Hub;
+  commit: string;
+  /** When it was published (ISO time). */
+  at: string;
+  /** The hub's base URL (no credentials) when the listing came from a hub. */
+  endpoint?: string;
+  /** Bytes this publish moved for it, by where they came from (via download). */
+  bytes?: { origin: number; peer: number; replica: number };
+  /** The lock file it was checked against: its path when used, and the SHA-256 of its bytes. */
+  lock?: { file: string; sha256: string };
+  /** The bundle it was imported from, and the key id that signed it (when signed). */
+  bundle?: { file: string; signedBy?: string };
 }
 
 /** What a completed publish leaves behind: the verified file list of one revision, and where its views are. */
@@ -62,6 +85,18 @@ export const recordFileShape = {
   verified: z.boolean(),
 };
 
+const byteCount = z.number().int().nonnegative();
+const provenanceSchema = z.object({
+  via: z.enum(['download', 'store', 'bundle']),
+  hub: z.enum(['hf', 'ms', 's3']),
+  commit: z.string(),
+  at: z.string(),
+  endpoint: z.string().optional(),
+  bytes: z.object({ origin: byteCount, peer: byteCount, replica: byteCount }).optional(),
+  lock: z.object({ file: z.string(), sha256: z.string() }).optional(),
+  bundle: z.object({ file: z.string(), signedBy: z.string().optional() }).optional(),
+});
+
 /**
  * A record as stored. Unknown keys are dropped rather than refused, so a later version-1 writer
  * may add fields. `paths` is never trusted (readers place the views under their own root).
@@ -73,7 +108,9 @@ const storedRecordSchema = z.object({
   name: z.string(),
   commit: hex(40),
   revisions: z.array(z.string()),
-  files: z.array(z.object(recordFileShape)),
+  // Provenance only informs: a form this version does not know (a later writer's) is dropped, never
+  // a reason to call the record damaged.
+  files: z.array(z.object({ ...recordFileShape, from: provenanceSchema.optional().catch(undefined) })),
   bytes: size,
   complete: z.boolean(),
   publishedAt: z.string(),

@@ -18,7 +18,7 @@ import { makeWorkDir, sweepWorkDirs, type WorkKind } from './work.js';
 
 export type { RepoKeyParts, ViewPaths } from './layout.js';
 export type { PublishInput } from './publish.js';
-export type { PublishRecord, RecordFile } from './records.js';
+export type { FileProvenance, PublishRecord, RecordFile } from './records.js';
 
 export class Store extends StoreLayout {
   init(): Promise<void> {

@@ -109,7 +109,7 @@ describe('daemon config', () => {
     }
     expect(err('{"listen": 1,}', 'c.json').message).toMatch(/^c\.json: not valid JSON/);
     // The keys an unknown-key message offers are the ones the parser accepts, at that level.
-    expect(err('stroe: /x').message).toContain('(expected one of: store, stateDir, listen, models, modelsFile, maxRate, connections, chunkSize, maxConcurrentPulls, peers, gc, imports, mirror, logLevel, kubernetes, replicas, backup, api, tls)');
+    expect(err('stroe: /x').message).toContain('(expected one of: store, stateDir, listen, models, modelsFile, maxRate, connections, chunkSize, maxConcurrentPulls, peers, gc, imports, lockFile, locked, mirror, logLevel, kubernetes, replicas, backup, api, tls)');
     expect(err('gc: { every: 1h }').message).toContain('gc.every: unknown key (expected one of: maxBytes, interval)');
     expect(err('models: [{ref: "hf://a/b", inclde: []}]').message).toContain('(expected one of: ref, include, exclude)');
   });

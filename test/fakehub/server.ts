@@ -113,6 +113,10 @@ export async function startFakeHub(opts: StartOptions = {}): Promise<FakeHub> {
 
   async function addRepo(spec: FakeRepoSpec): Promise<AddedRepo> {
     const repo = await buildRepo(spec);
+    // A hub keeps history: adding a repo again moves its branches and tags, and the commits it had
+    // stay reachable by id (a lock pinned to one must still pull it).
+    const before = repos.get(repo.id);
+    for (const [commit, rev] of before?.byCommit ?? []) if (!repo.byCommit.has(commit)) repo.byCommit.set(commit, rev);
     repos.set(repo.id, repo);
     for (const rev of repo.byCommit.values()) for (const f of rev.files.values()) if (f.lfs) cdn.blobs.set(f.sha256, f);
     return describeRepo(repo);

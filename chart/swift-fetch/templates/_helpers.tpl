@@ -104,6 +104,8 @@ configDir: /etc/swift-fetch
 configFile: /etc/swift-fetch/config.yaml
 modelsDir: /etc/swift-fetch/models
 modelsFile: /etc/swift-fetch/models/models.yaml
+lockDir: /etc/swift-fetch/lock
+lockFile: /etc/swift-fetch/lock/swift-fetch.lock
 peerTokenDir: /etc/swift-fetch/peer-token
 peerTokenFile: /etc/swift-fetch/peer-token/token
 apiTokenDir: /etc/swift-fetch/api-token
@@ -225,6 +227,14 @@ The AWS variables the daemon's s3:// pulls, replicas and backups read (src/s3/se
 }}
 {{- if $d.maxRate }}
 {{- $_ := set $config "maxRate" (toString $d.maxRate) }}
+{{- end }}
+{{- if .Values.lock.file }}
+{{- $_ := set $config "lockFile" $p.lockFile }}
+{{- if .Values.lock.locked }}
+{{- $_ := set $config "locked" true }}
+{{- end }}
+{{- else if .Values.lock.locked }}
+{{- fail "lock.locked needs lock.file: give the lock with --set-file lock.file=swift-fetch.lock" }}
 {{- end }}
 {{- if $d.gc.maxBytes }}
 {{- $_ := set $config "gc" (dict "maxBytes" (toString $d.gc.maxBytes)) }}

@@ -26,7 +26,9 @@ import { symlinkAtomic, writeFileAtomic } from '../../store/fsutil.js';
 import { Store, type PublishRecord } from '../../store/store.js';
 import { abortOnSignals, checkStore, emitJson, globals, logger, type GlobalOptions } from '../context.js';
 import { viaDaemon } from '../init/follow.js';
-import { checkRecord, fromStore, missingSummary, progressLine, pullSelf, type InitContext, type Tracked } from '../init/model.js';
+import { checkLocked, checkRecord, daemonKey, fromStore, missingSummary, progressLine, pullSelf, type InitContext, type Tracked } from '../init/model.js';
+import { pinFor } from '../../lock/index.js';
+import { lockOption } from './pull.js';
 
 interface InitFlags {
   daemon?: string;
@@ -40,6 +42,8 @@ interface InitFlags {
   linkFile?: string;
   link?: string;
   progressInterval: string;
+  lock?: string;
+  locked?: boolean;
 }
 
 async function writeLinks(flags: InitFlags, items: Tracked[]): Promise<void> {
@@ -86,7 +90,7 @@ async function askDaemon(ctx: InitContext, client: DaemonClient | undefined, tod
     return firsts;
   }
   try {
-    for (const t of todo) firsts.set(t, await client.pull({ ref: t.label }));
+    for (const t of todo) firsts.set(t, await client.pull({ ref: daemonKey(t) }));
     ctx.say(`asked the daemon at ${client.base} for ${labels}`);
   } catch (e) {
     if (!(e instanceof DaemonUnreachable)) throw e;
@@ -150,6 +154,8 @@ export function register(program: Command): void {
     .option('--link-file <file>', 'also write the model directories (one per line) to this file, atomically')
     .option('--link <path>', 'make a stable symlink to the model directory (several refs: a folder of links named HUB--ORG--NAME)')
     .option('--progress-interval <duration>', 'how often to print a progress line', '5s')
+    .option('--lock <file>', 'the models must be exactly as this lock file pins them: the locked commit, every file with the locked SHA-256 (exit 5 otherwise)')
+    .option('--locked', 'with --lock: refuse (exit 2) refs the lock does not name')
     .action(async (refs: string[], flags: InitFlags, cmd: Command) => {
       const g = globals(cmd);
       const timeoutMs = parseDuration(flags.timeout, '--timeout');
@@ -162,6 +168,12 @@ export function register(program: Command): void {
         const ref = parseRef(r);
         return { ref, label: formatRef(ref), via: 'store', state: 'pending', bytesDone: 0, bytesTotal: 0, lastBytes: 0, lastAt: now };
       });
+      // The lock is read once here (a bad one, or a ref --locked refuses, is exit 2 before anything else).
+      const lock = lockOption(flags);
+      for (const t of lock ? items : []) {
+        const pinned = await pinFor(t.ref, lock!);
+        if (pinned) t.pinned = pinned;
+      }
 
       const abort = new AbortController();
       const timedOut = new TimeoutError('init timed out');
@@ -180,6 +192,7 @@ export function register(program: Command): void {
           else if (!g.quiet) process.stderr.write(`swift-fetch init: ${text}\n`);
         },
         noSelfPull: await selfPullBlocked(flags, storeDir),
+        lock,
       };
       let ticker: NodeJS.Timeout | undefined;
       const client = daemonUrl ? new DaemonClient(daemonUrl, { signal: abort.signal, token: daemonToken(flags), trust: daemonTrust(flags) }) : undefined;
@@ -188,6 +201,7 @@ export function register(program: Command): void {
         for (const t of items) {
           const rec = await fromStore(ctx, t);
           if (!rec) continue;
+          checkLocked(t, rec);
           await checkRecord(ctx, t, rec);
           done(ctx, t, rec);
         }
@@ -201,7 +215,8 @@ export function register(program: Command): void {
             const first = firsts.get(t);
             let rec = first && client ? await viaDaemon(ctx, client, t, first) : undefined;
             rec ??= await pullSelf(ctx, t);
-            if (!rec.complete) ctx.say(`${t.label}: published with a narrowed file selection (--include/--exclude); using what is there`);
+            if (!rec.complete && !t.pinned) ctx.say(`${t.label}: published with a narrowed file selection (--include/--exclude); using what is there`);
+            checkLocked(t, rec);
             await checkRecord(ctx, t, rec);
             done(ctx, t, rec);
             ctx.say(`${t.label}: ready at ${t.path}`);

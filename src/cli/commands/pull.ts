@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import { formatRef, parseRef, parseS3Location } from '../../core/ref.js';
 import { parseRate, parseSize } from '../../core/units.js';
+import type { LockOption } from '../../lock/index.js';
 import { pullModel } from '../../pull/index.js';
 import { formatBytes } from '../../core/units.js';
 import { DEFAULT_CHUNK_SIZE, DEFAULT_CONNECTIONS, RateLimiter } from '../../transfer/index.js';
@@ -21,6 +22,24 @@ export function intOption(name: string, min: number, max: number) {
   };
 }
 
+interface PullFlags {
+  fsync?: boolean;
+  connections?: number;
+  chunkSize?: number;
+  maxRate?: number;
+  include?: string[];
+  exclude?: string[];
+  replica?: string[];
+  lock?: string;
+  locked?: boolean;
+}
+
+/** `--lock FILE [--locked]` as a pull's lock option (pull and init share it). */
+export function lockOption(o: { lock?: string; locked?: boolean }): LockOption | undefined {
+  if (o.locked && !o.lock) throw new UsageError('--locked needs --lock FILE (the lock whose refs are allowed)');
+  return o.lock ? { file: o.lock, strict: Boolean(o.locked) } : undefined;
+}
+
 export function register(program: Command): void {
   program
     .command('pull')
@@ -33,10 +52,13 @@ export function register(program: Command): void {
     .option('--include <glob>', 'only files matching, fnmatch style (repeatable; default: every file)', collect)
     .option('--exclude <glob>', 'skip files matching (repeatable; default: none)', collect)
     .option('--replica <s3url>', 'a bucket with push --replica copies, tried before the hub for hf:// and ms:// (repeatable; default: none)', collect)
-    .action(async (refs: string[], o: { fsync?: boolean; connections?: number; chunkSize?: number; maxRate?: number; include?: string[]; exclude?: string[]; replica?: string[] }, cmd: Command) => {
+    .option('--lock <file>', 'pull the refs this lock file names at their locked commit, every file checked against its SHA-256 (swift-fetch lock)')
+    .option('--locked', 'with --lock: refuse (exit 2) refs the lock does not name')
+    .action(async (refs: string[], o: PullFlags, cmd: Command) => {
       const g = globals(cmd);
       const parsed = refs.map((r) => parseRef(r));
       const replicas = (o.replica ?? []).map((r) => parseS3Location(r, '--replica'));
+      const lock = lockOption(o);
       checkStore(g.store);
       const log = logger(g.logLevel);
       // NDJSON events when asked, or when stdout is a pipe (unless --quiet: then only the path).
@@ -58,6 +80,7 @@ export function register(program: Command): void {
             limiter,
             fsync: Boolean(o.fsync),
             replicas,
+            ...(lock ? { lock } : {}),
             signal: abort.signal,
             logger: log,
             onEvent: (e) => rep.report(label, e),

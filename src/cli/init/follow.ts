@@ -5,19 +5,18 @@
  */
 import { existsSync } from 'node:fs';
 import { NetworkError, StorageError } from '../../core/errors.js';
-import { formatRef } from '../../core/ref.js';
 import { sleep } from '../../core/sleep.js';
 import { daemonFailure, DaemonUnreachable, EventsUnavailable, type DaemonClient } from '../../daemon/client.js';
 import type { ModelView } from '../../daemon/routes.js';
 import type { PublishRecord } from '../../store/store.js';
-import { fromStore, type InitContext, type Tracked } from './model.js';
+import { daemonKey, fromStore, type InitContext, type Tracked } from './model.js';
 
 /** Connection failures in a row after which the daemon counts as gone. */
 const MAX_FAILURES = 3;
 
 /** The daemon's model, followed until it is ready; undefined means "pull it yourself". */
 export async function viaDaemon(ctx: InitContext, client: DaemonClient, t: Tracked, first: ModelView): Promise<PublishRecord | undefined> {
-  const key = formatRef(t.ref);
+  const key = daemonKey(t);
   t.via = 'daemon';
   // Failures counted before our request are history: the daemon retries on request.
   let baseline = first.attempts ?? 0;

@@ -4,8 +4,9 @@
  */
 import type { Logger } from 'pino';
 import { IntegrityError, NotFoundError } from '../../core/errors.js';
-import type { ModelRef } from '../../core/ref.js';
+import { formatRef, type ModelRef } from '../../core/ref.js';
 import { formatBytes } from '../../core/units.js';
+import { differenceError, pinnedRecord, recordDifferences, type LockOption, type Pinned } from '../../lock/index.js';
 import { pullModel } from '../../pull/index.js';
 import type { PublishRecord, Store } from '../../store/store.js';
 import { verifyRecord } from '../../store/verify.js';
@@ -23,6 +24,13 @@ export interface Tracked {
   /** For the rate: bytes and time at the previous progress line. */
   lastBytes: number;
   lastAt: number;
+  /** The lock entry it must match (`--lock`). */
+  pinned?: Pinned;
+}
+
+/** What the daemon is asked for: a pinned model by its locked commit, so any daemon serves exactly that. */
+export function daemonKey(t: Tracked): string {
+  return t.pinned ? formatRef({ ...t.ref, revision: t.pinned.pin.commit }) : t.label;
 }
 
 export interface InitContext {
@@ -36,10 +44,16 @@ export interface InitContext {
   verify: boolean;
   /** Why init may not pull from a hub itself (--no-self-pull, a read-only store); undefined: it may. */
   noSelfPull?: string | undefined;
+  /** `--lock FILE [--locked]`, passed to its own pulls. */
+  lock?: LockOption | undefined;
 }
 
-/** The store's own answer, without any network: the record of a complete revision, or undefined. */
+/**
+ * The store's own answer, without any network: the record of a complete revision, or undefined.
+ * Pinned: the record of the locked commit, when it holds every locked file with the locked hash.
+ */
 export async function fromStore(ctx: InitContext, t: Tracked): Promise<PublishRecord | undefined> {
+  if (t.pinned) return pinnedRecord(ctx.store, t.ref, t.pinned.pin);
   let rec: PublishRecord;
   try {
     rec = await ctx.store.findRecord(t.ref, t.ref.revision);
@@ -48,6 +62,17 @@ export async function fromStore(ctx: InitContext, t: Tracked): Promise<PublishRe
     throw e;
   }
   return rec.complete ? rec : undefined;
+}
+
+/**
+ * --lock: whatever way the model arrived (the store, a daemon, our own pull), the record must be
+ * the locked commit with every locked file's SHA-256. Else exit 5, naming the file.
+ */
+export function checkLocked(t: Tracked, rec: PublishRecord): void {
+  if (!t.pinned) return;
+  const { pin, file } = t.pinned;
+  const diff = rec.commit !== pin.commit ? [{ what: 'commit' as const, expected: pin.commit, found: rec.commit }] : recordDifferences(pin.files, rec.files);
+  if (diff.length > 0) throw differenceError(pin, file, diff[0]!, 'in the store');
 }
 
 /** --verify: re-hash what the record promises. A mismatch is an integrity failure (exit 5). */
@@ -70,6 +95,7 @@ export async function pullSelf(ctx: InitContext, t: Tracked): Promise<PublishRec
     store: ctx.storeDir,
     stateDir: ctx.stateDir,
     signal: ctx.signal,
+    ...(ctx.lock ? { lock: ctx.lock } : {}),
     logger: ctx.log,
     onEvent: (e) => {
       if (e.type === 'resolved') {

@@ -83,6 +83,11 @@ export class ArchiveEnd {
       return;
     }
     this.zeroBlocks = 0;
+    // Not a header where one is due: the walk ends here, and tar-stream refuses this block itself.
+    if (!checksumHolds(this.block)) {
+      this.done = true;
+      return;
+    }
     const type = this.block[156]!;
     let size = readSize(this.block.subarray(124, 136));
     if (type === PAX_LOCAL || type === PAX_GLOBAL || type === GNU_LONG_NAME || type === GNU_LONG_LINK) {
@@ -135,6 +140,13 @@ export class ArchiveEnd {
 function isNullBlock(block: Buffer): boolean {
   for (let i = 0; i < BLOCK; i++) if (block[i] !== 0 && (i < 148 || i >= 156)) return false;
   return true;
+}
+
+/** The header checksum: the sum of its bytes with the checksum field read as spaces, in octal in that field. */
+function checksumHolds(block: Buffer): boolean {
+  let sum = 8 * 0x20;
+  for (let i = 0; i < BLOCK; i++) if (i < 148 || i >= 156) sum += block[i]!;
+  return sum === readSize(block.subarray(148, 156));
 }
 
 /** The size field: octal text (optionally space- or NUL-padded) or GNU base-256. */

@@ -41,6 +41,21 @@ function configOf(m: BundleManifestJson) {
   return m.models[0]!.files.find((f) => f.path === 'config.json')!;
 }
 
+/** The real bundle with config.json swapped for FORGED and its SHA-256 recomputed everywhere; its git id kept or dropped. */
+async function forgeConfig(name: string, o: { keepGitOid: boolean }): Promise<string> {
+  const forged = join(work, name);
+  await rewriteBundle(real, forged, (m, blobs) => {
+    const cfg = configOf(m);
+    const old = cfg.sha256!;
+    cfg.sha256 = sha(FORGED);
+    if (!o.keepGitOid) delete cfg.gitOid;
+    for (const b of m.blobs) if (b.sha256 === old) b.sha256 = sha(FORGED);
+    blobs.delete(`blobs/sha256/${old}`);
+    blobs.set(`blobs/sha256/${sha(FORGED)}`, Buffer.from(FORGED));
+  });
+  return forged;
+}
+
 describe('bundle digests', () => {
   it('create writes a SHA-256 for every file, and the git blob id for every file kept in git', async () => {
     const manifest = JSON.parse((await readTar(await fsp.readFile(real)))[0]!.content.toString()) as BundleManifestJson;
@@ -52,16 +67,7 @@ describe('bundle digests', () => {
   });
 
   it('a small file altered to same-size bytes with its git id removed never lands (exit 5)', async () => {
-    const forged = join(work, 'forged.tar');
-    await rewriteBundle(real, forged, (m, blobs) => {
-      const cfg = configOf(m);
-      const old = cfg.sha256!;
-      cfg.sha256 = sha(FORGED);
-      delete cfg.gitOid;
-      for (const b of m.blobs) if (b.sha256 === old) b.sha256 = sha(FORGED);
-      blobs.delete(`blobs/sha256/${old}`);
-      blobs.set(`blobs/sha256/${sha(FORGED)}`, Buffer.from(FORGED));
-    });
+    const forged = await forgeConfig('forged.tar', { keepGitOid: false });
     const r = await importInto(forged);
     expect(r.code, r.stderr).toBe(5);
     expect(r.stderr).toMatch(/config\.json.*no git blob id/);
@@ -70,15 +76,7 @@ describe('bundle digests', () => {
   });
 
   it('the same forgery keeping the real git id fails that id (exit 5)', async () => {
-    const forged = join(work, 'forged-git.tar');
-    await rewriteBundle(real, forged, (m, blobs) => {
-      const cfg = configOf(m);
-      const old = cfg.sha256!;
-      cfg.sha256 = sha(FORGED);
-      for (const b of m.blobs) if (b.sha256 === old) b.sha256 = sha(FORGED);
-      blobs.delete(`blobs/sha256/${old}`);
-      blobs.set(`blobs/sha256/${sha(FORGED)}`, Buffer.from(FORGED));
-    });
+    const forged = await forgeConfig('forged-git.tar', { keepGitOid: true });
     const r = await importInto(forged);
     expect(r.code, r.stderr).toBe(5);
     expect(r.stderr).toMatch(/git blob id/);

@@ -99,20 +99,26 @@ describe('imports folder', () => {
     watcher = undefined;
   });
 
+  /** A watcher with a short stability window, recording what it imported and what failed. */
+  async function watchQuickly(imports: string, store: string): Promise<{ w: ImportsWatcher; imported: string[]; failed: string[] }> {
+    const out = { imported: [] as string[], failed: [] as string[] };
+    const w = await startImportsWatcher({
+      dir: imports,
+      store,
+      logger: pino({ level: 'silent' }),
+      stabilityMs: 300,
+      onImported: ({ result }) => out.imported.push(...result.models.map((m) => m.ref)),
+      onFailed: ({ file }) => out.failed.push(file),
+    });
+    watcher = w;
+    return { w, ...out };
+  }
+
   // Issue 12, item 11: a bundle still being written was imported early and failed for good.
   it('a copy that pauses longer than the stability window still lands once it is complete', async () => {
     const dir = await tmpDir();
     const imports = join(dir, 'imports');
-    const failed: string[] = [];
-    const imported: string[] = [];
-    watcher = await startImportsWatcher({
-      dir: imports,
-      store: join(dir, 'store'),
-      logger: pino({ level: 'silent' }),
-      stabilityMs: 300,
-      onImported: ({ result }) => imported.push(...result.models.map((m) => m.ref)),
-      onFailed: ({ file }) => failed.push(file),
-    });
+    const { w, imported, failed } = await watchQuickly(imports, join(dir, 'store'));
     const fh = await fsp.open(join(imports, 'slow.tar'), 'w');
     await fh.write(good.subarray(0, Math.floor(good.length / 2)));
     // The writer stalls (a network copy waiting on a slow link): the half file is tried and fails...
@@ -126,7 +132,7 @@ describe('imports folder', () => {
     expect(failed).toEqual([join(imports, 'slow.tar')]);
     expect((await listTree(imports)).filter((p) => !p.endsWith('/'))).toEqual(['done/slow.tar']);
     expect(await fsp.readFile(join(imports, 'done', 'slow.tar'))).toEqual(good);
-    await watcher.close();
+    await w.close();
     watcher = undefined;
   });
 
@@ -138,21 +144,14 @@ describe('imports folder', () => {
     const at = tampered.indexOf(big.subarray(9000, 9064));
     tampered[at] = tampered[at]! ^ 0xff;
     await fsp.writeFile(join(imports, 'fix.tar'), tampered);
-    const imported: string[] = [];
-    watcher = await startImportsWatcher({
-      dir: imports,
-      store: join(dir, 'store'),
-      logger: pino({ level: 'silent' }),
-      stabilityMs: 300,
-      onImported: ({ result }) => imported.push(...result.models.map((m) => m.ref)),
-    });
+    const { w, imported } = await watchQuickly(imports, join(dir, 'store'));
     await until(async () => (await listTree(imports)).includes('failed/fix.tar.reason.txt') && true, 'the tampered copy to fail');
     // An operator puts a good copy where the bad one is.
     await fsp.writeFile(join(imports, 'failed', 'fix.tar'), good);
     await until(async () => (await listTree(imports)).includes('done/fix.tar') && true, 'fix.tar in done/');
     expect(imported).toEqual(['hf://demo/dropped@main']);
     expect((await listTree(imports)).filter((p) => !p.endsWith('/'))).toEqual(['done/fix.tar']);
-    await watcher.close();
+    await w.close();
     watcher = undefined;
   });
 });

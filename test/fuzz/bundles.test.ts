@@ -128,7 +128,7 @@ async function pack(entries: Array<{ name: string; type: 'file' | 'directory'; c
   const p = tar.pack();
   const chunks: Buffer[] = [];
   const done = new Promise<Buffer>((resolve, reject) => {
-    p.on('data', (c: Buffer) => chunks.push(c));
+    p.on('data', (c: unknown) => void chunks.push(c as Buffer));
     p.on('end', () => resolve(Buffer.concat(chunks)));
     p.on('error', reject);
   });
@@ -136,7 +136,7 @@ async function pack(entries: Array<{ name: string; type: 'file' | 'directory'; c
     await new Promise<void>((resolve, reject) => {
       const header = { name: e.name, type: e.type, mode: 0o644, mtime: new Date(0), ...(e.pax ? { pax: e.pax } : {}) };
       if (e.type === 'file') p.entry({ ...header, size: e.content.length }, Buffer.from(e.content), (err) => (err ? reject(err) : resolve()));
-      else p.entry(header, (err) => (err ? reject(err) : resolve())).end();
+      else p.entry(header, (err) => (err ? reject(err) : resolve())).end(undefined);
     });
   }
   p.finalize();

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startFakeHub, type FakeHub } from '../fakehub/index.js';
+import { startFakeHub, type AddedFile, type FakeHub } from '../fakehub/index.js';
 import { makeContent } from '../transfer/helpers.js';
 import { blobRequestFor, SwarmNode } from './harness.js';
 
@@ -30,31 +30,41 @@ const flip = (b: Buffer) => {
 const dataRequests = (to: SwarmNode, from: string, since = 0) =>
   to.seen.slice(since).filter((r) => r.url.includes('/data') && r.headers['x-swift-fetch-node'] === from).length;
 
+/**
+ * A hub repo of two files (sizes and content seeds given), a liar and a victim node that know
+ * each other, and the blob requests for both files.
+ */
+async function liarAndVictim(id: string, one: [number, number], two: [number, number]) {
+  const fake = await startFakeHub();
+  hub = fake;
+  const repo = await fake.addRepo({ id, files: { 'one.safetensors': makeContent(...one), 'two.safetensors': makeContent(...two) } });
+  const [f1, f2] = ['one.safetensors', 'two.safetensors'].map((p) => repo.files.find((f) => f.path === p)!) as [AddedFile, AddedFile];
+  const req1 = [blobRequestFor(fake.hfEndpoint, repo.id, repo.commit, f1)];
+  const req2 = [blobRequestFor(fake.hfEndpoint, repo.id, repo.commit, f2)];
+  const opts = { token: TOKEN, connections: 4, chunkSize: MiB };
+  const liar = await SwarmNode.start({ ...opts, poison: flip });
+  const a = await SwarmNode.start(opts);
+  nodes = [liar, a];
+  const urls = [liar.url, a.url];
+  await Promise.all(nodes.map((n) => n.join({ static: urls })));
+  await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
+  return { fake, f1, f2, req1, req2, liar, a, opts, urls };
+}
+
 describe('a peer serving bad bytes', () => {
   it('is detected by the node it lied to, quarantined there, never asked again, and the result is the verified file', async () => {
-    hub = await startFakeHub();
-    const repo = await hub.addRepo({ id: 'org/poison', files: { 'model.safetensors': makeContent(10 * MiB + 3, 21), 'second.safetensors': makeContent(6 * MiB + 1, 22) } });
-    const [f1, f2] = ['model.safetensors', 'second.safetensors'].map((p) => repo.files.find((f) => f.path === p)!);
-    const req1 = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f1!)];
-    const req2 = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f2!)];
-    const opts = { token: TOKEN, connections: 4, chunkSize: MiB };
-    const liar = await SwarmNode.start({ ...opts, poison: flip });
-    const a = await SwarmNode.start(opts);
-    nodes = [liar, a];
-    const urls = [liar.url, a.url];
-    await Promise.all(nodes.map((n) => n.join({ static: urls })));
-    await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
+    const { fake, f1, f2, req1, req2, liar, a } = await liarAndVictim('org/poison', [10 * MiB + 3, 21], [6 * MiB + 1, 22]);
     const liarId = liar.p2p!.nodeId;
 
     // The liar downloads both files honestly; from then on it is the only holder.
     await liar.pull([...req1, ...req2]);
-    hub.resetStats();
+    fake.resetStats();
     await a.pull(req1);
-    expect(await sha(a.store.blobPath(f1!.sha256))).toBe(f1!.sha256);
+    expect(await sha(a.store.blobPath(f1.sha256))).toBe(f1.sha256);
     // A took bytes from the liar (the only holder), failed the whole-file hash, refetched from the origin only...
     expect(a.p2p!.source.bytesByPeer.get(liarId)).toBeGreaterThan(0);
     expect(a.events.some((e) => e.type === 'hash-mismatch')).toBe(true);
-    expect(hub.bytesSent()).toBeGreaterThanOrEqual(f1!.size);
+    expect(fake.bytesSent()).toBeGreaterThanOrEqual(f1.size);
     // ...and its blame ledger quarantined the liar by itself.
     await waitFor(() => a.p2p!.discovery.isQuarantined(liar.url));
     expect(a.p2p!.counters.quarantines).toBe(1);
@@ -62,11 +72,11 @@ describe('a peer serving bad bytes', () => {
 
     // Once quarantined, the liar is never asked for data again, though it holds the next file too.
     const asked = liar.seen.length;
-    hub.resetStats();
+    fake.resetStats();
     await a.pull(req2);
-    expect(await sha(a.store.blobPath(f2!.sha256))).toBe(f2!.sha256);
+    expect(await sha(a.store.blobPath(f2.sha256))).toBe(f2.sha256);
     expect(dataRequests(liar, a.p2p!.nodeId, asked)).toBe(0);
-    expect(hub.bytesSent()).toBeGreaterThanOrEqual(f2!.size);
+    expect(fake.bytesSent()).toBeGreaterThanOrEqual(f2.size);
     expect(a.events.filter((e) => e.type === 'hash-mismatch')).toHaveLength(1);
   });
 
@@ -113,18 +123,7 @@ describe('a peer serving bad bytes', () => {
   // Issue 12, item 8: quarantine was keyed by the id a peer reports, so a liar quarantined as
   // evil-1 that came back as evil-3 was used again (and a 200 MB blob fetched twice).
   it('stays quarantined when it comes back at its address under another node id', async () => {
-    hub = await startFakeHub();
-    const repo = await hub.addRepo({ id: 'org/rename', files: { 'one.safetensors': makeContent(6 * MiB + 5, 31), 'two.safetensors': makeContent(6 * MiB + 7, 32) } });
-    const [f1, f2] = ['one.safetensors', 'two.safetensors'].map((p) => repo.files.find((f) => f.path === p)!);
-    const req1 = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f1!)];
-    const req2 = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f2!)];
-    const opts = { token: TOKEN, connections: 4, chunkSize: MiB };
-    const liar = await SwarmNode.start({ ...opts, poison: flip });
-    const a = await SwarmNode.start(opts);
-    nodes = [liar, a];
-    const urls = [liar.url, a.url];
-    await Promise.all(nodes.map((n) => n.join({ static: urls })));
-    await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
+    const { fake, f2, req1, req2, liar, a, opts, urls } = await liarAndVictim('org/rename', [6 * MiB + 5, 31], [6 * MiB + 7, 32]);
     await liar.pull(req1);
     await a.pull(req1);
     await waitFor(() => a.p2p!.discovery.isQuarantined(liar.url));
@@ -143,10 +142,10 @@ describe('a peer serving bad bytes', () => {
     expect(a.p2p!.discovery.isQuarantined(again.url)).toBe(true);
     expect(a.p2p!.discovery.live()).toEqual([]);
 
-    hub.resetStats();
+    fake.resetStats();
     const asked = again.seen.length;
     await a.pull(req2);
-    expect(await sha(a.store.blobPath(f2!.sha256))).toBe(f2!.sha256);
+    expect(await sha(a.store.blobPath(f2.sha256))).toBe(f2.sha256);
     expect(dataRequests(again, a.p2p!.nodeId, asked)).toBe(0);
     expect(a.events.filter((e) => e.type === 'hash-mismatch')).toHaveLength(1);
   });

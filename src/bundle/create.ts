@@ -17,7 +17,7 @@ import { formatRef, type ModelRef } from '../core/ref.js';
 import { pullModel, type PullEvent } from '../pull/index.js';
 import { storageError, uniqueSuffix } from '../store/fsutil.js';
 import { Store, type PublishRecord } from '../store/store.js';
-import { BUNDLE_FORMAT, BUNDLE_VERSION, blobEntryName, MANIFEST_NAME, parseManifest, type BundleManifest, type BundleModel } from './format.js';
+import { BUNDLE_FORMAT, BUNDLE_VERSION, blobEntryName, MANIFEST_NAME, missingDigest, parseManifest, type BundleManifest, type BundleModel } from './format.js';
 import { SIGNATURE_NAME, signManifest, type SigningKey } from './sign.js';
 
 export interface CreateOptions {
@@ -85,6 +85,16 @@ export function buildManifest(entries: Array<{ ref: ModelRef; record: PublishRec
     const id = `${record.hub}://${record.org}/${record.name}@${record.commit}`;
     if (seen.has(id)) continue; // the same revision asked for twice (e.g. by branch and by commit)
     seen.add(id);
+    // Every file goes out with the digest its hub vouches for; a record without one (written from
+    // an older, forgeable bundle) is not passed on: the importing side could not check it.
+    for (const f of record.files) {
+      const why = missingDigest(record.hub, f);
+      if (why) {
+        throw new IntegrityError(`${id}: the store's record of ${JSON.stringify(f.path)} has ${why}; pull ${formatRef(ref)} again before bundling it`, {
+          expected: 'a digest for every file', found: 'none', path: f.path,
+        });
+      }
+    }
     models.push({
       hub: record.hub,
       org: record.org,

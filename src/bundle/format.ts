@@ -10,7 +10,7 @@
  * importer's memory does not grow with the bundle.
  */
 import { z } from 'zod';
-import { UsageError } from '../core/errors.js';
+import { IntegrityError, UsageError } from '../core/errors.js';
 import { validateListing } from '../core/paths.js';
 import { isCommitId, parseRef, type Hub } from '../core/ref.js';
 import { recordFileShape } from '../store/records.js';
@@ -59,8 +59,10 @@ export interface BundleManifest {
 const hex = (n: number) => z.string().regex(new RegExp(`^[0-9a-f]{${n}}$`), `expected ${n} lowercase hex digits`);
 const size = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
-// A bundled file is exactly a record's file; a bundle is stricter only in refusing unknown keys.
-const fileSchema = z.strictObject(recordFileShape);
+// A bundled file is exactly a record's file; a bundle is stricter in refusing unknown keys. A
+// missing digest is checked after the shape (requireDigests), so that it is an integrity failure
+// (exit 5) like a wrong one, not a malformed manifest (exit 2).
+const fileSchema = z.strictObject({ ...recordFileShape, sha256: recordFileShape.sha256.optional() });
 
 const modelSchema = z.strictObject({
   hub: z.enum(['hf', 'ms']),
@@ -79,7 +81,7 @@ const manifestSchema = z.strictObject({
   created: z.string(),
   tool: z.strictObject({ name: z.string(), version: z.string() }),
   models: z.array(modelSchema).min(1, 'a bundle with no models'),
-  blobs: z.array(z.strictObject({ sha256: hex(64), size })),
+  blobs: z.array(z.strictObject({ sha256: hex(64).optional(), size })),
 });
 
 export function blobEntryName(sha256: string): string {
@@ -93,6 +95,23 @@ export function blobOfEntry(name: string): string | undefined {
 
 function bad(why: string): UsageError {
   return new UsageError(`not a valid swift-fetch bundle manifest: ${why}`, 'ESF_BAD_BUNDLE');
+}
+
+function unanchored(why: string, path?: string): IntegrityError {
+  return new IntegrityError(`bundle manifest: ${why}`, { expected: 'a digest for every file', found: 'none', ...(path ? { path } : {}) });
+}
+
+/**
+ * The digest a hub vouches for, per file, is what makes a bundled file checkable: its SHA-256
+ * always, and for a Hugging Face file kept in git (not LFS) also its git blob id, the only hash the
+ * Hub lists for it. A bundle whose `config.json` was swapped for same-size bytes and whose git id
+ * was left out would otherwise land with a SHA-256 that only its author vouches for (issue 12.4).
+ * Returns why `f` falls short, or undefined.
+ */
+export function missingDigest(hub: Hub, f: { sha256?: string | undefined; gitOid?: string | undefined; lfs: boolean }): string | undefined {
+  if (!f.sha256) return 'no SHA-256';
+  if (hub === 'hf' && !f.lfs && !f.gitOid) return 'no git blob id (the only hash Hugging Face lists for a file kept in git)';
+  return undefined;
 }
 
 /**
@@ -112,7 +131,7 @@ export function parseManifest(text: string): BundleManifest {
     const issue = r.error.issues[0]!;
     throw bad(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
   }
-  const m = r.data as BundleManifest;
+  const m = requireDigests(r.data);
   const blobSizes = new Map<string, number>();
   for (const b of m.blobs) {
     if (blobSizes.has(b.sha256)) throw bad(`blob ${b.sha256} listed twice`);
@@ -140,7 +159,7 @@ export function parseManifest(text: string): BundleManifest {
       used.add(f.sha256);
       if (f.gitOid && !f.lfs) {
         const prev = gitOfSha.get(f.sha256);
-        if (prev && prev !== f.gitOid) throw bad(`${label}: ${f.path}: content ${f.sha256} listed with two different git blob ids`);
+        if (prev && prev !== f.gitOid) throw unanchored(`${label}: ${f.path}: content ${f.sha256} listed with two different git blob ids`, f.path);
         gitOfSha.set(f.sha256, f.gitOid);
       }
     }
@@ -149,6 +168,20 @@ export function parseManifest(text: string): BundleManifest {
     if (!used.has(sha)) throw bad(`blob ${sha} is used by no file`);
   }
   return m;
+}
+
+/** Every blob and file of a shape-checked manifest carries its digests (IntegrityError, exit 5, otherwise). */
+function requireDigests(m: z.infer<typeof manifestSchema>): BundleManifest {
+  m.blobs.forEach((b, i) => {
+    if (!b.sha256) throw unanchored(`blobs.${i} has no SHA-256`);
+  });
+  for (const model of m.models) {
+    for (const f of model.files) {
+      const why = missingDigest(model.hub, f);
+      if (why) throw unanchored(`${model.hub}://${model.org}/${model.name}@${model.commit}: ${JSON.stringify(f.path)} has ${why}`, f.path);
+    }
+  }
+  return m as BundleManifest;
 }
 
 /** The git blob id the content of `sha256` must have (from a non-LFS file that lists one), if any. */

@@ -7,11 +7,11 @@
  */
 import { createReadStream, promises as fsp } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { IntegrityError, NotFoundError, SwiftFetchError, UsageError } from '../core/errors.js';
 import { BlobHasher, checkDigests } from '../core/integrity.js';
 import { validateRepoPath } from '../core/paths.js';
+import { ArchiveEnd } from './archive-end.js';
 import { BLOB_PREFIX, blobOfEntry, gitOidsBySha, MANIFEST_NAME, MAX_MANIFEST_BYTES, parseManifest, type BundleManifest } from './format.js';
 import { checkSignature, MAX_SIGNATURE_BYTES, SIGNATURE_NAME, type Signer, type TrustedKey } from './sign.js';
 
@@ -88,14 +88,65 @@ function tarError(e: unknown, sawEntry: boolean): SwiftFetchError {
 }
 
 /**
+ * Copy the archive from `input` into the tar parser, with backpressure, and stop reading at its
+ * end-of-archive marker: a bundle padded with gigabytes of zeros (or anything else) after it is
+ * read only up to there. Resolves when the parser has had everything it needs.
+ */
+async function feedArchive(input: Readable, extract: tar.Extract, signal: AbortSignal | undefined): Promise<void> {
+  const end = new ArchiveEnd();
+  const stop = () => input.destroy(signal?.reason as Error);
+  signal?.addEventListener('abort', stop, { once: true });
+  try {
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      signal?.throwIfAborted();
+      // The reader stopped (it refused an entry): nothing more to feed.
+      if (extract.destroyed) return;
+      const keep = end.push(chunk);
+      if (keep > 0 && !extract.write(keep === chunk.length ? chunk : chunk.subarray(0, keep))) await drained(extract);
+      // Leaving the loop destroys the input: the rest of the file is never read.
+      if (end.ended) break;
+    }
+    signal?.throwIfAborted();
+    if (!extract.destroyed) extract.end(undefined); // streamx: end() with no data
+  } catch (e) {
+    extract.destroy(e as Error);
+    throw e;
+  } finally {
+    signal?.removeEventListener('abort', stop);
+  }
+}
+
+/** The parser wants more (or is gone: then the reading loop reports why). */
+function drained(w: tar.Extract): Promise<void> {
+  if (w.destroyed) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      w.off('drain', done);
+      w.off('close', done);
+      w.off('error', fail);
+      resolve();
+    };
+    const fail = (e: Error) => {
+      w.off('drain', done);
+      w.off('close', done);
+      reject(e);
+    };
+    w.on('drain', done);
+    w.on('close', done);
+    w.once('error', fail);
+  });
+}
+
+/**
  * Read a bundle from a stream, validating every entry and hashing every blob. Resolves only when
  * the whole archive was read, every blob the manifest lists was present exactly once with the
- * right size and digest, and nothing else was in it.
+ * right size and digest, and nothing else was in it (up to its end-of-archive marker; what follows
+ * that is not read).
  */
 export async function readBundle(input: Readable, handlers: ReadHandlers = {}): Promise<ReadSummary> {
   const extract = tar.extract();
   let feedError: unknown;
-  const feeding = pipeline(input, extract, handlers.signal ? { signal: handlers.signal } : {}).catch((e: unknown) => {
+  const feeding = feedArchive(input, extract, handlers.signal).catch((e: unknown) => {
     feedError = e;
   });
   let manifest: BundleManifest | undefined;

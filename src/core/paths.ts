@@ -1,7 +1,20 @@
-import { UnsafePathError } from './errors.js';
+import { UnsafePathError, UsageError } from './errors.js';
 
 const MAX_PATH = 4096;
 const MAX_COMPONENT = 255;
+
+/**
+ * Most files one revision may list (hub, bucket or bundle). Far above any model repo; what it
+ * stops is a listing that never ends (a hostile hub, a pagination loop) growing memory without
+ * bound. Listings also count their directory entries, against twice this.
+ */
+export const MAX_LISTING_FILES = 100_000;
+export const MAX_LISTING_ENTRIES = 2 * MAX_LISTING_FILES;
+
+/** The refusal for a listing past MAX_LISTING_FILES (exit 2: nothing was written). */
+export function listingTooLarge(what: string, limit = MAX_LISTING_FILES, unit = 'files'): UsageError {
+  return new UsageError(`${what} lists more than ${limit.toLocaleString('en-US')} ${unit}; refusing a listing this large`, 'ESF_LISTING_TOO_LARGE');
+}
 
 /**
  * Validate a repo-relative path from an untrusted listing (hub, bundle, peer). Returns the path
@@ -28,6 +41,7 @@ export function validateRepoPath(p: unknown): string {
 
 /** Validate a whole listing: every path safe, and no two entries that collide (file vs dir, duplicates). */
 export function validateListing(paths: readonly string[]): void {
+  if (paths.length > MAX_LISTING_FILES) throw listingTooLarge('the listing');
   const files = new Set<string>();
   for (const p of paths) {
     validateRepoPath(p);

@@ -8,7 +8,7 @@ import type { ModelHub } from '../core/ref.js';
 import { hfSettings, msSettings } from '../sources/index.js';
 import { apiGet, type ApiResponse } from '../sources/http.js';
 import { HuggingFaceSource } from '../sources/huggingface.js';
-import { ModelScopeSource } from '../sources/modelscope.js';
+import { MAX_MS_LIST_BODY, ModelScopeSource } from '../sources/modelscope.js';
 import type { Source } from '../sources/source.js';
 import { proxyAwareDispatcher } from '../transfer/index.js';
 import type { Credentials } from './credentials.js';
@@ -32,7 +32,9 @@ export class Upstream {
   async get(hub: ModelHub, pathAndQuery: string, creds: Credentials, signal?: AbortSignal): Promise<ApiResponse | undefined> {
     try {
       // No retries here: a client is waiting, and a hub that is down falls back to the store.
-      const res = await apiGet(`${this.endpoints[hub]}${pathAndQuery}`, { dispatcher: this.dispatcher, headers: creds.headers, retries: 0, ...(signal ? { signal } : {}) });
+      // ModelScope answers a whole repo's file list in one body: it gets that listing's larger cap.
+      const maxBytes = hub === 'ms' ? MAX_MS_LIST_BODY : undefined;
+      const res = await apiGet(`${this.endpoints[hub]}${pathAndQuery}`, { dispatcher: this.dispatcher, headers: creds.headers, retries: 0, ...(maxBytes ? { maxBytes } : {}), ...(signal ? { signal } : {}) });
       return res.status >= 500 ? undefined : res;
     } catch (e) {
       if (signal?.aborted) throw e;

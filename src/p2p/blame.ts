@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 
 interface Rec {
+  /** The peer's address (its base URL): what it cannot change by reporting another node id. */
   peer: string;
   start: number;
   len: number;
@@ -27,7 +28,7 @@ export interface Verdict {
   cleared: string[];
 }
 
-/** Keyed by each blob's SHA-256 (peers serve nothing else). */
+/** Keyed by each blob's SHA-256 (peers serve nothing else); peers are named by their address. */
 export class BlameLedger {
   private readonly records = new Map<string, Rec[]>();
   private readonly suspectBlobs = new Map<string, Set<string>>();

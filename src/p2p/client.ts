@@ -3,10 +3,19 @@
  * hub's request headers, so a hub token cannot travel to a peer. Peers are in-cluster: no proxy.
  */
 import { Agent, request, type Dispatcher } from 'undici';
+import { BodyTooLargeError, readBodyText } from '../http/body.js';
 import { connectOptions, type ServerTrust } from '../http/tls.js';
 import { FETCHING_HEADER, NODE_HEADER } from './server.js';
 import { isRangeList, type Range } from './ranges.js';
 import type { PeerToken } from './token.js';
+
+/**
+ * Largest JSON answers read from a peer. A node's info is a few dozen bytes; a blob status lists
+ * ranges, a few tens of KiB for a fragmented multi-GB blob. A peer that answers /v1/peer/info
+ * with 1 GiB of JSON took its victim to 2.2 GB of memory before these (issue 12, item 7).
+ */
+export const MAX_PEER_INFO_BYTES = 64 * 1024;
+export const MAX_PEER_STATUS_BYTES = 1024 * 1024;
 
 export interface BlobStatus {
   nodeId: string;
@@ -68,7 +77,7 @@ export class PeerClient {
 
   async info(baseUrl: string, signal?: AbortSignal): Promise<{ nodeId: string; protocol: number }> {
     const res = await this.get(`${baseUrl}/v1/peer/info`, this.headers(false), signal ?? AbortSignal.timeout(this.timeoutMs), this.timeoutMs);
-    const body = await readJson(res);
+    const body = await readJson(res, MAX_PEER_INFO_BYTES, baseUrl);
     if (res.statusCode !== 200) throw new PeerProtocolError(`${baseUrl}: /v1/peer/info answered ${res.statusCode}`, res.statusCode);
     const b = body as { nodeId?: unknown; protocol?: unknown };
     if (typeof b.nodeId !== 'string' || typeof b.protocol !== 'number') throw new PeerProtocolError(`${baseUrl}: malformed /v1/peer/info`);
@@ -78,7 +87,7 @@ export class PeerClient {
   /** What a peer holds of a blob; undefined when it holds nothing and is not fetching it. */
   async status(baseUrl: string, sha: string, fetching: boolean, signal?: AbortSignal): Promise<BlobStatus | undefined> {
     const res = await this.get(`${baseUrl}/v1/peer/blobs/${sha}`, this.headers(fetching), signal ?? AbortSignal.timeout(this.timeoutMs), this.timeoutMs);
-    const body = await readJson(res);
+    const body = await readJson(res, MAX_PEER_STATUS_BYTES, baseUrl);
     if (res.statusCode === 404) return undefined;
     if (res.statusCode !== 200) throw new PeerProtocolError(`${baseUrl}: blob status answered ${res.statusCode}`, res.statusCode);
     return parseStatus(body, sha, baseUrl);
@@ -101,7 +110,7 @@ export class PeerClient {
       return { kind: 'data', body: res.body };
     }
     if (res.statusCode === 404) {
-      const body = await readJson(res);
+      const body = await readJson(res, MAX_PEER_STATUS_BYTES, baseUrl);
       let status: BlobStatus | undefined;
       try {
         status = parseStatus(body, sha, baseUrl);
@@ -123,8 +132,15 @@ export class PeerClient {
   }
 }
 
-async function readJson(res: Dispatcher.ResponseData): Promise<unknown> {
-  const text = await res.body.text();
+/** A peer's JSON answer, bounded; undefined when it is not JSON (the caller says what was wrong). */
+async function readJson(res: Dispatcher.ResponseData, limit: number, baseUrl: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readBodyText(res, limit);
+  } catch (e) {
+    if (e instanceof BodyTooLargeError) throw new PeerProtocolError(`${baseUrl}: ${e.message}`, res.statusCode);
+    throw e;
+  }
   try {
     return JSON.parse(text);
   } catch {

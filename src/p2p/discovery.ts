@@ -4,6 +4,13 @@
  * which is how a node recognises itself behind its own Service address and how one node reached by
  * two addresses counts once. Liveness comes from those probes and from failures the chunk source
  * reports; quarantine (bad data) overrides liveness until it expires.
+ *
+ * Quarantine is keyed by the peer's address, never by the node id it reports: the id is whatever
+ * the peer says, so a liar quarantined as `evil-1` could come back as `evil-3` and be used again
+ * (issue 12, item 8). Every peer holds the same shared token, so the token names no one; the
+ * address is what a peer cannot choose (it is our candidate list: the static list or the Service's
+ * endpoints). For the same reason an id that a live, unquarantined address already answers with is
+ * not handed to a second address: a liar cannot take over an honest node's identity.
  */
 import { promises as dns } from 'node:dns';
 import type { Logger } from 'pino';
@@ -57,7 +64,8 @@ function ipUrl(ip: string, port: number, scheme = 'http'): string {
 export class PeerDiscovery {
   private readonly peers = new Map<string, Peer>();
   private readonly selfUrls = new Set<string>();
-  private readonly quarantined = new Map<string, { until: number; reason: string }>();
+  /** By base URL (see the opening comment). */
+  private readonly quarantined = new Map<string, { until: number; reason: string; id: string | undefined }>();
   private readonly strikes = new Map<string, number>();
   private readonly resolver: DnsResolver | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -107,7 +115,7 @@ export class PeerDiscovery {
 
   /** Live, unquarantined peers (never this node). */
   live(): Peer[] {
-    return [...this.peers.values()].filter((p) => p.alive && !this.isQuarantined(p.id));
+    return [...this.peers.values()].filter((p) => p.alive && !this.isQuarantined(p.url));
   }
 
   all(): Peer[] {
@@ -118,31 +126,40 @@ export class PeerDiscovery {
     return this.peers.get(id);
   }
 
-  isQuarantined(id: string): boolean {
-    const q = this.quarantined.get(id);
+  /** The peer known at a base URL (whatever id it answers with now). */
+  at(url: string): Peer | undefined {
+    for (const p of this.peers.values()) if (p.url === url) return p;
+    return undefined;
+  }
+
+  /** Whether the address `url` (a peer's base URL) is quarantined. */
+  isQuarantined(url: string): boolean {
+    const q = this.quarantined.get(url);
     if (!q) return false;
     if (Date.now() > q.until) {
-      this.quarantined.delete(id);
+      this.quarantined.delete(url);
       return false;
     }
     return true;
   }
 
-  quarantinedPeers(): Array<{ id: string; until: number; reason: string }> {
-    return [...this.quarantined.entries()].filter(([id]) => this.isQuarantined(id)).map(([id, q]) => ({ id, ...q }));
+  quarantinedPeers(): Array<{ url: string; id: string | undefined; until: number; reason: string }> {
+    return [...this.quarantined.entries()].filter(([url]) => this.isQuarantined(url)).map(([url, q]) => ({ url, ...q }));
   }
 
   /**
-   * Stop using a peer. `severe` lasts `quarantineMs`; `mild` (bad bytes that may have been
-   * relayed in good faith) starts at a minute and grows fourfold with each repeat up to the same cap.
+   * Stop using the peer at `url`, whatever id it answers with from now on. `severe` lasts
+   * `quarantineMs`; `mild` (bad bytes that may have been relayed in good faith) starts at a minute
+   * and grows fourfold with each repeat up to the same cap.
    */
-  quarantine(id: string, reason: string, kind: 'severe' | 'mild' = 'severe'): void {
+  quarantine(url: string, reason: string, kind: 'severe' | 'mild' = 'severe'): void {
     const full = this.opts.quarantineMs ?? 3_600_000;
-    const strikes = (this.strikes.get(id) ?? 0) + 1;
-    this.strikes.set(id, strikes);
+    const strikes = (this.strikes.get(url) ?? 0) + 1;
+    this.strikes.set(url, strikes);
     const ms = kind === 'severe' ? full : Math.min(full, 60_000 * 4 ** (strikes - 1));
-    this.quarantined.set(id, { until: Date.now() + ms, reason });
-    this.log?.warn({ peer: id, url: this.peers.get(id)?.url, reason, ms }, 'peer quarantined');
+    const id = this.at(url)?.id;
+    this.quarantined.set(url, { until: Date.now() + ms, reason, id });
+    this.log?.warn({ peer: id, url, reason, ms }, 'peer quarantined');
   }
 
   /** A request to this peer failed: stop using it now, look again shortly. */
@@ -220,11 +237,19 @@ export class PeerDiscovery {
       this.selfUrls.add(url);
       return true;
     }
-    // An address now answered by a different node (pod replaced): drop the old identity.
+    // An address now answered by a different node (pod replaced): drop the old identity. A
+    // quarantined address stays quarantined under its new name (live() filters by address).
     for (const [oldId, p] of this.peers) if (p.url === url && oldId !== id) this.peers.delete(oldId);
     const known = this.peers.get(id);
+    if (known && known.url !== url && known.alive && !this.isQuarantined(known.url)) {
+      // The same node reached at a second address, or another node claiming its id: either way the
+      // first, working address keeps it.
+      this.log?.debug({ peer: id, url, first: known.url }, 'a second address answers with a known node id; keeping the first');
+      return true;
+    }
     if (known) {
       if (!known.alive) this.log?.info({ peer: id, url }, 'peer back');
+      known.url = url;
       known.alive = true;
       known.lastSeen = Date.now();
       known.failures = 0;

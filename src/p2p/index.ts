@@ -16,7 +16,7 @@ import { PeerChunkSource, type PeerChunkSourceOptions } from './source.js';
 import { PeerToken } from './token.js';
 
 export { PeerToken } from './token.js';
-export { PeerClient, PeerProtocolError, type BlobStatus, type DataResult } from './client.js';
+export { MAX_PEER_INFO_BYTES, MAX_PEER_STATUS_BYTES, PeerClient, PeerProtocolError, type BlobStatus, type DataResult } from './client.js';
 export { P2PCounters, type P2PCounterValues } from './counters.js';
 export { PeerDiscovery, normalizeBaseUrl, type DiscoveryOptions, type DnsResolver, type Peer } from './discovery.js';
 export { LocalInventory, type BlobStore, type LocalHolding } from './inventory.js';

@@ -54,6 +54,21 @@ export function parseByteRange(h: string | undefined, size: number): { start: nu
   return { start, end };
 }
 
+/**
+ * The range a peer asks for, against what this node holds of the blob: with the size known, as
+ * parseByteRange; before it is known (nothing durable here yet), only a closed `bytes=a-b` can be
+ * waited for. Undefined when there is no Range header.
+ */
+export function parseWantedRange(h: string | undefined, size: number | undefined): { start: number; end: number } | 'invalid' | undefined {
+  if (h === undefined) return undefined;
+  if (size !== undefined) return parseByteRange(h, size);
+  const m = /^bytes=(\d+)-(\d+)$/.exec(h.trim());
+  if (!m) return 'invalid';
+  const start = Number(m[1]);
+  const end = Number(m[2]) + 1;
+  return Number.isSafeInteger(start) && Number.isSafeInteger(end) && end > start ? { start, end } : 'invalid';
+}
+
 /** Validate a list of ranges from the wire. */
 export function isRangeList(v: unknown): v is Range[] {
   return (

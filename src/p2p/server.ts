@@ -20,7 +20,7 @@ import { RateLimiter } from '../transfer/index.js';
 import type { P2PCounters } from './counters.js';
 import { sendJson } from '../http/respond.js';
 import type { LocalHolding, LocalInventory } from './inventory.js';
-import { covers, parseByteRange } from './ranges.js';
+import { covers, parseWantedRange } from './ranges.js';
 import type { PeerToken } from './token.js';
 
 export const PEER_PROTOCOL = 1;
@@ -184,14 +184,14 @@ class PeerApi {
     const rawRange = req.headers.range;
     const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, Number(url.searchParams.get('wait') ?? 0) || 0));
     let h = await this.deps.inventory.holding(sha);
-    let want = wanted(rawRange, h.size);
+    let want = parseWantedRange(rawRange, h.size);
     if (want === 'invalid') return sendJson(res, 416, { error: 'unsatisfiable range' }, h.size !== undefined ? { 'content-range': `bytes */${h.size}` } : {});
     if (this.shouldWait(sha, h, want, waitMs)) {
       if (!(await this.holdUntilDurable(res, sha, want, waitMs))) return;
       h = await this.deps.inventory.holding(sha);
     }
     if (h.size === undefined || h.path === undefined) return sendJson(res, 404, (await this.status(sha)).body);
-    want = wanted(rawRange, h.size) ?? { start: 0, end: h.size };
+    want = parseWantedRange(rawRange, h.size) ?? { start: 0, end: h.size };
     if (want === 'invalid') return sendJson(res, 416, { error: 'unsatisfiable range' }, { 'content-range': `bytes */${h.size}` });
     if (!covers(h.ranges, want.start, want.end)) return sendJson(res, 404, (await this.status(sha)).body);
     if (!(await this.slots.acquire(res))) {
@@ -296,17 +296,6 @@ export function registerPeerRoutes(router: RouteRegistrar, deps: PeerServerDeps)
     },
     close: () => api.shutdown.abort(),
   };
-}
-
-function wanted(raw: string | undefined, size: number | undefined): { start: number; end: number } | 'invalid' | undefined {
-  if (raw === undefined) return undefined;
-  if (size !== undefined) return parseByteRange(raw, size);
-  // Size unknown yet (nothing durable here): a closed range can still be waited for.
-  const m = /^bytes=(\d+)-(\d+)$/.exec(raw.trim());
-  if (!m) return 'invalid';
-  const start = Number(m[1]);
-  const end = Number(m[2]) + 1;
-  return end > start ? { start, end } : 'invalid';
 }
 
 function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {

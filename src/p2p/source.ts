@@ -113,9 +113,10 @@ export class PeerChunkSource implements ChunkSource {
             // Bad bytes from a finished blob are a lie or a rotten disk; from a download in progress
             // they may have been relayed in good faith from a liar, so that costs less, at first.
             const reason = `served bytes of ${sha} that do not match the verified file${g.finished ? '' : ' (from a download in progress)'}`;
+            // g.peer is the address that sent the bytes (blame and quarantine never go by the id a peer reports).
             this.o.discovery.quarantine(g.peer, reason, g.finished ? 'severe' : 'mild');
             this.o.counters.add('quarantines');
-            this.o.onQuarantine?.(this.o.discovery.get(g.peer) ?? { id: g.peer }, reason);
+            this.o.onQuarantine?.(this.o.discovery.at(g.peer) ?? { id: g.peer }, reason);
           }
         });
         break;
@@ -234,7 +235,7 @@ export class PeerChunkSource implements ChunkSource {
   }
 
   private usablePeers(): Peer[] {
-    return this.o.discovery.live().filter((p) => !this.blame.isSuspended(p.id));
+    return this.o.discovery.live().filter((p) => !this.blame.isSuspended(p.url));
   }
 
   private leastUsed(peers: Peer[]): Peer[] {
@@ -335,7 +336,7 @@ export class PeerChunkSource implements ChunkSource {
       } finally {
         body.destroy();
         self.inUse.set(p.id, Math.max(0, (self.inUse.get(p.id) ?? 1) - 1));
-        self.blame.record(req.sha256!, p.id, start, n, h.digest('hex'), finished);
+        self.blame.record(req.sha256!, p.url, start, n, h.digest('hex'), finished);
         if (n > 0) self.bytesByPeer.set(p.id, (self.bytesByPeer.get(p.id) ?? 0) + n);
       }
     })();

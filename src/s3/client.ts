@@ -15,7 +15,14 @@ import { request, type Dispatcher } from 'undici';
 import { AuthError, IntegrityError, NetworkError, NotFoundError, SwiftFetchError, UsageError } from '../core/errors.js';
 import { HUB_API_BACKOFF, RETRYABLE_STATUS, RetryableError, backoffDelay, isRetryableNetworkError, parseRetryAfter } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
+import { listingTooLarge, MAX_LISTING_FILES } from '../core/paths.js';
+import { BodyTooLargeError, formatLimit, readBodyText } from '../http/body.js';
 import { credentialError, type S3Settings } from './settings.js';
+
+/** Largest S3 answer read whole: XML listings of 1,000 keys are a few hundred KiB; a SHA-256 manifest of the largest listing allowed fits. */
+const MAX_S3_BODY = 64 * 1024 * 1024;
+/** Listing pages followed at most: 1,000 keys a page, so the largest listing allowed fits in a twentieth. */
+const MAX_LIST_PAGES = 2_000;
 
 const UNSIGNED = 'UNSIGNED-PAYLOAD';
 const USER_AGENT = 'swift-fetch/0.1';
@@ -173,7 +180,10 @@ export class S3Client {
           dispatcher: this.dispatcher,
           signal: c.signal,
         });
-        const text = c.method === 'HEAD' ? (await res.body.dump(), '') : await res.body.text();
+        const text = c.method === 'HEAD' ? (await res.body.dump(), '') : await readBodyText(res, MAX_S3_BODY).catch((e: unknown) => {
+          if (!(e instanceof BodyTooLargeError)) throw e;
+          throw new UsageError(`${c.what}: ${new URL(base).host} answered with more than ${formatLimit(e.limit)}; refusing to read it`, 'ESF_RESPONSE_TOO_LARGE');
+        });
         const out: S3Response = { status: res.statusCode, headers: res.headers, text };
         // "Not there" may be accepted for an object, never for the bucket itself.
         if (out.status < 300 || (c.accept?.includes(out.status) && !out.text.includes('<Code>NoSuchBucket</Code>'))) return out;
@@ -215,12 +225,13 @@ export class S3Client {
     return new NetworkError(`${c.what}: unexpected ${detail} from ${new URL(this.url(c.bucket)).host}`, 'ESF_S3_STATUS');
   }
 
-  /** Every object under `prefix` (ListObjectsV2, all pages of `pageSize` keys). */
+  /** Every object under `prefix` (ListObjectsV2, all pages of `pageSize` keys; bounded like a hub listing). */
   async list(bucket: string, prefix: string, signal?: AbortSignal, pageSize = 1000): Promise<ListedObject[]> {
     const out: ListedObject[] = [];
     let token: string | undefined;
     const seen = new Set<string>();
     for (;;) {
+      if (seen.size >= MAX_LIST_PAGES) throw listingTooLarge(`s3://${bucket}/${prefix}`, MAX_LIST_PAGES, 'pages');
       const query: Record<string, string> = { 'list-type': '2', prefix, 'max-keys': String(pageSize) };
       if (token) query['continuation-token'] = token;
       const res = await this.call({ method: 'GET', bucket, query, what: `listing s3://${bucket}/${prefix}`, signal });
@@ -232,6 +243,7 @@ export class S3Client {
           throw new NetworkError(`listing s3://${bucket}/${prefix}: an entry without a valid key or size`, 'ESF_BAD_RESPONSE');
         }
         out.push({ key: o.Key, size, etag: unquote(o.ETag) });
+        if (out.length > MAX_LISTING_FILES) throw listingTooLarge(`s3://${bucket}/${prefix}`);
       }
       if (doc.IsTruncated !== 'true') return out;
       token = doc.NextContinuationToken;

@@ -1,8 +1,15 @@
 import { request, type Dispatcher } from 'undici';
-import { NetworkError } from '../core/errors.js';
+import { NetworkError, UsageError } from '../core/errors.js';
 import type { HeaderMap } from '../core/headers.js';
 import { HUB_API_BACKOFF, RETRYABLE_STATUS, backoffDelay, parseRateLimitReset, parseRetryAfter, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
+import { BodyTooLargeError, formatLimit, readBodyText } from '../http/body.js';
+
+/**
+ * Largest hub API answer read by default. A Hugging Face tree page of 1,000 entries is a few
+ * hundred KiB; ModelScope's file list, one body for the whole repo, asks for more (modelscope.ts).
+ */
+export const MAX_API_BODY = 16 * 1024 * 1024;
 
 export interface ApiResponse {
   status: number;
@@ -23,6 +30,8 @@ export interface GetOptions {
   signal?: AbortSignal;
   /** Default HUB_API_BACKOFF. */
   backoff?: BackoffPolicy;
+  /** Largest body read (default MAX_API_BODY); a larger one is refused, not retried. */
+  maxBytes?: number;
 }
 
 /**
@@ -42,12 +51,15 @@ export async function apiGet(url: string, opts: GetOptions): Promise<ApiResponse
         dispatcher: opts.dispatcher,
         signal: opts.signal,
       });
-      const body = await res.body.text();
+      const body = await readBodyText(res, opts.maxBytes ?? MAX_API_BODY);
       const out: ApiResponse = { status: res.statusCode, headers: res.headers, body };
       if (!RETRYABLE_STATUS.has(res.statusCode) || attempt >= retries) return out;
       wish = retryAfterMs(res.headers);
     } catch (e) {
       if (opts.signal?.aborted) throw e;
+      if (e instanceof BodyTooLargeError) {
+        throw new UsageError(`${new URL(url).origin} answered ${new URL(url).pathname} with more than ${formatLimit(e.limit)}; refusing to read it`, 'ESF_RESPONSE_TOO_LARGE', { cause: e });
+      }
       if (attempt >= retries) {
         throw new NetworkError(`cannot reach ${new URL(url).origin}: ${(e as Error).message}`, 'ESF_NETWORK', { cause: e });
       }

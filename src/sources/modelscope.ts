@@ -1,10 +1,16 @@
 import type { Dispatcher } from 'undici';
 import { AuthError, NetworkError, NotFoundError } from '../core/errors.js';
 import type { FileEntry, Manifest } from '../core/manifest.js';
-import { validateListing } from '../core/paths.js';
+import { listingTooLarge, MAX_LISTING_ENTRIES, validateListing, validateRepoPath } from '../core/paths.js';
 import { isCommitId, repoId, type ModelRef } from '../core/ref.js';
 import type { Origin } from '../core/transfer.js';
 import { apiGet, parseJson, type ApiResponse } from './http.js';
+
+/**
+ * ModelScope answers a repo's whole file list in one body (each entry ~1 KiB with its commit
+ * fields): room for the most files a listing may have (core/paths MAX_LISTING_FILES), no more.
+ */
+export const MAX_MS_LIST_BODY = 128 * 1024 * 1024;
 import { encodePath, type Source } from './source.js';
 
 export interface MsSettings {
@@ -42,6 +48,39 @@ interface MsFile {
   Revision?: string;
 }
 
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * The files of a ModelScope `repo/files` listing (untrusted JSON): each with a safe path and a
+ * valid size, sorted by path, folders skipped; and the first commit id a file names (a fallback
+ * for a revision that is neither a branch nor a tag). Throws a SwiftFetchError, never anything
+ * else, on the first entry that falls short. Pure.
+ */
+export function filesOfMsList(raw: unknown, label: string): { files: FileEntry[]; commit: string | undefined } {
+  if (!Array.isArray(raw)) throw new NetworkError(`ModelScope's file list of ${label} is not an array`, 'ESF_BAD_RESPONSE');
+  if (raw.length > MAX_LISTING_ENTRIES) throw listingTooLarge(`ModelScope's file list of ${label}`, MAX_LISTING_ENTRIES, 'entries');
+  const files: FileEntry[] = [];
+  let commit: string | undefined;
+  for (const item of raw) {
+    const f = (typeof item === 'object' && item !== null ? item : {}) as MsFile;
+    if (f.Type === 'tree') continue;
+    const path = f.Path ?? f.Name;
+    if (typeof path !== 'string') throw new NetworkError(`ModelScope lists a file without a path in ${label}`, 'ESF_BAD_RESPONSE');
+    if (typeof f.Size !== 'number' || !Number.isSafeInteger(f.Size) || f.Size < 0) {
+      throw new NetworkError(`ModelScope lists ${JSON.stringify(path)} without a valid size`, 'ESF_BAD_RESPONSE');
+    }
+    const entry: FileEntry = { path: validateRepoPath(path), size: f.Size, lfs: f.IsLFS === true };
+    if (typeof f.Sha256 === 'string' && /^[0-9a-f]{64}$/i.test(f.Sha256)) entry.sha256 = f.Sha256.toLowerCase();
+    files.push(entry);
+    if (!commit && typeof f.Revision === 'string' && isCommitId(f.Revision)) commit = f.Revision;
+  }
+  validateListing(files.map((f) => f.path));
+  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return { files, commit };
+}
+
 export class ModelScopeSource implements Source {
   readonly hubName = 'ModelScope';
   readonly tokenVariable = 'MODELSCOPE_API_TOKEN';
@@ -59,13 +98,15 @@ export class ModelScopeSource implements Source {
     return this.token ? { authorization: `Bearer ${this.token}`, cookie: `m_session_id=${this.token}` } : {};
   }
 
-  private async getData<T>(url: string, ref: ModelRef, what: string, signal?: AbortSignal): Promise<T> {
-    const res = await apiGet(url, { dispatcher: this.dispatcher, headers: this.authHeaders(), signal });
+  private async getData<T>(url: string, ref: ModelRef, what: string, signal?: AbortSignal, maxBytes?: number): Promise<T> {
+    const res = await apiGet(url, { dispatcher: this.dispatcher, headers: this.authHeaders(), signal, ...(maxBytes ? { maxBytes } : {}) });
     if (res.status !== 200) this.fail(res, ref);
-    const env = parseJson<MsEnvelope<T>>(res, what);
+    const env = parseJson<MsEnvelope<T> | null>(res, what);
+    if (!isObject(env)) throw new NetworkError(`ModelScope answered the ${what} of ms://${repoId(ref)} with JSON that is not an object`, 'ESF_BAD_RESPONSE');
     if ((env.Code !== undefined && env.Code !== 200) || env.Success === false || env.Data === undefined) {
-      this.fail(res, ref, env.Message);
+      this.fail(res, ref, typeof env.Message === 'string' ? env.Message : undefined);
     }
+    if (!isObject(env.Data)) throw new NetworkError(`ModelScope answered the ${what} of ms://${repoId(ref)} without a Data object`, 'ESF_BAD_RESPONSE');
     return env.Data as T;
   }
 
@@ -76,36 +117,22 @@ export class ModelScopeSource implements Source {
     const revs = await this.getData<{ RevisionMap?: { Branches?: MsRevision[]; Tags?: MsRevision[] } }>(
       `${base}/revisions`, ref, `revisions of ${id}`, signal,
     );
-    const all = [...(revs.RevisionMap?.Branches ?? []), ...(revs.RevisionMap?.Tags ?? [])];
+    const map: { Branches?: unknown; Tags?: unknown } = isObject(revs.RevisionMap) ? revs.RevisionMap : {};
+    const all = [map.Branches, map.Tags].flatMap((l) => (Array.isArray(l) ? (l as unknown[]).filter(isObject) : [])) as MsRevision[];
     const named = all.find((r) => r.Revision === ref.revision);
     if (!named && !isCommitId(ref.revision)) {
       throw new NotFoundError(`revision ${JSON.stringify(ref.revision)} not found in ms://${id}`, 'ESF_REVISION_NOT_FOUND');
     }
     const listRev = named?.CommitId && isCommitId(named.CommitId) ? named.CommitId : ref.revision;
-    const data = await this.getData<{ Files?: MsFile[] }>(
-      `${base}/repo/files?Revision=${encodeURIComponent(listRev)}&Recursive=True`, ref, `file list of ${id}`, signal,
+    const data = await this.getData<{ Files?: unknown }>(
+      `${base}/repo/files?Revision=${encodeURIComponent(listRev)}&Recursive=True`, ref, `file list of ${id}`, signal, MAX_MS_LIST_BODY,
     );
-    const raw = data.Files ?? [];
-    const files: FileEntry[] = [];
-    let commit = named?.CommitId && isCommitId(named.CommitId) ? named.CommitId : isCommitId(ref.revision) ? ref.revision : undefined;
-    for (const f of raw) {
-      if (f.Type === 'tree') continue;
-      const path = f.Path ?? f.Name;
-      if (typeof path !== 'string') throw new NetworkError(`ModelScope lists a file without a path in ms://${id}`, 'ESF_BAD_RESPONSE');
-      if (typeof f.Size !== 'number' || !Number.isSafeInteger(f.Size) || f.Size < 0) {
-        throw new NetworkError(`ModelScope lists ${JSON.stringify(path)} without a valid size`, 'ESF_BAD_RESPONSE');
-      }
-      const entry: FileEntry = { path, size: f.Size, lfs: Boolean(f.IsLFS) };
-      if (typeof f.Sha256 === 'string' && /^[0-9a-f]{64}$/i.test(f.Sha256)) entry.sha256 = f.Sha256.toLowerCase();
-      files.push(entry);
-      if (!commit && typeof f.Revision === 'string' && isCommitId(f.Revision)) commit = f.Revision;
-    }
-    validateListing(files.map((f) => f.path));
+    const listed = filesOfMsList(data.Files ?? [], `ms://${id}`);
+    const commit = named?.CommitId && isCommitId(named.CommitId) ? named.CommitId : isCommitId(ref.revision) ? ref.revision : listed.commit;
     if (!commit) {
       throw new NetworkError(`ModelScope did not say which commit ${id}@${ref.revision} is`, 'ESF_BAD_RESPONSE');
     }
-    files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-    return { ref, commit, files };
+    return { ref, commit, files: listed.files };
   }
 
   origin(manifest: Manifest, file: FileEntry): Origin {

@@ -299,10 +299,20 @@ function totalFromContentRange(v: string | undefined): string | undefined {
   return m ? m[1] : undefined;
 }
 
+/**
+ * `bytes first-last/complete` (or `/*`) as `[start, end)` and the total; undefined for anything
+ * else, including what RFC 9110 calls invalid (last before first, last at or past the total) and
+ * numbers past 2^53 that would silently round.
+ */
 export function parseContentRange(v: string | undefined): { start: number; end: number; total: number | undefined } | undefined {
   const m = v ? /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(v) : null;
   if (!m) return undefined;
-  return { start: Number(m[1]), end: Number(m[2]) + 1, total: m[3] === '*' ? undefined : Number(m[3]) };
+  const start = Number(m[1]);
+  const end = Number(m[2]) + 1;
+  const total = m[3] === '*' ? undefined : Number(m[3]);
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end <= start) return undefined;
+  if (total !== undefined && (!Number.isSafeInteger(total) || end > total)) return undefined;
+  return { start, end, total };
 }
 
 async function readSmall(body: RawBody): Promise<string> {

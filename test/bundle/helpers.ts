@@ -123,3 +123,24 @@ export async function readTar(buf: Buffer): Promise<Array<{ name: string; type: 
   await done;
   return out;
 }
+
+export interface BundleManifestJson {
+  models: Array<{ hub: string; org: string; name: string; commit: string; files: Array<{ path: string; size: number; sha256?: string; gitOid?: string; lfs: boolean }> }>;
+  blobs: Array<{ sha256?: string; size: number }>;
+}
+
+/**
+ * Rewrite a real bundle: `edit` may change the manifest and the blob entries (name -> content)
+ * in place; the result is a well-formed tar again (what a forger with a text editor produces).
+ */
+export async function rewriteBundle(
+  from: string,
+  to: string,
+  edit: (manifest: BundleManifestJson, blobs: Map<string, Buffer>) => void,
+): Promise<void> {
+  const entries = await readTar(await fsp.readFile(from));
+  const manifest = JSON.parse(entries[0]!.content.toString()) as BundleManifestJson;
+  const blobs = new Map(entries.slice(1).map((e) => [e.name, e.content]));
+  edit(manifest, blobs);
+  await fsp.writeFile(to, await buildTar([{ name: entries[0]!.name, content: JSON.stringify(manifest) }, ...[...blobs].map(([name, content]) => ({ name, content }))]));
+}

@@ -98,4 +98,60 @@ describe('imports folder', () => {
     await watcher.close();
     watcher = undefined;
   });
+
+  /** A watcher with a short stability window, recording what it imported and what failed. */
+  async function watchQuickly(imports: string, store: string): Promise<{ w: ImportsWatcher; imported: string[]; failed: string[] }> {
+    const out = { imported: [] as string[], failed: [] as string[] };
+    const w = await startImportsWatcher({
+      dir: imports,
+      store,
+      logger: pino({ level: 'silent' }),
+      stabilityMs: 300,
+      onImported: ({ result }) => out.imported.push(...result.models.map((m) => m.ref)),
+      onFailed: ({ file }) => out.failed.push(file),
+    });
+    watcher = w;
+    return { w, ...out };
+  }
+
+  // Issue 12, item 11: a bundle still being written was imported early and failed for good.
+  it('a copy that pauses longer than the stability window still lands once it is complete', async () => {
+    const dir = await tmpDir();
+    const imports = join(dir, 'imports');
+    const { w, imported, failed } = await watchQuickly(imports, join(dir, 'store'));
+    const fh = await fsp.open(join(imports, 'slow.tar'), 'w');
+    await fh.write(good.subarray(0, Math.floor(good.length / 2)));
+    // The writer stalls (a network copy waiting on a slow link): the half file is tried and fails...
+    await until(async () => (await listTree(imports)).includes('failed/slow.tar.reason.txt') && true, 'the early attempt to fail');
+    expect(imported).toEqual([]);
+    // ...then the copy goes on (its writer still holds the file, wherever it was moved) and ends.
+    await fh.write(good.subarray(Math.floor(good.length / 2)));
+    await fh.close();
+    await until(async () => (await listTree(imports)).includes('done/slow.tar') && true, 'slow.tar in done/');
+    expect(imported).toEqual(['hf://demo/dropped@main']);
+    expect(failed).toEqual([join(imports, 'slow.tar')]);
+    expect((await listTree(imports)).filter((p) => !p.endsWith('/'))).toEqual(['done/slow.tar']);
+    expect(await fsp.readFile(join(imports, 'done', 'slow.tar'))).toEqual(good);
+    await w.close();
+    watcher = undefined;
+  });
+
+  it('a failed bundle replaced by a good copy is tried again', async () => {
+    const dir = await tmpDir();
+    const imports = join(dir, 'imports');
+    await fsp.mkdir(imports, { recursive: true });
+    const tampered = Buffer.from(good);
+    const at = tampered.indexOf(big.subarray(9000, 9064));
+    tampered[at] = tampered[at]! ^ 0xff;
+    await fsp.writeFile(join(imports, 'fix.tar'), tampered);
+    const { w, imported } = await watchQuickly(imports, join(dir, 'store'));
+    await until(async () => (await listTree(imports)).includes('failed/fix.tar.reason.txt') && true, 'the tampered copy to fail');
+    // An operator puts a good copy where the bad one is.
+    await fsp.writeFile(join(imports, 'failed', 'fix.tar'), good);
+    await until(async () => (await listTree(imports)).includes('done/fix.tar') && true, 'fix.tar in done/');
+    expect(imported).toEqual(['hf://demo/dropped@main']);
+    expect((await listTree(imports)).filter((p) => !p.endsWith('/'))).toEqual(['done/fix.tar']);
+    await w.close();
+    watcher = undefined;
+  });
 });

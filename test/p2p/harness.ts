@@ -38,6 +38,8 @@ export interface JoinOptions {
   dnsServers?: string[];
   resolver?: DnsResolver;
   discoveryIntervalMs?: number;
+  /** The node id this node reports (default: random per join, as in the daemon). */
+  nodeId?: string;
 }
 
 export interface SeenRequest {
@@ -99,6 +101,7 @@ export class SwarmNode {
       stateDir: this.stateDir,
       token: PeerToken.fromValue(this.opts.token),
       discoveryIntervalMs: j.discoveryIntervalMs ?? 1_000,
+      ...(j.nodeId ? { nodeId: j.nodeId } : {}),
       ...(j.static ? { static: j.static } : {}),
       ...(j.dns ? { dns: j.dns } : {}),
       ...(j.port !== undefined ? { port: j.port } : {}),

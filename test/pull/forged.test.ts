@@ -2,11 +2,12 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTar, readTar } from '../bundle/helpers.js';
-import { startFakeHub, type FakeHub } from '../fakehub/index.js';
+import { gitBlobId } from '../../src/core/integrity.js';
+import { Store } from '../../src/store/store.js';
+import { startFakeHub, type AddedRepo, type FakeHub } from '../fakehub/index.js';
 import { runCli, tmpDir } from '../support/index.js';
 
-// Issue 12.4: a bundle whose config.json was altered (same size, git oid left out) imports, and a
+// Issue 12.4: a bundle whose config.json was altered (same size, git oid left out) imported, and a
 // later online pull used to report alreadyComplete and keep the forged bytes: the hub gives small
 // files only a git oid, and the check skipped it when the record had none. An online pull must
 // check what the store holds against what the hub says now.
@@ -17,9 +18,10 @@ const FORGED = '{"model_type":"evil"}';
 const FILES = { 'config.json': REAL, 'w.bin': 'w'.repeat(30_000) };
 
 let hub: FakeHub;
+let repo: AddedRepo;
 beforeAll(async () => {
   hub = await startFakeHub();
-  await hub.addRepo({ id: 'demo/forge', files: FILES });
+  repo = await hub.addRepo({ id: 'demo/forge', files: FILES });
 });
 afterAll(async () => hub?.close());
 
@@ -29,40 +31,32 @@ const env = (online: boolean) => ({
   HF_TOKEN: undefined, MODELSCOPE_API_TOKEN: undefined, HTTPS_PROXY: undefined, HTTP_PROXY: undefined,
 });
 
-/** A real bundle of the repo, with config.json swapped for same-size bytes and its git oid removed. */
-async function forgedBundle(dir: string): Promise<string> {
-  const src = ['--store', join(dir, 'src'), '--state-dir', join(dir, 'src-state')];
-  expect((await runCli(['pull', 'hf://demo/forge', ...src, '-q'], { env: env(true) })).code).toBe(0);
-  const file = join(dir, 'real.tar');
-  expect((await runCli(['bundle', 'create', 'hf://demo/forge', '-o', file, ...src], { env: env(false) })).code).toBe(0);
-  const entries = await readTar(await fsp.readFile(file));
-  const manifest = JSON.parse(entries[0]!.content.toString()) as {
-    models: Array<{ files: Array<{ path: string; sha256: string; gitOid?: string }> }>;
-    blobs: Array<{ sha256: string; size: number }>;
-  };
-  const cfg = manifest.models[0]!.files.find((f) => f.path === 'config.json')!;
-  const old = cfg.sha256;
-  cfg.sha256 = sha(FORGED);
-  delete cfg.gitOid;
-  for (const b of manifest.blobs) if (b.sha256 === old) b.sha256 = sha(FORGED);
-  const forged = join(dir, 'forged.tar');
-  await fsp.writeFile(
-    forged,
-    await buildTar([
-      { name: entries[0]!.name, content: JSON.stringify(manifest) },
-      ...entries.slice(1).map((e) => (e.name.endsWith(old) ? { name: e.name.replace(old, sha(FORGED)), content: FORGED } : { name: e.name, content: e.content })),
-    ]),
-  );
-  return forged;
+/**
+ * A store holding the repo with config.json swapped for same-size bytes and no git oid in its
+ * record. Older versions let a bundle import leave exactly this; bundles are now refused without
+ * a git oid for such a file (test/bundle/digests.test.ts), so the forgery is written through the
+ * store's own API: the pull must catch it however it got there.
+ */
+async function forgedStore(dir: string, commit: string): Promise<void> {
+  const store = new Store(join(dir, 'dst'));
+  await store.init();
+  const files = [];
+  for (const [path, content] of Object.entries({ ...FILES, 'config.json': FORGED })) {
+    const tmp = join(dir, `tmp-${sha(content)}`);
+    await fsp.writeFile(tmp, content);
+    await store.commitBlob(tmp, sha(content));
+    // Only the forged file lacks its git oid; the others keep theirs, as in the bundle this was.
+    const gitOid = path === 'config.json' ? {} : { gitOid: gitBlobId(Buffer.from(content)) };
+    files.push({ path, size: Buffer.byteLength(content), sha256: sha(content), ...gitOid, lfs: false, verified: true });
+  }
+  await store.publish({ key: { hub: 'hf', org: 'demo', name: 'forge' }, commit, revision: 'main', files, complete: true });
 }
 
 describe('an online pull checks the store against the hub', () => {
-  it('replaces a forged same-size file imported from a bundle instead of reporting alreadyComplete', async () => {
+  it('replaces a forged same-size file (as an old bundle import left it) instead of reporting alreadyComplete', async () => {
     const dir = await tmpDir();
-    const bundle = await forgedBundle(dir);
+    await forgedStore(dir, repo.commit);
     const dst = ['--store', join(dir, 'dst'), '--state-dir', join(dir, 'dst-state')];
-    const imported = await runCli(['bundle', 'import', bundle, ...dst], { env: env(false) });
-    expect(imported.code, imported.stderr).toBe(0);
     const path = (await runCli(['path', 'hf://demo/forge', ...dst], { env: env(false) })).stdout.trim();
     expect(await fsp.readFile(join(path, 'config.json'), 'utf8')).toBe(FORGED); // the premise
 

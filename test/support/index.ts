@@ -4,3 +4,4 @@ export { run, runCli, type RunOptions, type RunResult } from './spawn.js';
 export { tmpDir } from './tmp.js';
 export { readTree } from './tree.js';
 export { freePort } from './net.js';
+export { startHostileServer, streamWithoutEnd, type HostileServer } from './hostile.js';

@@ -9,6 +9,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { SwiftFetchError, UsageError } from '../core/errors.js';
 import { formatRef, parseRef, parseS3Location, type ModelRef, type S3Location } from '../core/ref.js';
+import { fnmatch } from '../core/select.js';
 import { parseDuration, parseRate, parseSize } from '../core/units.js';
 import type { KubeSettings } from '../kube/index.js';
 import { normalizeAllowGlob } from '../mirror/index.js';
@@ -205,9 +206,12 @@ const hostname = leaf('a DNS name such as swift-fetch-peers.ns.svc.cluster.local
   typeof v === 'string' && /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$/.test(v) ? v : undefined,
 );
 
-const globList = leaf('a list of glob patterns such as ["*.json", "*.safetensors"]', (v) =>
-  Array.isArray(v) && v.every((g) => typeof g === 'string' && g !== '') ? (v as string[]) : undefined,
-);
+const globList = leaf('a list of glob patterns such as ["*.json", "*.safetensors"]', (v) => {
+  if (!Array.isArray(v) || !v.every((g) => typeof g === 'string' && g !== '')) return undefined;
+  // Compiled once here so a pattern the matcher refuses (too long) is bad input at the door.
+  for (const g of v as string[]) fnmatch(g);
+  return v as string[];
+});
 
 const bool = leaf('true or false', (v) => (typeof v === 'boolean' ? v : undefined));
 const s3Location = leaf('an s3://BUCKET/PREFIX location', (v) => (typeof v === 'string' ? parseS3Location(v) : undefined));

@@ -117,6 +117,7 @@ describe('daemon HTTP API', () => {
       [{}, /ref: expected a model reference/],
       [{ ref: 'hf://a/b', include: 'x' }, /include: expected a list/],
       [{ ref: 'hf://a/b', extra: 1 }, /extra: unknown key \(expected one of: ref, include, exclude\)/],
+      [{ ref: 'hf://a/b', exclude: ['*'.repeat(1025)] }, /exclude: pattern longer than 1024 characters/],
       ['{not json', /invalid JSON/],
       [[1], /expected a JSON object/],
     ];

@@ -77,7 +77,7 @@ export class TerminalProgress {
       case 'waiting':
         return this.notice(`${ref}: waiting for another process to download it (${e.holder})`);
       case 'retry':
-        return this.line(`${ref}: ${e.file}: retry ${e.attempt} in ${Math.max(1, Math.round(e.delayMs / 1000))} s (${e.reason})`);
+        return this.line(`${ref}: ${e.file}: retry ${e.attempt}${e.of ? ` of ${e.of}` : ''} in ${Math.max(1, Math.round(e.delayMs / 1000))} s (${e.reason})`);
       case 'verifying':
         if (!this.bar) this.setStatus(`${ref}: verifying`);
         return;

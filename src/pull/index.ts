@@ -50,7 +50,10 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
   // Hub API calls (listings): a few connections, through the same proxies as the downloads.
   const dispatcher = proxyAwareDispatcher(env, { connections: 4, headersTimeout: 60_000, bodyTimeout: 60_000 });
   try {
-    const source = sourceFor(ref.hub, env, dispatcher);
+    // The hub's API calls retry too: say so, a person watching a slow or down hub sees why it waits.
+    const source = sourceFor(ref.hub, env, dispatcher, {
+      onRetry: (r) => opts.onEvent?.({ type: 'retry', file: 'the hub API', attempt: r.attempt, of: r.of, delayMs: r.delayMs, reason: r.reason }),
+    });
     const resolved = await resolveOrOffline(source, ref, store, opts, log, pinned);
     if ('offline' in resolved) return done(ref, resolved.offline, 0, true, opts);
     const { manifest } = resolved;

@@ -43,7 +43,8 @@ export type PullEvent =
   | { type: 'resolved'; ref: string; commit: string; files: number; bytesTotal: number }
   | { type: 'waiting'; holder: string }
   | { type: 'progress'; bytesDone: number; bytesTotal: number; source: ByteSource }
-  | { type: 'retry'; file: string; attempt: number; delayMs: number; reason: string }
+  /** `of`: how many retries there will be at most, where that is known. */
+  | { type: 'retry'; file: string; attempt: number; of?: number; delayMs: number; reason: string }
   | { type: 'file-verified'; file: string; size: number }
   | { type: 'verifying' }
   | { type: 'published'; path: string; commit: string };

@@ -32,6 +32,16 @@ export interface GetOptions {
   backoff?: BackoffPolicy;
   /** Largest body read (default MAX_API_BODY); a larger one is refused, not retried. */
   maxBytes?: number;
+  /** Told before each wait for another attempt (a person watching a slow or down hub sees why). */
+  onRetry?: (r: ApiRetry) => void;
+}
+
+/** One retry of a hub API call: `attempt` of `of` retries, after `delayMs`, because of `reason`. */
+export interface ApiRetry {
+  attempt: number;
+  of: number;
+  delayMs: number;
+  reason: string;
 }
 
 /**
@@ -44,6 +54,7 @@ export async function apiGet(url: string, opts: GetOptions): Promise<ApiResponse
   const policy = opts.backoff ?? HUB_API_BACKOFF;
   for (let attempt = 0; ; attempt++) {
     let wish: number | undefined;
+    let reason: string;
     try {
       const res = await request(url, {
         method: 'GET',
@@ -55,6 +66,7 @@ export async function apiGet(url: string, opts: GetOptions): Promise<ApiResponse
       const out: ApiResponse = { status: res.statusCode, headers: res.headers, body };
       if (!RETRYABLE_STATUS.has(res.statusCode) || attempt >= retries) return out;
       wish = retryAfterMs(res.headers);
+      reason = `HTTP ${res.statusCode}`;
     } catch (e) {
       if (opts.signal?.aborted) throw e;
       if (e instanceof BodyTooLargeError) {
@@ -63,8 +75,12 @@ export async function apiGet(url: string, opts: GetOptions): Promise<ApiResponse
       if (attempt >= retries) {
         throw new NetworkError(`cannot reach ${new URL(url).origin}: ${(e as Error).message}`, 'ESF_NETWORK', { cause: e });
       }
+      const code = (e as { code?: unknown }).code;
+      reason = typeof code === 'string' ? code : (e as Error).message;
     }
-    await sleep(backoffDelay(attempt + 1, policy, wish), opts.signal);
+    const delayMs = backoffDelay(attempt + 1, policy, wish);
+    opts.onRetry?.({ attempt: attempt + 1, of: retries, delayMs, reason });
+    await sleep(delayMs, opts.signal);
   }
 }
 

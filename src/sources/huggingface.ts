@@ -9,7 +9,7 @@ import { listingTooLarge, MAX_LISTING_ENTRIES, MAX_LISTING_FILES, validateListin
 import { isCommitId, repoId, type ModelRef } from '../core/ref.js';
 import type { Origin } from '../core/transfer.js';
 import { apiGet, parseJson, type ApiResponse } from './http.js';
-import { encodePath, type Source } from './source.js';
+import { encodePath, type Source, type SourceHooks } from './source.js';
 
 export interface HfSettings {
   endpoint: string;
@@ -55,7 +55,7 @@ export class HuggingFaceSource implements Source {
   private readonly token: string | undefined;
   private readonly dispatcher: Dispatcher;
 
-  constructor(settings: HfSettings, dispatcher: Dispatcher) {
+  constructor(settings: HfSettings, dispatcher: Dispatcher, private readonly hooks: SourceHooks = {}) {
     this.endpoint = settings.endpoint;
     this.token = settings.token;
     this.dispatcher = dispatcher;
@@ -69,7 +69,7 @@ export class HuggingFaceSource implements Source {
     const id = repoId(ref);
     const base = `${this.endpoint}/api/models/${encodePath(id)}`;
     const revUrl = `${base}/revision/${encodeURIComponent(ref.revision)}`;
-    const rev = await apiGet(revUrl, { dispatcher: this.dispatcher, headers: this.authHeaders(), signal });
+    const rev = await apiGet(revUrl, { dispatcher: this.dispatcher, headers: this.authHeaders(), onRetry: this.hooks.onRetry, signal });
     if (rev.status !== 200) this.fail(rev, ref);
     const info = parseJson<{ sha?: unknown } | null>(rev, `revision ${ref.revision} of ${id}`);
     const commit = typeof info?.sha === 'string' ? info.sha : '';
@@ -98,7 +98,7 @@ export class HuggingFaceSource implements Source {
       if (seen.has(next)) throw new NetworkError(`${this.hubName} tree pagination loops at ${next}`, 'ESF_BAD_RESPONSE');
       if (seen.size >= MAX_TREE_PAGES) throw listingTooLarge(what, MAX_TREE_PAGES, 'pages');
       seen.add(next);
-      const page = await apiGet(next, { dispatcher: this.dispatcher, headers: this.authHeaders(), signal });
+      const page = await apiGet(next, { dispatcher: this.dispatcher, headers: this.authHeaders(), onRetry: this.hooks.onRetry, signal });
       if (page.status !== 200) this.fail(page, ref);
       const items = parseJson<unknown>(page, `file list of ${id}`);
       if (!Array.isArray(items)) throw new NetworkError(`${this.hubName} file list of ${id} is not an array`, 'ESF_BAD_RESPONSE');

@@ -11,7 +11,7 @@ import { apiGet, parseJson, type ApiResponse } from './http.js';
  * fields): room for the most files a listing may have (core/paths MAX_LISTING_FILES), no more.
  */
 export const MAX_MS_LIST_BODY = 128 * 1024 * 1024;
-import { encodePath, type Source } from './source.js';
+import { encodePath, type Source, type SourceHooks } from './source.js';
 
 export interface MsSettings {
   endpoint: string;
@@ -88,7 +88,7 @@ export class ModelScopeSource implements Source {
   private readonly token: string | undefined;
   private readonly dispatcher: Dispatcher;
 
-  constructor(settings: MsSettings, dispatcher: Dispatcher) {
+  constructor(settings: MsSettings, dispatcher: Dispatcher, private readonly hooks: SourceHooks = {}) {
     this.endpoint = settings.endpoint;
     this.token = settings.token;
     this.dispatcher = dispatcher;
@@ -99,7 +99,7 @@ export class ModelScopeSource implements Source {
   }
 
   private async getData<T>(url: string, ref: ModelRef, what: string, signal?: AbortSignal, maxBytes?: number): Promise<T> {
-    const res = await apiGet(url, { dispatcher: this.dispatcher, headers: this.authHeaders(), signal, ...(maxBytes ? { maxBytes } : {}) });
+    const res = await apiGet(url, { dispatcher: this.dispatcher, headers: this.authHeaders(), onRetry: this.hooks.onRetry, signal, ...(maxBytes ? { maxBytes } : {}) });
     if (res.status !== 200) this.fail(res, ref);
     const env = parseJson<MsEnvelope<T> | null>(res, what);
     if (!isObject(env)) throw new NetworkError(`ModelScope answered the ${what} of ms://${repoId(ref)} with JSON that is not an object`, 'ESF_BAD_RESPONSE');

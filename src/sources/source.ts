@@ -1,6 +1,7 @@
 import type { FileEntry, Manifest } from '../core/manifest.js';
 import type { ModelRef } from '../core/ref.js';
 import type { Origin } from '../core/transfer.js';
+import type { ApiRetry } from './http.js';
 
 /** A hub adapter: pins a ref to a commit with its full listing, and says where each file's bytes are. */
 export interface Source {
@@ -11,6 +12,11 @@ export interface Source {
   readonly endpoint: string;
   resolve(ref: ModelRef, signal?: AbortSignal): Promise<Manifest>;
   origin(manifest: Manifest, file: FileEntry): Origin;
+}
+
+/** What a caller hears from a source while it works (retries of its API calls). */
+export interface SourceHooks {
+  onRetry?: (r: ApiRetry) => void;
 }
 
 /** Percent-encode every path segment but keep the slashes, as both hubs expect in URLs. */

@@ -3,6 +3,7 @@
  * gives it a pseudo-terminal, against the fake hub; the test reads what the terminal received.
  */
 import { spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hubEnv, pattern, storeArgs } from '../bundle/helpers.js';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
@@ -21,6 +22,15 @@ async function onTerminal(args: string[], env: Record<string, string | undefined
   // Keep the text and the frames: \r or "cursor to column 1" starts a redraw of the line; other escape codes go.
   const screen = r.stdout.replaceAll('\x1b[1G', '\r').replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/g, '').replace(/[\u2588\u2591]/g, '');
   return { code: r.code, screen };
+}
+
+/** A loopback port nothing listens on (bound, then closed). */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
 }
 
 /** The frames drawn on the terminal, in order. */
@@ -46,6 +56,8 @@ describe.skipIf(NO_PTY)('pull progress on a terminal (skipped without util-linux
       // The first thing on screen says what is happening, and it keeps counting while the hub waits.
       expect(shown[0]).toBe('hf://demo/bar@main: resolving the revision (0 s)');
       expect(shown).toContain('hf://demo/bar@main: resolving the revision (1 s)');
+      // And why it waits: the hub's answer, which retry this is of how many, and for how long.
+      expect(shown).toContain('hf://demo/bar@main: the hub API: retry 1 of 5 in 2 s (HTTP 503)');
       const bars = shown.filter((f) => / \d+% /.test(f));
       expect(bars.at(-1)).toMatch(/\| 100% 8\.0 MiB\/8\.0 MiB .* eta 0s$/);
       for (const b of bars) if (/\| 0% /.test(b)) expect(b).not.toMatch(/eta 0s/);
@@ -53,6 +65,16 @@ describe.skipIf(NO_PTY)('pull progress on a terminal (skipped without util-linux
       hub.clearFaults();
     }
   });
+
+  it('a hub that is down: each retry of its API is an event (n of m, the wait, the reason), then exit 7', async () => {
+    const dir = await tmpDir();
+    const down = `http://127.0.0.1:${await closedPort()}`;
+    const r = await runCli(['pull', 'hf://demo/bar', ...storeArgs(dir), '--json'], { env: { ...hubEnv(hub), HF_ENDPOINT: down } });
+    expect(r.code, r.stderr).toBe(7);
+    const retries = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.type === 'retry');
+    expect(retries.map((e) => `${e.attempt} of ${e.of}`)).toEqual(['1 of 5', '2 of 5', '3 of 5', '4 of 5', '5 of 5']);
+    for (const e of retries) expect(e).toMatchObject({ file: 'the hub API', reason: 'ECONNREFUSED' });
+  }, 60_000);
 
   it('while another process downloads the revision, says so and keeps counting the seconds', async () => {
     const dir = await tmpDir();

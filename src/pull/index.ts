@@ -116,7 +116,7 @@ async function downloadOnce(rev: Revision, source: Source, opts: PullOptions): P
       replica = await findReplicaCopies(opts.replicas, manifest, rev.files, { env: opts.env ?? process.env, signal, logger: opts.logger, connections: opts.connections });
     }
     const pull = replica ? { ...opts, engineHooks: { ...opts.engineHooks, chunkSources: [...(opts.engineHooks?.chunkSources ?? []), replica] } } : opts;
-    const { shas, downloaded } = await fetchMissing({ store, source, manifest, files: rev.files, pinDir, holder, onLost, signal, pull }).catch((e: unknown) => {
+    const { shas, downloaded } = await fetchMissing({ store, source, manifest, files: rev.files, pinDir, lease, signal, pull }).catch((e: unknown) => {
       throw lost.signal.aborted ? lost.signal.reason : e;
     });
     signal.throwIfAborted();

@@ -781,10 +781,14 @@ export class Engine {
       await j.fh!.close().catch(() => undefined);
       j.fh = undefined;
       j.phase = 'done';
+      // A finished job keeps only its result: 20,000 small files must not keep 20,000 chunk plans.
+      j.chunks = [];
+      j.hash = undefined;
       this.emit({ type: 'blob-verified', key, label, size });
       j.result = { key, path: j.path, sha256: found.sha256, size };
-      j.resolve(j.result);
       this.pump();
+      if (this.opts.onVerified) await this.opts.onVerified(j.result);
+      j.resolve(j.result);
       return;
     }
     this.emit({ type: 'hash-mismatch', key, label, expected: bad.expected, found: bad.found });

@@ -1,5 +1,5 @@
 import type { BlobKey } from '../core/blob-key.js';
-import type { BlobRequest, ByteSource, TransferEvent } from '../core/transfer.js';
+import type { BlobRequest, ByteSource, FetchedBlob, TransferEvent } from '../core/transfer.js';
 import type { RateLimiter } from '../core/rate-limiter.js';
 
 export interface EngineOptions {
@@ -38,6 +38,12 @@ export interface EngineOptions {
    * the same kernel boot (see src/state/resume.ts). The store may fsync on publish instead.
    */
   fsync?: boolean;
+  /**
+   * Called once per blob as soon as it is verified, before the others are done (a pull commits it
+   * into the store here, so a crash keeps it). Awaited; a throw fails the whole call. The file at
+   * `path` is the callee's from then on.
+   */
+  onVerified?: (blob: FetchedBlob) => Promise<void> | void;
   /** Hash worker threads (default: cores - 1, at least 1, at most 4). */
   hashWorkers?: number;
 }

@@ -5,7 +5,7 @@
  * Claims hang off the revision's lease (store/lease.ts): one heartbeat however many files.
  * Each blob is committed into the store the moment it verifies, so a crash keeps it.
  */
-import { link, mkdir } from 'node:fs/promises';
+import { link, mkdir, readdir } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import { join } from 'node:path';
 import { blobFileStem, blobKeyOf, formatBlobKey, type BlobKey } from '../core/blob-key.js';
@@ -44,7 +44,21 @@ export async function fetchMissing(o: FetchMissingOptions): Promise<{ shas: Map<
   const { mine, theirs } = await claimBlobs(o, landing, progress, requests);
   await fetchAndCommit(o, landing, progress, mine);
   await awaitOthers(o, landing, progress, theirs);
+  await clearDeadClaims(o, landing.keys);
   return { shas: landing.shas, downloaded: progress.downloaded };
+}
+
+/**
+ * Claims a dead pull left on blobs it had committed but not yet unclaimed (a SIGKILL between the
+ * two): free already, but files nobody else would remove. One directory listing finds them; a
+ * claim taken over and given back removes each (a live one elsewhere is left alone).
+ */
+async function clearDeadClaims(o: FetchMissingOptions, keys: readonly BlobKey[]): Promise<void> {
+  const present = new Set(await readdir(o.store.leaseDir).catch(() => [] as string[]));
+  const left = keys.map((key) => claimName({ key })).filter((n) => present.has(`${n}.lease`));
+  await inParallel(left, o.signal, async (n) => {
+    if (await o.lease.claim(n)) await o.lease.unclaim(n);
+  });
 }
 
 /**
@@ -54,6 +68,8 @@ export async function fetchMissing(o: FetchMissingOptions): Promise<{ shas: Map<
 class Landing {
   /** Repo path -> SHA-256 of its content, for every file landed so far. */
   readonly shas = new Map<string, string>();
+  /** The key of every distinct blob of the selection. */
+  readonly keys: BlobKey[] = [];
   private readonly pathsByKey = new Map<string, string[]>();
 
   constructor(
@@ -74,6 +90,7 @@ class Landing {
       else {
         this.pathsByKey.set(id, [f.path]);
         firsts.push({ key, f });
+        this.keys.push(key);
       }
     }
     // Looking in the store is a few small reads per file: many at a time, not 20,000 in a row.
@@ -191,7 +208,7 @@ async function inParallel<T, R>(items: readonly T[], signal: AbortSignal, fn: (i
  * revisions that share content, on this node or another, must not write one partial file at
  * once: each blob is fetched under its own claim, and blobs someone else is fetching are awaited.
  */
-function claimName(r: BlobRequest): string {
+function claimName(r: Pick<BlobRequest, 'key'>): string {
   return `blob-${blobFileStem(r.key)}`;
 }
 

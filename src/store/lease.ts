@@ -370,7 +370,7 @@ class HeldLease implements Lease {
   /** Monotonic time of the last successful renewal (or of the acquisition). */
   private lastRenew = performance.now();
 
-  /** Claims held under this lease: name -> the exact content written (to recognise it as ours). */
+  /** Claims held under this lease: name -> the claim's nonce (to recognise its file as ours). */
   private readonly claims = new Map<string, string>();
 
   constructor(
@@ -448,20 +448,21 @@ class HeldLease implements Lease {
     if (this.claims.has(name)) return true;
     const path = leasePath(this.dir, name);
     const { nonce: groupNonce, ...info } = this.stored;
-    const content = JSON.stringify({ ...info, acquiredAt: Date.now(), renewedAt: Date.now(), nonce: nonce(), group: this.name, groupNonce });
+    const own = nonce();
+    const content = JSON.stringify({ ...info, acquiredAt: Date.now(), renewedAt: Date.now(), nonce: own, group: this.name, groupNonce });
     // No fsync: the group's file carries the liveness, and a torn claim is judged by its mtime.
     if (!(await createOrTakeOver(path, () => content, false))) return false;
-    this.claims.set(name, content);
+    this.claims.set(name, own);
     return true;
   }
 
   async unclaim(name: string): Promise<void> {
-    const content = this.claims.get(name);
-    if (content === undefined) return;
+    const own = this.claims.get(name);
+    if (own === undefined) return;
     this.claims.delete(name);
     const path = leasePath(this.dir, name);
     const now = await fsp.readFile(path, 'utf8').catch(() => undefined);
-    if (now === content) await fsp.unlink(path).catch(() => {});
+    if (now !== undefined && parseLease(now)?.nonce === own) await fsp.unlink(path).catch(() => {});
   }
 
   async release(): Promise<void> {

@@ -4,19 +4,29 @@
  */
 import { Agent, request, type Dispatcher } from 'undici';
 import { connectOptions, type ServerTrust } from '../http/tls.js';
-import { FETCHING_HEADER, NODE_HEADER } from './server.js';
+import { FETCHING_HEADER, MAX_RELAYED, NODE_HEADER } from './server.js';
 import { isRangeList, type Range } from './ranges.js';
 import type { PeerToken } from './token.js';
 
-export interface BlobStatus {
+/** What one node holds and fetches of a blob. */
+export interface PeerView {
   nodeId: string;
-  sha256: string;
-  size: number | null;
   complete: boolean;
   fetching: boolean;
   ranges: Range[];
   inflight: Range[];
 }
+
+export interface BlobStatus extends PeerView {
+  sha256: string;
+  size: number | null;
+  /** Nodes that told this one (by asking) that they fetch the blob too. */
+  interested: string[];
+  /** What this node last heard from the peers it asked (it relays, so others need not ask them all). */
+  peers: PeerView[];
+}
+
+const NODE_ID_RE = /^[\w.-]{1,64}$/;
 
 export type DataResult =
   | { kind: 'data'; body: AsyncIterable<Uint8Array> & { destroy(err?: Error): void } }
@@ -79,7 +89,14 @@ export class PeerClient {
   async status(baseUrl: string, sha: string, fetching: boolean, signal?: AbortSignal): Promise<BlobStatus | undefined> {
     const res = await this.get(`${baseUrl}/v1/peer/blobs/${sha}`, this.headers(fetching), signal ?? AbortSignal.timeout(this.timeoutMs), this.timeoutMs);
     const body = await readJson(res);
-    if (res.statusCode === 404) return undefined;
+    if (res.statusCode === 404) {
+      // Holds nothing, but may still know who fetches it (relayed views, interest).
+      try {
+        return parseStatus(body, sha, baseUrl);
+      } catch {
+        return undefined;
+      }
+    }
     if (res.statusCode !== 200) throw new PeerProtocolError(`${baseUrl}: blob status answered ${res.statusCode}`, res.statusCode);
     return parseStatus(body, sha, baseUrl);
   }
@@ -145,5 +162,14 @@ function parseStatus(body: unknown, sha: string, baseUrl: string): BlobStatus {
   ) {
     throw new PeerProtocolError(`${baseUrl}: malformed blob status`);
   }
-  return { nodeId: b.nodeId, sha256: sha, size: typeof b.size === 'number' ? b.size : null, complete: b.complete, fetching: b.fetching, ranges: b.ranges, inflight: b.inflight ?? [] };
+  const interested = Array.isArray(b.interested) ? b.interested.filter((x): x is string => typeof x === 'string' && NODE_ID_RE.test(x)).slice(0, MAX_RELAYED) : [];
+  const peers = Array.isArray(b.peers) ? b.peers.slice(0, MAX_RELAYED).flatMap((v) => parseView(v)) : [];
+  return { nodeId: b.nodeId, sha256: sha, size: typeof b.size === 'number' ? b.size : null, complete: b.complete, fetching: b.fetching, ranges: b.ranges, inflight: b.inflight ?? [], interested, peers };
+}
+
+/** One relayed view, or nothing when malformed (a bad entry does not spoil the status). */
+function parseView(v: unknown): PeerView[] {
+  const x = v as Partial<PeerView> | undefined;
+  if (!x || typeof x.nodeId !== 'string' || !NODE_ID_RE.test(x.nodeId) || typeof x.complete !== 'boolean' || typeof x.fetching !== 'boolean' || !isRangeList(x.ranges) || !isRangeList(x.inflight)) return [];
+  return [{ nodeId: x.nodeId, complete: x.complete, fetching: x.fetching, ranges: x.ranges, inflight: x.inflight }];
 }

@@ -47,7 +47,7 @@ export interface P2PNodeOptions {
   uploadMaxRate?: number;
   uploadConcurrency?: number;
   /** Chunk-source tuning (waits, gather, small blobs). */
-  tuning?: Pick<PeerChunkSourceOptions, 'maxWaitMs' | 'pollMs' | 'statusTtlMs' | 'gatherMs' | 'smallBlobBytes'>;
+  tuning?: Pick<PeerChunkSourceOptions, 'maxWaitMs' | 'pollMs' | 'statusTtlMs' | 'gatherMs' | 'smallBlobBytes' | 'fanout'>;
   logger?: Logger;
 }
 

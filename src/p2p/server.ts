@@ -23,6 +23,8 @@ import type { LocalHolding, LocalInventory } from './inventory.js';
 import { covers, parseByteRange } from './ranges.js';
 import type { PeerToken } from './token.js';
 
+/** Entries relayed in one status, at most (a 256-node cluster fits). */
+export const MAX_RELAYED = 512;
 export const PEER_PROTOCOL = 1;
 export const NODE_HEADER = 'x-swift-fetch-node';
 export const FETCHING_HEADER = 'x-swift-fetch-fetching';
@@ -149,7 +151,11 @@ class PeerApi {
     const { inventory, nodeId } = this.deps;
     const h = await inventory.holding(sha);
     const fetching = !h.complete && inventory.isFetching(sha);
-    return { h, body: { nodeId, sha256: sha, size: h.size ?? null, complete: h.complete, fetching, ranges: h.ranges, inflight: fetching ? inventory.inflight(sha) : [] } };
+    // Who else fetches it and what they hold, as this node last heard: askers learn the swarm from
+    // a few nodes instead of asking every peer (docs/p2p.md, "Control traffic").
+    const interested = inventory.interestedPeers(sha).slice(0, MAX_RELAYED);
+    const peers = inventory.peerViews(sha).slice(0, MAX_RELAYED);
+    return { h, body: { nodeId, sha256: sha, size: h.size ?? null, complete: h.complete, fetching, ranges: h.ranges, inflight: fetching ? inventory.inflight(sha) : [], interested, peers } };
   }
 
   /** Whether a `wait` long-poll is worth holding: the range is not here yet, and this node is fetching it. */

@@ -330,7 +330,7 @@ export class Engine {
    * (docs/p2p.md). Those waiters are bounded separately.
    */
   private pump(): void {
-    const cap = this.sources.length > 0 ? this.connections * (1 + SOURCE_WAITERS_PER_CONNECTION) : this.connections;
+    const cap = this.sources.length > 0 ? this.connections + (this.opts.sourceWaiters ?? this.connections * SOURCE_WAITERS_PER_CONNECTION) : this.connections;
     while (this.failure === undefined && this.active.size < cap && this.active.size - this.inSources < this.connections) {
       const t = this.nextTask();
       if (!t) break;

@@ -31,6 +31,11 @@ export interface EngineOptions {
   /** Places a chunk may come from before the origin (P2P); any failure falls back to the origin. */
   chunkSources?: ChunkSource[];
   /**
+   * Tasks that may wait inside chunk sources (on peers) beyond `connections`; they hold no origin
+   * connection. Default 4 x connections; 0 restores "a waiting task holds a connection slot".
+   */
+  sourceWaiters?: number;
+  /**
    * fdatasync written chunks in the background (every second) and the whole file before it is
    * returned, so resume state and results also survive a power loss. Costs disk speed: a pull
    * then runs no faster than the disk can flush. Default false: bytes are safe against any death

@@ -53,6 +53,12 @@ export interface PeerClientOptions {
   timeoutMs?: number;
   /** How peers' certificates are checked over https (an untrusted peer never sees the token). */
   trust?: ServerTrust;
+  /**
+   * A data body that delivers nothing this long is abandoned (default 5 s). Peers are in-cluster
+   * and uploads are paced in small pieces: a longer silence is a peer that stalled without
+   * closing, and the engine's own stall timeout (30 s) is far too long to wait for it.
+   */
+  bodyTimeoutMs?: number;
 }
 
 export class PeerClient {
@@ -73,7 +79,7 @@ export class PeerClient {
   }
 
   private async get(url: string, headers: Record<string, string>, signal: AbortSignal | undefined, headersTimeout: number, data = false): Promise<Dispatcher.ResponseData> {
-    return request(url, { method: 'GET', headers, dispatcher: data ? this.agent : this.control, signal, headersTimeout, bodyTimeout: 30_000 });
+    return request(url, { method: 'GET', headers, dispatcher: data ? this.agent : this.control, signal, headersTimeout, bodyTimeout: this.opts.bodyTimeoutMs ?? 5_000 });
   }
 
   async info(baseUrl: string, signal?: AbortSignal): Promise<{ nodeId: string; protocol: number }> {

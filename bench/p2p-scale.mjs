@@ -63,7 +63,13 @@ const origin = createServer(async (req, res) => {
     const ok = res.write(f.buf.subarray(off, off + n));
     originBytes += n;
     off += n;
-    if (!ok) await new Promise((r) => { res.once('drain', r); res.once('close', r); });
+    if (!ok) {
+      await new Promise((r) => {
+        const done = () => { res.off('drain', done); res.off('close', done); r(); };
+        res.on('drain', done);
+        res.on('close', done);
+      });
+    }
     const wait = t0 + ((off - start) / originRate) * 1000 - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
   }

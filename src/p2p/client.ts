@@ -82,6 +82,21 @@ export class PeerClient {
     return request(url, { method: 'GET', headers, dispatcher: data ? this.agent : this.control, signal, headersTimeout, bodyTimeout: this.opts.bodyTimeoutMs ?? 5_000 });
   }
 
+  /** Tell a peer that `origin` asked for a pause of `waitMs` (429/503 Retry-After). */
+  async backoff(baseUrl: string, origin: string, waitMs: number): Promise<void> {
+    const res = await request(`${baseUrl}/v1/peer/backoff`, {
+      method: 'POST',
+      headers: this.headers(false, { 'content-type': 'application/json' }),
+      body: JSON.stringify({ origin, waitMs: Math.round(waitMs) }),
+      dispatcher: this.control,
+      signal: AbortSignal.timeout(this.timeoutMs),
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+    });
+    await res.body.dump().catch(() => undefined);
+    if (res.statusCode !== 204) throw new PeerProtocolError(`${baseUrl}: backoff answered ${res.statusCode}`, res.statusCode);
+  }
+
   async info(baseUrl: string, signal?: AbortSignal): Promise<{ nodeId: string; protocol: number }> {
     const res = await this.get(`${baseUrl}/v1/peer/info`, this.headers(false), signal ?? AbortSignal.timeout(this.timeoutMs), this.timeoutMs);
     const body = await readJson(res);

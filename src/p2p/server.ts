@@ -18,7 +18,8 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { RateLimiter } from '../transfer/index.js';
 import type { P2PCounters } from './counters.js';
-import { sendJson } from '../http/respond.js';
+import { readJson, sendJson } from '../http/respond.js';
+import { MAX_BACKOFF_MS, type OriginBackoff } from '../core/origin-backoff.js';
 import type { LocalHolding, LocalInventory } from './inventory.js';
 import { covers, parseByteRange } from './ranges.js';
 import type { PeerToken } from './token.js';
@@ -41,6 +42,8 @@ export interface RouteRegistrar {
 }
 
 export interface PeerServerDeps {
+  /** Where pauses that peers pass on are noted (POST /v1/peer/backoff); without it the route is 404. */
+  originBackoff?: OriginBackoff;
   nodeId: string;
   token: PeerToken;
   inventory: LocalInventory;
@@ -295,6 +298,17 @@ export function registerPeerRoutes(router: RouteRegistrar, deps: PeerServerDeps)
     if (sha) await api.data(req, res, sha, url);
   });
 
+  // A peer was told by an origin to pause: so are we (bounded, and only http(s) origins).
+  router.add('POST', '/v1/peer/backoff', async ({ req, res }) => {
+    if (!api.authorized(req, res)) return;
+    const b = (await readJson(req, 4096)) as { origin?: unknown; waitMs?: unknown };
+    const origin = typeof b.origin === 'string' ? canonicalOrigin(b.origin) : undefined;
+    const waitMs = typeof b.waitMs === 'number' && Number.isFinite(b.waitMs) && b.waitMs > 0 ? Math.min(b.waitMs, MAX_BACKOFF_MS) : undefined;
+    if (origin === undefined || waitMs === undefined) return sendJson(res, 400, { error: 'expected {"origin": "https://host[:port]", "waitMs": > 0}' });
+    deps.originBackoff?.note(origin, waitMs, 'peer');
+    res.writeHead(204).end();
+  });
+
   return {
     uploadLimiter: api.limiter,
     get activeUploads() {
@@ -327,4 +341,14 @@ function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
     res.on('close', done);
     signal.addEventListener('abort', done, { once: true });
   });
+}
+
+/** `https://host[:port]` exactly as URL.origin writes it, or undefined. */
+function canonicalOrigin(v: string): string | undefined {
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === v ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }

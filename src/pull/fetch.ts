@@ -277,6 +277,7 @@ async function fetchAndCommit(o: FetchMissingOptions, landing: Landing, progress
       env: pull.env,
       storeLabel: store.root,
       chunkSources: hooks?.chunkSources,
+      ...(hooks?.originBackoff ? { originBackoff: hooks.originBackoff } : {}),
     });
   } finally {
     flushForget();

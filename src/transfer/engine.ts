@@ -14,6 +14,10 @@ import { DEFAULT_CONNECTIONS, chunkCount, planBlockSize, planChunkSize } from '.
 import { TRANSFER_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
 import type { ChunkSource, ChunkEvent, EngineOptions } from './types.js';
+import { OriginBackoff } from '../core/origin-backoff.js';
+
+/** The process's pauses per origin, for engines not given one: every pull in a daemon shares it. */
+export const processBackoff = new OriginBackoff();
 
 /**
  * Bytes gathered per connection before one writev: few write calls, little memory. Measured on
@@ -26,8 +30,12 @@ const SYNC_EVERY_MS = 1000;
 /**
  * With chunk sources (peers), tasks waiting inside a source hold no origin connection: up to this
  * many times `connections` tasks may wait there, while origin-bound tasks stay at `connections`.
+ * Not more: every node works through the same window of chunks, so the cluster has about as many
+ * origin requests open as one node has tasks, and they share the origin's bandwidth. At 4x, on a
+ * capped origin, single pieces got so slow that their waiters gave up (20 s) and fetched them
+ * again: 1.34-1.41 origin copies at N = 8 (docs/p2p.md); at 1x, 1.000.
  */
-const SOURCE_WAITERS_PER_CONNECTION = 4;
+const SOURCE_WAITERS_PER_CONNECTION = 1;
 /** Never split an in-flight range into halves smaller than this (each split costs a connection). */
 const MIN_STEAL = 4 * 1024 * 1024;
 const PROGRESS_EVERY = 1024 * 1024;
@@ -534,6 +542,7 @@ export class Engine {
         if (failures > this.maxRetries || attempts > this.maxRetries * 8) {
           throw new NetworkError(`${j.req.label}: giving up after ${attempts} attempts: ${reason}`, 'ESF_NETWORK', { cause: e });
         }
+        if (e instanceof RetryableError && e.origin && e.retryAfterMs !== undefined) (this.opts.originBackoff ?? processBackoff).note(e.origin, e.retryAfterMs);
         const delayMs = backoffDelay(failures, this.backoff, e instanceof RetryableError ? e.retryAfterMs : undefined);
         this.emit({ type: 'retry', key: j.req.key, label: j.req.label, attempt: attempts, delayMs, reason });
         t.waitingSince = 0;
@@ -617,9 +626,13 @@ export class Engine {
 
   private async originRequest(t: Task): Promise<void> {
     const j = t.blob;
+    const backoff = this.opts.originBackoff ?? processBackoff;
+    // Known hosts' pauses are waited out before the stall clock starts (openRange checks each hop too).
+    await backoff.wait([j.session.hubOrigin, new URL(j.session.target ?? j.session.origin.url).origin], t.ac.signal);
     t.waitingSince = performance.now();
     const wantEnd = t.ranged ? t.end : undefined;
-    const res = await openRange(this.dispatcher, j.session, j.req.label, t.pos, wantEnd, t.ac.signal);
+    // A pause the hub or the CDN asked of anyone in this process (or of a peer) holds us too.
+    const res = await openRange(this.dispatcher, j.session, j.req.label, t.pos, wantEnd, t.ac.signal, backoff);
     let skip = 0;
     try {
       const size = j.req.size;

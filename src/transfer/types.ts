@@ -1,6 +1,7 @@
 import type { BlobKey } from '../core/blob-key.js';
 import type { BlobRequest, ByteSource, FetchedBlob, TransferEvent } from '../core/transfer.js';
 import type { RateLimiter } from '../core/rate-limiter.js';
+import type { OriginBackoff } from '../core/origin-backoff.js';
 
 export interface EngineOptions {
   /** `<store>/.swift-fetch/partial`: partial files live here, on the store's filesystem. */
@@ -32,7 +33,7 @@ export interface EngineOptions {
   chunkSources?: ChunkSource[];
   /**
    * Tasks that may wait inside chunk sources (on peers) beyond `connections`; they hold no origin
-   * connection. Default 4 x connections; 0 restores "a waiting task holds a connection slot".
+   * connection. Default 1 x connections; 0 restores "a waiting task holds a connection slot".
    */
   sourceWaiters?: number;
   /**
@@ -49,6 +50,11 @@ export interface EngineOptions {
    * `path` is the callee's from then on.
    */
   onVerified?: (blob: FetchedBlob) => Promise<void> | void;
+  /**
+   * Process-wide pauses per origin (core/origin-backoff.ts): a 429/503 Retry-After that any request
+   * receives delays every request to that origin, and the P2P node shares it with its peers.
+   */
+  originBackoff?: OriginBackoff;
   /** Hash worker threads (default: cores - 1, at least 1, at most 4). */
   hashWorkers?: number;
 }
@@ -57,7 +63,7 @@ export interface EngineOptions {
  * The engine's extension points as one bundle: where chunks may come from before the origin, and
  * the events a peer server follows. P2P makes one (`P2PNode.engineHooks()`) and pulls pass it on.
  */
-export type EngineHooks = Pick<EngineOptions, 'chunkSources' | 'onChunk' | 'onEvent'>;
+export type EngineHooks = Pick<EngineOptions, 'chunkSources' | 'onChunk' | 'onEvent' | 'originBackoff'>;
 
 export interface ChunkSourceRequest {
   key: BlobKey;

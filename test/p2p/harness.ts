@@ -13,7 +13,7 @@ import type { BlobRequest, FetchedBlob, TransferEvent } from '../../src/core/tra
 import { Router } from '../../src/daemon/router.js';
 import { createP2PNode, PeerToken, type DnsResolver, type P2PNode, type P2PNodeOptions } from '../../src/p2p/index.js';
 import { Store } from '../../src/store/store.js';
-import { fetchBlobs, RateLimiter } from '../../src/transfer/index.js';
+import { fetchBlobs, OriginBackoff, RateLimiter } from '../../src/transfer/index.js';
 
 export interface NodeOptions {
   token: string;
@@ -101,6 +101,8 @@ export class SwarmNode {
       store: this.store,
       stateDir: this.stateDir,
       token: PeerToken.fromValue(this.opts.token),
+      // Each node its own, as in separate processes: what one learns, the others hear from it.
+      originBackoff: new OriginBackoff(),
       discoveryIntervalMs: j.discoveryIntervalMs ?? 1_000,
       ...(j.static ? { static: j.static } : {}),
       ...(j.dns ? { dns: j.dns } : {}),

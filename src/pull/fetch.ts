@@ -278,6 +278,7 @@ async function fetchAndCommit(o: FetchMissingOptions, landing: Landing, progress
       storeLabel: store.root,
       chunkSources: hooks?.chunkSources,
       ...(hooks?.originBackoff ? { originBackoff: hooks.originBackoff } : {}),
+      ...(pull.priority ? { priority: pull.priority } : {}),
     });
   } finally {
     flushForget();

@@ -15,6 +15,7 @@ import { TRANSFER_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError
 import { sleep } from '../core/sleep.js';
 import type { ChunkSource, ChunkEvent, EngineOptions } from './types.js';
 import { OriginBackoff } from '../core/origin-backoff.js';
+import { processGate } from './priority.js';
 
 /** The process's pauses per origin, for engines not given one: every pull in a daemon shares it. */
 export const processBackoff = new OriginBackoff();
@@ -226,6 +227,7 @@ export class Engine {
     }
     const signal = this.opts.signal;
     const onAbort = () => this.fail(signal!.reason);
+    let leaveUrgent: (() => void) | undefined;
     try {
       if (signal?.aborted) throw signal.reason;
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -235,6 +237,7 @@ export class Engine {
         throw this.storageError(e, 'creating the partial folder');
       }
       this.nodeId = this.state.nodeId();
+      if (this.opts.priority !== 'background') leaveUrgent = (this.opts.priorityGate ?? processGate).enterUrgent();
       await this.checkSpace();
       this.stallTimer = setInterval(() => this.checkStalls(), Math.max(50, Math.min(1000, this.stallMs / 4)));
       if (this.opts.fsync) this.syncTimer = setInterval(() => this.syncInBackground(), SYNC_EVERY_MS);
@@ -247,6 +250,7 @@ export class Engine {
       await this.drain();
       throw this.failure;
     } finally {
+      leaveUrgent?.();
       signal?.removeEventListener('abort', onAbort);
       if (this.stallTimer) clearInterval(this.stallTimer);
       if (this.syncTimer) clearInterval(this.syncTimer);
@@ -617,9 +621,12 @@ export class Engine {
   private async fromOrigin(t: Task): Promise<void> {
     // Waiting for a slot is not a stall: the clock starts with the request.
     await this.originSlot(t.ac.signal);
+    let releaseGate: (() => void) | undefined;
     try {
+      if (this.opts.priority === 'background') releaseGate = await (this.opts.priorityGate ?? processGate).background(t.ac.signal);
       await this.originRequest(t);
     } finally {
+      releaseGate?.();
       this.releaseOriginSlot();
     }
   }

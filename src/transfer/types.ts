@@ -2,6 +2,7 @@ import type { BlobKey } from '../core/blob-key.js';
 import type { BlobRequest, ByteSource, FetchedBlob, TransferEvent } from '../core/transfer.js';
 import type { RateLimiter } from '../core/rate-limiter.js';
 import type { OriginBackoff } from '../core/origin-backoff.js';
+import type { PriorityGate, TransferPriority } from './priority.js';
 
 export interface EngineOptions {
   /** `<store>/.swift-fetch/partial`: partial files live here, on the store's filesystem. */
@@ -55,6 +56,14 @@ export interface EngineOptions {
    * receives delays every request to that origin, and the P2P node shares it with its peers.
    */
   originBackoff?: OriginBackoff;
+  /**
+   * 'urgent' (default: someone waits for it) or 'background' (a pre-pull): while any urgent
+   * transfer runs in the process, background ones keep at most 2 origin requests open together
+   * (transfer/priority.ts).
+   */
+  priority?: TransferPriority;
+  /** The gate priorities meet at (default: the process's). */
+  priorityGate?: PriorityGate;
   /** Hash worker threads (default: cores - 1, at least 1, at most 4). */
   hashWorkers?: number;
 }

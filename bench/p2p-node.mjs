@@ -44,6 +44,7 @@ for await (const line of createInterface({ input: process.stdin })) {
       discoveryIntervalMs: 2_000,
       uploadMaxRate: o.uploadMaxRate ?? 0,
       uploadConcurrency: o.uploadConcurrency ?? 8,
+      ...(o.fanout !== undefined ? { tuning: { fanout: o.fanout } } : {}),
     });
     p2p.registerRoutes(router);
     await p2p.start();
@@ -62,6 +63,7 @@ for await (const line of createInterface({ input: process.stdin })) {
       ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}),
       ...(o.maxRate ? { limiter: new RateLimiter(o.maxRate) } : {}),
       hashWorkers: 1,
+      ...(o.sourceWaiters !== undefined ? { sourceWaiters: o.sourceWaiters } : {}),
       ...hooks,
     });
     for (const b of fetched) await store.commitBlob(b.path, b.sha256);

@@ -19,12 +19,15 @@ const RETRYABLE_CODES = new Set([
 
 /** A failure that another attempt may fix. `retryAfterMs` is the server's wish, if it said one. */
 export class RetryableError extends Error {
+  /** The URL origin that asked for the pause (429/503 with Retry-After), shared with the cluster. */
+  readonly origin: string | undefined;
   constructor(
     readonly reason: string,
     readonly retryAfterMs?: number,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; origin?: string },
   ) {
     super(reason, options);
+    this.origin = options?.origin;
   }
 }
 

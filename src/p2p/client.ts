@@ -5,27 +5,38 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { BodyTooLargeError, readBodyText } from '../http/body.js';
 import { connectOptions, type ServerTrust } from '../http/tls.js';
-import { FETCHING_HEADER, NODE_HEADER } from './server.js';
+import { FETCHING_HEADER, MAX_RELAYED, NODE_HEADER } from './server.js';
 import { isRangeList, type Range } from './ranges.js';
 import type { PeerToken } from './token.js';
 
 /**
  * Largest JSON answers read from a peer. A node's info is a few dozen bytes; a blob status lists
- * ranges, a few tens of KiB for a fragmented multi-GB blob. A peer that answers /v1/peer/info
- * with 1 GiB of JSON took its victim to 2.2 GB of memory before these (issue 12, item 7).
+ * ranges (and relays the views of up to MAX_RELAYED peers), a few hundred KiB at most for
+ * fragmented multi-GB blobs. A peer that answers /v1/peer/info with 1 GiB of JSON took its victim
+ * to 2.2 GB of memory before these (issue 12, item 7).
  */
 export const MAX_PEER_INFO_BYTES = 64 * 1024;
 export const MAX_PEER_STATUS_BYTES = 1024 * 1024;
 
-export interface BlobStatus {
+/** What one node holds and fetches of a blob. */
+export interface PeerView {
   nodeId: string;
-  sha256: string;
-  size: number | null;
   complete: boolean;
   fetching: boolean;
   ranges: Range[];
   inflight: Range[];
 }
+
+export interface BlobStatus extends PeerView {
+  sha256: string;
+  size: number | null;
+  /** Nodes that told this one (by asking) that they fetch the blob too. */
+  interested: string[];
+  /** What this node last heard from the peers it asked (it relays, so others need not ask them all). */
+  peers: PeerView[];
+}
+
+const NODE_ID_RE = /^[\w.-]{1,64}$/;
 
 export type DataResult =
   | { kind: 'data'; body: AsyncIterable<Uint8Array> & { destroy(err?: Error): void } }
@@ -52,6 +63,12 @@ export interface PeerClientOptions {
   timeoutMs?: number;
   /** How peers' certificates are checked over https (an untrusted peer never sees the token). */
   trust?: ServerTrust;
+  /**
+   * A data body that delivers nothing this long is abandoned (default 5 s). Peers are in-cluster
+   * and uploads are paced in small pieces: a longer silence is a peer that stalled without
+   * closing, and the engine's own stall timeout (30 s) is far too long to wait for it.
+   */
+  bodyTimeoutMs?: number;
 }
 
 export class PeerClient {
@@ -72,7 +89,22 @@ export class PeerClient {
   }
 
   private async get(url: string, headers: Record<string, string>, signal: AbortSignal | undefined, headersTimeout: number, data = false): Promise<Dispatcher.ResponseData> {
-    return request(url, { method: 'GET', headers, dispatcher: data ? this.agent : this.control, signal, headersTimeout, bodyTimeout: 30_000 });
+    return request(url, { method: 'GET', headers, dispatcher: data ? this.agent : this.control, signal, headersTimeout, bodyTimeout: this.opts.bodyTimeoutMs ?? 5_000 });
+  }
+
+  /** Tell a peer that `origin` asked for a pause of `waitMs` (429/503 Retry-After). */
+  async backoff(baseUrl: string, origin: string, waitMs: number): Promise<void> {
+    const res = await request(`${baseUrl}/v1/peer/backoff`, {
+      method: 'POST',
+      headers: this.headers(false, { 'content-type': 'application/json' }),
+      body: JSON.stringify({ origin, waitMs: Math.round(waitMs) }),
+      dispatcher: this.control,
+      signal: AbortSignal.timeout(this.timeoutMs),
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+    });
+    await res.body.dump().catch(() => undefined);
+    if (res.statusCode !== 204) throw new PeerProtocolError(`${baseUrl}: backoff answered ${res.statusCode}`, res.statusCode);
   }
 
   async info(baseUrl: string, signal?: AbortSignal): Promise<{ nodeId: string; protocol: number }> {
@@ -88,7 +120,14 @@ export class PeerClient {
   async status(baseUrl: string, sha: string, fetching: boolean, signal?: AbortSignal): Promise<BlobStatus | undefined> {
     const res = await this.get(`${baseUrl}/v1/peer/blobs/${sha}`, this.headers(fetching), signal ?? AbortSignal.timeout(this.timeoutMs), this.timeoutMs);
     const body = await readJson(res, MAX_PEER_STATUS_BYTES, baseUrl);
-    if (res.statusCode === 404) return undefined;
+    if (res.statusCode === 404) {
+      // Holds nothing, but may still know who fetches it (relayed views, interest).
+      try {
+        return parseStatus(body, sha, baseUrl);
+      } catch {
+        return undefined;
+      }
+    }
     if (res.statusCode !== 200) throw new PeerProtocolError(`${baseUrl}: blob status answered ${res.statusCode}`, res.statusCode);
     return parseStatus(body, sha, baseUrl);
   }
@@ -161,5 +200,14 @@ function parseStatus(body: unknown, sha: string, baseUrl: string): BlobStatus {
   ) {
     throw new PeerProtocolError(`${baseUrl}: malformed blob status`);
   }
-  return { nodeId: b.nodeId, sha256: sha, size: typeof b.size === 'number' ? b.size : null, complete: b.complete, fetching: b.fetching, ranges: b.ranges, inflight: b.inflight ?? [] };
+  const interested = Array.isArray(b.interested) ? b.interested.filter((x): x is string => typeof x === 'string' && NODE_ID_RE.test(x)).slice(0, MAX_RELAYED) : [];
+  const peers = Array.isArray(b.peers) ? b.peers.slice(0, MAX_RELAYED).flatMap((v) => parseView(v)) : [];
+  return { nodeId: b.nodeId, sha256: sha, size: typeof b.size === 'number' ? b.size : null, complete: b.complete, fetching: b.fetching, ranges: b.ranges, inflight: b.inflight ?? [], interested, peers };
+}
+
+/** One relayed view, or nothing when malformed (a bad entry does not spoil the status). */
+function parseView(v: unknown): PeerView[] {
+  const x = v as Partial<PeerView> | undefined;
+  if (!x || typeof x.nodeId !== 'string' || !NODE_ID_RE.test(x.nodeId) || typeof x.complete !== 'boolean' || typeof x.fetching !== 'boolean' || !isRangeList(x.ranges) || !isRangeList(x.inflight)) return [];
+  return [{ nodeId: x.nodeId, complete: x.complete, fetching: x.fetching, ranges: x.ranges, inflight: x.inflight }];
 }

@@ -20,6 +20,8 @@ export class P2PCounters {
   peerErrors = 0;
   /** Peers quarantined for serving bytes that did not match the verified file. */
   quarantines = 0;
+  /** Blob status requests this node sent (control traffic; data requests are not counted). */
+  statusRequests = 0;
 
   private readonly listeners = new Set<(name: keyof P2PCounterValues, delta: number) => void>();
 
@@ -35,8 +37,8 @@ export class P2PCounters {
   }
 
   snapshot(): P2PCounterValues {
-    const { bytesFromPeers, bytesServed, uploads, uploadsRejected, unauthorized, peerTimeouts, peerErrors, quarantines } = this;
-    return { bytesFromPeers, bytesServed, uploads, uploadsRejected, unauthorized, peerTimeouts, peerErrors, quarantines };
+    const { bytesFromPeers, bytesServed, uploads, uploadsRejected, unauthorized, peerTimeouts, peerErrors, quarantines, statusRequests } = this;
+    return { bytesFromPeers, bytesServed, uploads, uploadsRejected, unauthorized, peerTimeouts, peerErrors, quarantines, statusRequests };
   }
 }
 
@@ -49,4 +51,5 @@ export interface P2PCounterValues {
   peerTimeouts: number;
   peerErrors: number;
   quarantines: number;
+  statusRequests: number;
 }

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ServerTrust } from '../http/tls.js';
-import type { EngineHooks } from '../transfer/index.js';
+import { processBackoff, type EngineHooks, type OriginBackoff } from '../transfer/index.js';
 import { PeerClient } from './client.js';
 import { P2PCounters } from './counters.js';
 import { PeerDiscovery, type DnsResolver } from './discovery.js';
@@ -46,8 +46,10 @@ export interface P2PNodeOptions {
   quarantineMs?: number;
   uploadMaxRate?: number;
   uploadConcurrency?: number;
+  /** Pauses per origin that the engine and the peers' notices share (default: the process's). */
+  originBackoff?: OriginBackoff;
   /** Chunk-source tuning (waits, gather, small blobs). */
-  tuning?: Pick<PeerChunkSourceOptions, 'maxWaitMs' | 'pollMs' | 'statusTtlMs' | 'gatherMs' | 'smallBlobBytes'>;
+  tuning?: Pick<PeerChunkSourceOptions, 'maxWaitMs' | 'pollMs' | 'statusTtlMs' | 'gatherMs' | 'smallBlobBytes' | 'fanout'>;
   logger?: Logger;
 }
 
@@ -58,6 +60,7 @@ export interface P2PNode {
   readonly discovery: PeerDiscovery;
   readonly client: PeerClient;
   readonly source: PeerChunkSource;
+  readonly originBackoff: OriginBackoff;
   /** Mount `/v1/peer/...` on the daemon's router. */
   registerRoutes(router: RouteRegistrar): PeerServer;
   /**
@@ -90,6 +93,8 @@ export function createP2PNode(o: P2PNodeOptions): P2PNode {
   });
   const source = new PeerChunkSource({ nodeId, discovery, client, inventory, counters, ...o.tuning, ...(o.logger ? { logger: o.logger } : {}) });
   const servers: PeerServer[] = [];
+  const originBackoff = o.originBackoff ?? processBackoff;
+  const stopSharing = shareBackoff(originBackoff, discovery, client, o.logger);
   return {
     nodeId,
     counters,
@@ -97,8 +102,10 @@ export function createP2PNode(o: P2PNodeOptions): P2PNode {
     discovery,
     client,
     source,
+    originBackoff,
     registerRoutes(router) {
       const s = registerPeerRoutes(router, {
+        originBackoff,
         nodeId,
         token: o.token,
         inventory,
@@ -112,6 +119,7 @@ export function createP2PNode(o: P2PNodeOptions): P2PNode {
     },
     engineHooks(chain = {}) {
       return {
+        originBackoff,
         chunkSources: [source],
         onEvent: (e) => {
           source.onEvent(e);
@@ -125,9 +133,27 @@ export function createP2PNode(o: P2PNodeOptions): P2PNode {
     },
     start: () => discovery.start(),
     async stop() {
+      stopSharing();
       discovery.stop();
       for (const s of servers) s.close();
       await client.close();
     },
   };
+}
+
+/**
+ * Pass on a pause an origin asked of this node (not one a peer told us: no echoes) to every live
+ * peer, at most once a second per origin. Best effort: a peer that misses it learns on its own.
+ */
+function shareBackoff(backoff: OriginBackoff, discovery: PeerDiscovery, client: PeerClient, logger: Logger | undefined): () => void {
+  const lastSent = new Map<string, number>();
+  return backoff.onNote((origin, untilMs, from) => {
+    if (from !== 'origin') return;
+    const now = Date.now();
+    if (now - (lastSent.get(origin) ?? 0) < 1_000) return;
+    lastSent.set(origin, now);
+    const waitMs = untilMs - now;
+    logger?.warn({ origin, waitMs }, 'origin asked for a pause; telling the peers');
+    for (const p of discovery.live()) void client.backoff(p.url, origin, waitMs).catch(() => undefined);
+  });
 }

@@ -2,6 +2,7 @@ import { stat } from 'node:fs/promises';
 import { sha256Key, sha256OfKey } from '../core/blob-key.js';
 import type { ChunkEvent } from '../transfer/index.js';
 import { completedRanges } from '../transfer/index.js';
+import type { PeerView } from './client.js';
 import { addRange, covers, normalize, type Range } from './ranges.js';
 
 /** How long "I am fetching this blob" holds without any sign of activity (a pull that died quietly). */
@@ -10,6 +11,8 @@ const FETCHING_TTL_MS = 60_000;
 const INFLIGHT_TTL_MS = 5 * 60_000;
 /** How long a peer's "I am fetching it too" (told while asking us) counts. */
 const INTEREST_TTL_MS = 30_000;
+/** A relayed view older than this is not passed on (ranges only grow; in-flight pieces move). */
+const VIEW_TTL_MS = 3_000;
 /** Fallback poll for waiters when no chunk events arrive (the engine hook is not wired). */
 const WAIT_POLL_MS = 500;
 
@@ -43,6 +46,8 @@ export class LocalInventory {
   private readonly fetching = new Map<string, Fetching>();
   private readonly chunks = new Map<string, { path: string; ranges: Range[] }>();
   private readonly interest = new Map<string, Map<string, number>>();
+  /** What peers answered about each blob, kept briefly to relay to askers (status `peers`). */
+  private readonly views = new Map<string, Map<string, { at: number; view: PeerView }>>();
   private readonly waiters = new Map<string, Set<() => void>>();
   /** Sizes of blobs seen, so a partial download can be described after its fetch ended. */
   private readonly sizes = new Map<string, number>();
@@ -129,6 +134,27 @@ export class LocalInventory {
     let m = this.interest.get(sha);
     if (!m) this.interest.set(sha, (m = new Map()));
     m.set(peerId, Date.now());
+  }
+
+  /** Remember what `view.nodeId` said about `sha` (relayed to others for VIEW_TTL_MS). */
+  notePeerView(sha: string, view: PeerView): void {
+    let m = this.views.get(sha);
+    if (!m) this.views.set(sha, (m = new Map()));
+    m.set(view.nodeId, { at: Date.now(), view });
+  }
+
+  /** Fresh views of `sha` heard from peers (not older than VIEW_TTL_MS). */
+  peerViews(sha: string): PeerView[] {
+    const m = this.views.get(sha);
+    if (!m) return [];
+    const now = Date.now();
+    const out: PeerView[] = [];
+    for (const [id, e] of m) {
+      if (now - e.at > VIEW_TTL_MS) m.delete(id);
+      else out.push(e.view);
+    }
+    if (m.size === 0) this.views.delete(sha);
+    return out;
   }
 
   /** Peers that recently told us (by asking) that they fetch `sha` too. */

@@ -18,3 +18,14 @@ export function ownerOf(sha256: string, pieceEnd: number, members: readonly stri
   }
   return best;
 }
+
+/**
+ * The `k` members of highest weight for a blob: its trackers. Every node that sees the same
+ * members picks the same ones, so all nodes fetching a blob announce themselves to the same few
+ * nodes and learn the rest of the swarm from them (docs/p2p.md, "Control traffic").
+ */
+export function trackersOf(sha256: string, members: readonly string[], k: number): Set<string> {
+  const weighted = members.map((m) => ({ m, w: createHash('sha256').update(`${m}\0${sha256}\0tracker`).digest().readBigUInt64BE(0) }));
+  weighted.sort((a, b) => (a.w === b.w ? (a.m < b.m ? -1 : 1) : a.w > b.w ? -1 : 1));
+  return new Set(weighted.slice(0, k).map((x) => x.m));
+}

@@ -18,11 +18,14 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { RateLimiter } from '../transfer/index.js';
 import type { P2PCounters } from './counters.js';
-import { sendJson } from '../http/respond.js';
+import { readJson, sendJson } from '../http/respond.js';
+import { MAX_BACKOFF_MS, type OriginBackoff } from '../core/origin-backoff.js';
 import type { LocalHolding, LocalInventory } from './inventory.js';
 import { covers, parseWantedRange } from './ranges.js';
 import type { PeerToken } from './token.js';
 
+/** Entries relayed in one status, at most (a 256-node cluster fits). */
+export const MAX_RELAYED = 512;
 export const PEER_PROTOCOL = 1;
 export const NODE_HEADER = 'x-swift-fetch-node';
 export const FETCHING_HEADER = 'x-swift-fetch-fetching';
@@ -39,6 +42,8 @@ export interface RouteRegistrar {
 }
 
 export interface PeerServerDeps {
+  /** Where pauses that peers pass on are noted (POST /v1/peer/backoff); without it the route is 404. */
+  originBackoff?: OriginBackoff;
   nodeId: string;
   token: PeerToken;
   inventory: LocalInventory;
@@ -149,7 +154,11 @@ class PeerApi {
     const { inventory, nodeId } = this.deps;
     const h = await inventory.holding(sha);
     const fetching = !h.complete && inventory.isFetching(sha);
-    return { h, body: { nodeId, sha256: sha, size: h.size ?? null, complete: h.complete, fetching, ranges: h.ranges, inflight: fetching ? inventory.inflight(sha) : [] } };
+    // Who else fetches it and what they hold, as this node last heard: askers learn the swarm from
+    // a few nodes instead of asking every peer (docs/p2p.md, "Control traffic").
+    const interested = inventory.interestedPeers(sha).slice(0, MAX_RELAYED);
+    const peers = inventory.peerViews(sha).slice(0, MAX_RELAYED);
+    return { h, body: { nodeId, sha256: sha, size: h.size ?? null, complete: h.complete, fetching, ranges: h.ranges, inflight: fetching ? inventory.inflight(sha) : [], interested, peers } };
   }
 
   /** Whether a `wait` long-poll is worth holding: the range is not here yet, and this node is fetching it. */
@@ -289,6 +298,17 @@ export function registerPeerRoutes(router: RouteRegistrar, deps: PeerServerDeps)
     if (sha) await api.data(req, res, sha, url);
   });
 
+  // A peer was told by an origin to pause: so are we (bounded, and only http(s) origins).
+  router.add('POST', '/v1/peer/backoff', async ({ req, res }) => {
+    if (!api.authorized(req, res)) return;
+    const b = (await readJson(req, 4096)) as { origin?: unknown; waitMs?: unknown };
+    const origin = typeof b.origin === 'string' ? canonicalOrigin(b.origin) : undefined;
+    const waitMs = typeof b.waitMs === 'number' && Number.isFinite(b.waitMs) && b.waitMs > 0 ? Math.min(b.waitMs, MAX_BACKOFF_MS) : undefined;
+    if (origin === undefined || waitMs === undefined) return sendJson(res, 400, { error: 'expected {"origin": "https://host[:port]", "waitMs": > 0}' });
+    deps.originBackoff?.note(origin, waitMs, 'peer');
+    res.writeHead(204).end();
+  });
+
   return {
     uploadLimiter: api.limiter,
     get activeUploads() {
@@ -310,4 +330,14 @@ function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
     res.on('close', done);
     signal.addEventListener('abort', done, { once: true });
   });
+}
+
+/** `https://host[:port]` exactly as URL.origin writes it, or undefined. */
+function canonicalOrigin(v: string): string | undefined {
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === v ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }

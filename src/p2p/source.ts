@@ -21,12 +21,12 @@ import { sha256OfKey } from '../core/blob-key.js';
 import type { TransferEvent } from '../core/transfer.js';
 import type { ChunkEvent, ChunkSource, ChunkSourceRequest } from '../transfer/index.js';
 import { BlameLedger } from './blame.js';
-import type { BlobStatus, PeerClient } from './client.js';
+import type { BlobStatus, PeerClient, PeerView } from './client.js';
 import type { P2PCounters } from './counters.js';
 import type { Peer, PeerDiscovery } from './discovery.js';
 import type { LocalInventory } from './inventory.js';
 import { covers } from './ranges.js';
-import { ownerOf } from './rendezvous.js';
+import { ownerOf, trackersOf } from './rendezvous.js';
 import { sleep } from '../core/sleep.js';
 
 /** How long a peer may take to say what it holds of a blob. */
@@ -48,6 +48,11 @@ export interface PeerChunkSourceOptions {
   gatherMs?: number;
   /** Blobs below this size never wait for a peer (default 1 MiB): one request to the origin is cheaper. */
   smallBlobBytes?: number;
+  /**
+   * Trackers per blob (default 3): with more peers than this, a node asks only the blob's trackers
+   * (rendezvous-chosen) and whoever asked it, and learns the rest from their relayed views.
+   */
+  fanout?: number;
   logger?: Logger;
   /** Told of each quarantine. */
   onQuarantine?: (peer: Peer | { id: string }, reason: string) => void;
@@ -70,6 +75,7 @@ export class PeerChunkSource implements ChunkSource {
   private readonly statusTtlMs: number;
   private readonly gatherMs: number;
   private readonly smallBlobBytes: number;
+  private readonly fanout: number;
 
   constructor(private readonly o: PeerChunkSourceOptions) {
     this.log = o.logger?.child({ module: 'p2p-source' });
@@ -78,6 +84,7 @@ export class PeerChunkSource implements ChunkSource {
     this.statusTtlMs = o.statusTtlMs ?? 1_000;
     this.gatherMs = o.gatherMs ?? 150;
     this.smallBlobBytes = o.smallBlobBytes ?? 1024 * 1024;
+    this.fanout = Math.max(1, o.fanout ?? 3);
   }
 
   // ------------------------------------------------------------------ engine hooks
@@ -162,7 +169,7 @@ export class PeerChunkSource implements ChunkSource {
       req.signal.throwIfAborted();
       const peers = this.usablePeers();
       if (peers.length === 0) return this.origin(sha, req);
-      const statuses = await this.statuses(sha, peers, false, req.signal);
+      const { statuses, interested } = this.withRelayed(await this.statuses(sha, this.contacts(sha, peers), false, req.signal), peers);
 
       // 1. Someone has it now.
       const holders = peers.filter((p) => {
@@ -194,7 +201,7 @@ export class PeerChunkSource implements ChunkSource {
       let ownerId: string | undefined;
       if (inflight.length > 0) ownerId = ownerOf(sha, req.end, inflight.map((p) => p.id));
       else {
-        const interested = new Set(inventory.interestedPeers(sha));
+        for (const id of inventory.interestedPeers(sha)) interested.add(id);
         const members = [this.o.nodeId, ...peers.filter((p) => statuses.get(p.id)?.fetching || interested.has(p.id)).map((p) => p.id)];
         ownerId = ownerOf(sha, req.end, members);
       }
@@ -245,12 +252,43 @@ export class PeerChunkSource implements ChunkSource {
       .map((x) => x.p);
   }
 
+  /**
+   * Whom to ask about a blob. In a small swarm every peer. With more peers than `fanout`, the
+   * blob's trackers (the same few nodes for everyone) plus the peers that asked us: what a node
+   * asks stays flat as the cluster grows, and the trackers, asked by everyone, relay the rest.
+   */
+  private contacts(sha: string, peers: Peer[]): Peer[] {
+    if (peers.length <= this.fanout) return peers;
+    const trackers = trackersOf(sha, [this.o.nodeId, ...peers.map((p) => p.id)], this.fanout);
+    const asked = new Set(this.o.inventory.interestedPeers(sha));
+    return peers.filter((p) => trackers.has(p.id) || asked.has(p.id));
+  }
+
+  /**
+   * Direct answers plus what they relay: views of peers we did not ask (a direct answer wins) and
+   * the ids of nodes that told them they fetch the blob.
+   */
+  private withRelayed(direct: Map<string, BlobStatus | undefined>, peers: Peer[]): { statuses: Map<string, PeerView | undefined>; interested: Set<string> } {
+    const statuses = new Map<string, PeerView | undefined>(direct);
+    const interested = new Set<string>();
+    const usable = new Set(peers.map((p) => p.id));
+    for (const s of direct.values()) {
+      if (!s) continue;
+      for (const id of s.interested) if (id !== this.o.nodeId) interested.add(id);
+      for (const v of s.peers) if (v.nodeId !== this.o.nodeId && usable.has(v.nodeId) && !statuses.has(v.nodeId)) statuses.set(v.nodeId, v);
+    }
+    return { statuses, interested };
+  }
+
   /** First decision on a blob: tell the peers we want it, give simultaneous starters a moment. */
   private async gather(sha: string, signal: AbortSignal): Promise<void> {
     let p = this.decided.get(sha);
     if (!p) {
       const peers = this.usablePeers();
-      p = peers.length === 0 ? Promise.resolve() : this.statuses(sha, peers, true, signal).then(() => sleep(this.gatherMs, signal));
+      const announce = () => this.statuses(sha, this.contacts(sha, peers), true, signal);
+      // With trackers, what others announced during the pause is known only to them: ask again.
+      const settle = () => (peers.length > this.fanout ? announce().then(() => undefined) : undefined);
+      p = peers.length === 0 ? Promise.resolve() : announce().then(() => sleep(this.gatherMs, signal)).then(settle);
       p = p.catch(() => undefined);
       this.decided.set(sha, p);
     }
@@ -270,10 +308,16 @@ export class PeerChunkSource implements ChunkSource {
             // Shared by every task that asks within the ttl: bound it by time, not by the first
             // asker's signal, or one cancelled pull would mark healthy peers as failed for all.
             value: this.o.client.status(p.url, sha, true, AbortSignal.timeout(STATUS_TIMEOUT_MS)).then(
-              (s) => (s && s.nodeId !== p.id ? 'error' : s),
+              (s) => {
+                if (s && s.nodeId !== p.id) return 'error';
+                // Kept to relay to whoever asks us (trackers are asked by everyone).
+                if (s) this.o.inventory.notePeerView(sha, { nodeId: s.nodeId, complete: s.complete, fetching: s.fetching, ranges: s.ranges, inflight: s.inflight });
+                return s;
+              },
               () => 'error' as const,
             ),
           };
+          this.o.counters.add('statusRequests');
           this.statusCache.set(k, e);
         }
         const v = await e.value;

@@ -1,9 +1,12 @@
 /**
  * Getting every selected file of a revision into the blob store: what is there already is only
- * pinned; the rest is fetched by the transfer engine, each blob under its own lease so that pulls
+ * pinned; the rest is fetched by the transfer engine, each blob under its own claim so that pulls
  * of other revisions sharing it (on this node or another one on the same volume) fetch it once.
+ * Claims hang off the revision's lease (store/lease.ts): one heartbeat however many files.
+ * Each blob is committed into the store the moment it verifies, so a crash keeps it.
  */
-import { link, mkdir } from 'node:fs/promises';
+import { link, mkdir, readdir } from 'node:fs/promises';
+import pLimit from 'p-limit';
 import { join } from 'node:path';
 import { blobFileStem, blobKeyOf, formatBlobKey, type BlobKey } from '../core/blob-key.js';
 import type { FileEntry, Manifest } from '../core/manifest.js';
@@ -11,7 +14,7 @@ import { sleep } from '../core/sleep.js';
 import type { BlobRequest, ByteSource, TransferEvent } from '../core/transfer.js';
 import type { Source } from '../sources/index.js';
 import { storageError } from '../store/fsutil.js';
-import { tryAcquireLease, type Lease } from '../store/lease.js';
+import type { Lease } from '../store/lease.js';
 import type { Store } from '../store/store.js';
 import { fetchBlobs, forgetBlobs } from '../transfer/index.js';
 import type { PullOptions } from './types.js';
@@ -24,9 +27,8 @@ export interface FetchMissingOptions {
   files: readonly FileEntry[];
   /** This pull's folder of extra links to every blob it uses (see pinDir in index.ts). */
   pinDir: string;
-  /** Lease holder id, and what to do when a blob lease is lost. */
-  holder: string;
-  onLost: () => void;
+  /** The revision's lease: blobs this pull fetches are claimed under it. */
+  lease: Lease;
   /** Aborts on the caller's signal and on a lost lease. */
   signal: AbortSignal;
   /** The pull's options: engine tuning, events, lease ttl, poll interval. */
@@ -37,16 +39,26 @@ export interface FetchMissingOptions {
 export async function fetchMissing(o: FetchMissingOptions): Promise<{ shas: Map<string, string>; downloaded: number }> {
   const landing = new Landing(o.store, o.pinDir);
   const progress = new Progress(o.files, o.pull.onEvent);
-  const requests = await landing.plan(o.files, o.manifest, o.source, progress);
+  const requests = await landing.plan(o.files, o.manifest, o.source, progress, o.signal);
   progress.emit('origin');
-  const { mine, leases, theirs } = await claimBlobs(o, landing, progress, requests);
-  try {
-    await fetchAndCommit(o, landing, progress, mine);
-  } finally {
-    await Promise.all(leases.map((l) => l.release()));
-  }
+  const { mine, theirs } = await claimBlobs(o, landing, progress, requests);
+  await fetchAndCommit(o, landing, progress, mine);
   await awaitOthers(o, landing, progress, theirs);
+  await clearDeadClaims(o, landing.keys);
   return { shas: landing.shas, downloaded: progress.downloaded };
+}
+
+/**
+ * Claims a dead pull left on blobs it had committed but not yet unclaimed (a SIGKILL between the
+ * two): free already, but files nobody else would remove. One directory listing finds them; a
+ * claim taken over and given back removes each (a live one elsewhere is left alone).
+ */
+async function clearDeadClaims(o: FetchMissingOptions, keys: readonly BlobKey[]): Promise<void> {
+  const present = new Set(await readdir(o.store.leaseDir).catch(() => [] as string[]));
+  const left = keys.map((key) => claimName({ key })).filter((n) => present.has(`${n}.lease`));
+  await inParallel(left, o.signal, async (n) => {
+    if (await o.lease.claim(n)) await o.lease.unclaim(n);
+  });
 }
 
 /**
@@ -56,6 +68,8 @@ export async function fetchMissing(o: FetchMissingOptions): Promise<{ shas: Map<
 class Landing {
   /** Repo path -> SHA-256 of its content, for every file landed so far. */
   readonly shas = new Map<string, string>();
+  /** The key of every distinct blob of the selection. */
+  readonly keys: BlobKey[] = [];
   private readonly pathsByKey = new Map<string, string[]>();
 
   constructor(
@@ -64,22 +78,32 @@ class Landing {
   ) {}
 
   /** Requests for the files whose content is not in the store yet (one per distinct blob); lands the others. */
-  async plan(files: readonly FileEntry[], manifest: Manifest, source: Source, progress: Progress): Promise<BlobRequest[]> {
+  async plan(files: readonly FileEntry[], manifest: Manifest, source: Source, progress: Progress, signal: AbortSignal): Promise<BlobRequest[]> {
     const requests = new Map<string, BlobRequest>();
+    const firsts: Array<{ key: BlobKey; f: FileEntry }> = [];
     for (const f of files) {
       // A file the hub gives no hash for is keyed by its place in the commit: fetched, never deduplicated.
       const key = blobKeyOf(f, manifest.commit);
       const id = formatBlobKey(key);
-      (this.pathsByKey.get(id) ?? this.pathsByKey.set(id, []).get(id)!).push(f.path);
-      if (requests.has(id)) continue;
-      if (await this.landStored(key, f)) {
+      const paths = this.pathsByKey.get(id);
+      if (paths) paths.push(f.path);
+      else {
+        this.pathsByKey.set(id, [f.path]);
+        firsts.push({ key, f });
+        this.keys.push(key);
+      }
+    }
+    // Looking in the store is a few small reads per file: many at a time, not 20,000 in a row.
+    const held = await inParallel(firsts, signal, ({ key, f }) => this.landStored(key, f));
+    for (const [i, { key, f }] of firsts.entries()) {
+      if (held[i]) {
         progress.add(f.size);
         continue;
       }
       const req: BlobRequest = { key, label: f.path, size: f.size, origin: source.origin(manifest, f) };
       if (f.sha256) req.sha256 = f.sha256;
       if (f.gitOid) req.gitOid = f.gitOid;
-      requests.set(id, req);
+      requests.set(formatBlobKey(key), req);
     }
     return [...requests.values()];
   }
@@ -163,98 +187,121 @@ class Progress {
   };
 }
 
+/** Store lookups and claims at once: enough to hide file-system latency, few descriptors. */
+const FS_PARALLEL = 16;
+
+/** `fn` over `items`, FS_PARALLEL at a time, in order; stops early when `signal` aborts. */
+async function inParallel<T, R>(items: readonly T[], signal: AbortSignal, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const limit = pLimit(FS_PARALLEL);
+  return Promise.all(
+    items.map((item) =>
+      limit(() => {
+        signal.throwIfAborted();
+        return fn(item);
+      }),
+    ),
+  );
+}
+
 /**
  * Partial files live in the (possibly shared) store, named by blob. Two pulls of different
  * revisions that share content, on this node or another, must not write one partial file at
- * once: each blob is fetched under its own lease, and blobs someone else is fetching are awaited.
+ * once: each blob is fetched under its own claim, and blobs someone else is fetching are awaited.
  */
-function blobLease(o: FetchMissingOptions, r: BlobRequest): Promise<Lease | undefined> {
-  return tryAcquireLease(o.store.leaseDir, `blob-${blobFileStem(r.key)}`, { holder: o.holder, ttlMs: o.pull.leaseTtlMs, onLost: o.onLost });
+function claimName(r: Pick<BlobRequest, 'key'>): string {
+  return `blob-${blobFileStem(r.key)}`;
 }
 
-/** Split the requests into ours (leased, or unhashed: the revision lease covers those) and theirs. */
+/** Split the requests into ours (claimed, or unhashed: the revision lease covers those) and theirs. */
 async function claimBlobs(o: FetchMissingOptions, landing: Landing, progress: Progress, requests: BlobRequest[]) {
   const mine: BlobRequest[] = [];
-  const leases: Lease[] = [];
   const theirs: BlobRequest[] = [];
-  try {
-    for (const r of requests) {
-      if (r.key.kind === 'path') {
-        mine.push(r);
-        continue;
-      }
-      const lease = await blobLease(o, r);
-      if (!lease) {
-        theirs.push(r);
-        continue;
-      }
-      // Committed by someone else between our look and our lease: nothing to fetch.
-      if (await landing.landStored(r.key, r)) {
-        progress.add(r.size);
-        await lease.release();
-        continue;
-      }
-      mine.push(r);
-      leases.push(lease);
+  const verdicts = await inParallel(requests, o.signal, async (r): Promise<'mine' | 'theirs' | 'stored'> => {
+    if (r.key.kind === 'path') return 'mine';
+    if (!(await o.lease.claim(claimName(r)))) return 'theirs';
+    // Committed by someone else between our look and our claim: nothing to fetch.
+    if (await landing.landStored(r.key, r)) {
+      await o.lease.unclaim(claimName(r));
+      return 'stored';
     }
-  } catch (e) {
-    await Promise.all(leases.map((l) => l.release()));
-    throw e;
+    return 'mine';
+  });
+  for (const [i, r] of requests.entries()) {
+    if (verdicts[i] === 'mine') mine.push(r);
+    else if (verdicts[i] === 'theirs') theirs.push(r);
+    else progress.add(r.size);
   }
-  return { mine, leases, theirs };
+  return { mine, theirs };
 }
 
-/** Fetch and verify `reqs`, move each into the blob store and land it. */
+/** Forget resume rows in batches: each call opens the resume database. */
+const FORGET_BATCH = 512;
+
+/**
+ * Fetch and verify `reqs`; each blob is moved into the blob store, landed and unclaimed the moment
+ * it verifies (a crash keeps what is done, and the claim never outlives the partial file).
+ */
 async function fetchAndCommit(o: FetchMissingOptions, landing: Landing, progress: Progress, reqs: BlobRequest[]): Promise<void> {
   if (reqs.length === 0) return;
   const { pull, store } = o;
   const hooks = pull.engineHooks;
-  const fetched = await fetchBlobs(reqs, {
-    partialDir: store.partialDir,
-    stateDir: pull.stateDir,
-    connections: pull.connections,
-    chunkSize: pull.chunkSize,
-    limiter: pull.limiter,
-    signal: o.signal,
-    onEvent: (e) => {
-      hooks?.onEvent?.(e);
-      progress.onTransfer(e);
-    },
-    onChunk: hooks?.onChunk,
-    stallTimeoutMs: pull.stallTimeoutMs,
-    fsync: pull.fsync,
-    env: pull.env,
-    storeLabel: store.root,
-    chunkSources: hooks?.chunkSources,
-  });
-  for (const [i, b] of fetched.entries()) {
-    await store.commitBlob(b.path, b.sha256, reqs[i]!.gitOid);
-    await landing.land(b.key, b.sha256);
+  const byKey = new Map(reqs.map((r) => [formatBlobKey(r.key), r]));
+  let forget: BlobKey[] = [];
+  const flushForget = () => {
+    if (forget.length > 0) forgetBlobs(forget, { stateDir: pull.stateDir });
+    forget = [];
+  };
+  try {
+    await fetchBlobs(reqs, {
+      partialDir: store.partialDir,
+      stateDir: pull.stateDir,
+      connections: pull.connections,
+      chunkSize: pull.chunkSize,
+      limiter: pull.limiter,
+      signal: o.signal,
+      onEvent: (e) => {
+        hooks?.onEvent?.(e);
+        progress.onTransfer(e);
+      },
+      onChunk: hooks?.onChunk,
+      onVerified: async (b) => {
+        const r = byKey.get(formatBlobKey(b.key))!;
+        await store.commitBlob(b.path, b.sha256, r.gitOid);
+        await landing.land(b.key, b.sha256);
+        if (r.key.kind !== 'path') await o.lease.unclaim(claimName(r));
+        forget.push(b.key);
+        if (forget.length >= FORGET_BATCH) flushForget();
+      },
+      stallTimeoutMs: pull.stallTimeoutMs,
+      fsync: pull.fsync,
+      env: pull.env,
+      storeLabel: store.root,
+      chunkSources: hooks?.chunkSources,
+      ...(hooks?.originBackoff ? { originBackoff: hooks.originBackoff } : {}),
+      ...(pull.priority ? { priority: pull.priority } : {}),
+    });
+  } finally {
+    flushForget();
   }
-  forgetBlobs(fetched.map((b) => b.key), { stateDir: pull.stateDir });
 }
 
-/** Wait for the blobs other pulls are fetching; take over any whose lease frees up unfinished. */
+/** Wait for the blobs other pulls are fetching; take over any whose claim frees up unfinished. */
 async function awaitOthers(o: FetchMissingOptions, landing: Landing, progress: Progress, theirs: BlobRequest[]): Promise<void> {
   while (theirs.length > 0) {
     const still: BlobRequest[] = [];
-    for (const r of theirs) {
-      if (await landing.landStored(r.key, r)) {
+    const freed: BlobRequest[] = [];
+    const verdicts = await inParallel(theirs, o.signal, async (r): Promise<'stored' | 'freed' | 'held'> => {
+      if (await landing.landStored(r.key, r)) return 'stored';
+      return (await o.lease.claim(claimName(r))) ? 'freed' : 'held';
+    });
+    for (const [i, r] of theirs.entries()) {
+      if (verdicts[i] === 'stored') {
         progress.add(r.size);
         progress.emit('origin');
-        continue;
-      }
-      const lease = await blobLease(o, r);
-      if (!lease) {
-        still.push(r);
-        continue;
-      }
-      try {
-        await fetchAndCommit(o, landing, progress, [r]);
-      } finally {
-        await lease.release();
-      }
+      } else if (verdicts[i] === 'freed') freed.push(r);
+      else still.push(r);
     }
+    await fetchAndCommit(o, landing, progress, freed);
     theirs = still;
     if (theirs.length > 0) {
       o.pull.onEvent?.({ type: 'waiting', holder: 'another pull fetching shared content' });

@@ -4,7 +4,7 @@ import type { RateLimiter } from '../core/rate-limiter.js';
 import type { ModelRef, S3Location } from '../core/ref.js';
 import type { ByteSource } from '../core/transfer.js';
 import type { PublishRecord } from '../store/store.js';
-import type { EngineHooks } from '../transfer/index.js';
+import type { EngineHooks, TransferPriority } from '../transfer/index.js';
 
 export interface PullOptions {
   store: string;
@@ -29,6 +29,11 @@ export interface PullOptions {
   leaseTtlMs?: number;
   /** How often a waiter looks for the holder's publish. */
   pollMs?: number;
+  /**
+   * 'urgent' (default): someone waits for this model (a person, an init container, a mirror
+   * client). 'background': a pre-pull, which yields the origin to urgent pulls in the process.
+   */
+  priority?: TransferPriority;
   /** Buckets holding `push --replica` copies: hf/ms files are read from them before the hub (still verified against the hub). */
   replicas?: S3Location[];
   /**

@@ -18,10 +18,20 @@
  * a create-exclusive marker named after the stale content they judged (one wins), the winner
  * checks the lease still holds exactly those bytes, renames it to a unique tombstone and removes
  * it, then competes with everyone else through the ordinary create-exclusive path.
+ *
+ * Claims make leases coarse. A pull of a revision with 20,000 files cannot afford 20,000 heartbeats
+ * (each a read, a write and a rename every ttl/3: ~2,000 renames a second, and as many descriptors
+ * open at once). A held lease therefore lends its liveness to claims: a claim is an ordinary lease
+ * file, created exclusively under its own name (`blob-<hash>`), that is never renewed and names the
+ * lease it belongs to (its group) and that lease's nonce. A claim is live exactly while its group
+ * is: the group file is there, holds the same acquisition (nonce), and is not expired by the rules
+ * above (or its holder is dead). One heartbeat keeps any number of claims alive; a dead or
+ * released group frees all its claims at once. Claims are taken over like any lease (the marker
+ * protocol), and a claim is written without an fsync: a torn one is judged by its mtime.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { StorageError, UsageError } from '../core/errors.js';
 import { ownIdentity, processLiveness } from '../state/host.js';
 
@@ -36,6 +46,8 @@ export interface LeaseInfo {
   boot?: string;
   pidns?: string;
   pidStart?: string;
+  /** Set on a claim (see above): the lease whose heartbeat keeps it alive. */
+  group?: string;
 }
 
 export interface Lease {
@@ -45,6 +57,13 @@ export interface Lease {
   readonly lost: boolean;
   /** Stop the heartbeat and remove the lease file if it is still ours. Idempotent. */
   release(): Promise<void>;
+  /**
+   * Claim `name` under this lease (see above): true when it is now ours, false when a live holder
+   * has it. No timer and no open descriptor per claim. Released with `unclaim` or with the lease.
+   */
+  claim(name: string): Promise<boolean>;
+  /** Give one claim back (removes its file if still ours). Idempotent. */
+  unclaim(name: string): Promise<void>;
 }
 
 export interface AcquireOptions {
@@ -70,6 +89,8 @@ const NAME_RE = /^(?!\.)[A-Za-z0-9._@+=-]{1,200}$/;
 interface StoredLease extends LeaseInfo {
   /** Unique per acquisition: tells our lease apart from a later one by the same holder. */
   nonce: string;
+  /** On a claim: the nonce of its group's acquisition. */
+  groupNonce?: string;
 }
 
 /** The lease directory's files: the lease itself, plus transient `.tmp` and `.stale` files. */
@@ -105,6 +126,7 @@ interface Snapshot {
   content: string;
   info: LeaseInfo;
   nonce: string | undefined;
+  groupNonce?: string;
   mtimeMs: number;
 }
 
@@ -120,7 +142,7 @@ async function readSnapshot(path: string): Promise<Snapshot | undefined> {
     throw new StorageError(`cannot read lease ${path}: ${(e as Error).message}`, 'ESF_LEASE_IO', { cause: e });
   }
   const parsed = parseLease(content);
-  if (parsed) return { content, info: parsed.info, nonce: parsed.nonce, mtimeMs };
+  if (parsed) return { content, info: parsed.info, nonce: parsed.nonce, ...(parsed.groupNonce ? { groupNonce: parsed.groupNonce } : {}), mtimeMs };
   // Being written right now (create-exclusive happens before the write) or torn: judge it by its
   // mtime and the default ttl, like a lease whose holder we cannot name.
   return {
@@ -131,7 +153,7 @@ async function readSnapshot(path: string): Promise<Snapshot | undefined> {
   };
 }
 
-function parseLease(content: string): { info: LeaseInfo; nonce: string } | undefined {
+function parseLease(content: string): { info: LeaseInfo; nonce: string; groupNonce?: string } | undefined {
   try {
     const v = JSON.parse(content) as Partial<StoredLease>;
     if (
@@ -141,6 +163,10 @@ function parseLease(content: string): { info: LeaseInfo; nonce: string } | undef
     ) {
       const info: LeaseInfo = { holder: v.holder, host: v.host, pid: v.pid, acquiredAt: v.acquiredAt, renewedAt: v.renewedAt, ttlMs: v.ttlMs };
       for (const k of ['boot', 'pidns', 'pidStart'] as const) if (typeof v[k] === 'string') info[k] = v[k];
+      if (typeof v.group === 'string' && typeof v.groupNonce === 'string' && NAME_RE.test(v.group)) {
+        info.group = v.group;
+        return { info, nonce: v.nonce, groupNonce: v.groupNonce };
+      }
       return { info, nonce: v.nonce };
     }
   } catch {
@@ -149,8 +175,27 @@ function parseLease(content: string): { info: LeaseInfo; nonce: string } | undef
   return undefined;
 }
 
-/** Whether a lease may be taken over: it expired, or its holder is known to be dead (see above). */
-function isExpired(path: string, snap: Snapshot): boolean {
+/** Groups judged during one listing: thousands of claims share a handful of groups. */
+type GroupVerdicts = Map<string, Promise<boolean>>;
+
+/**
+ * Whether a lease may be taken over: it expired, or its holder is known to be dead (see above).
+ * A claim is judged by its group: gone, re-acquired (another nonce) or itself expired.
+ */
+async function isExpired(path: string, snap: Snapshot, verdicts?: GroupVerdicts): Promise<boolean> {
+  if (snap.info.group === undefined) return isExpiredOwn(path, snap);
+  if (processLiveness(snap.info) === 'dead') return true;
+  const gpath = join(dirname(path), snap.info.group + SUFFIX);
+  const key = `${gpath}\0${snap.groupNonce}`;
+  let v = verdicts?.get(key);
+  if (!v) {
+    v = readSnapshot(gpath).then((g) => g === undefined || g.nonce !== snap.groupNonce || g.info.group !== undefined || isExpiredOwn(gpath, g));
+    verdicts?.set(key, v);
+  }
+  return v;
+}
+
+function isExpiredOwn(path: string, snap: Snapshot): boolean {
   const ttl = snap.info.ttlMs;
   const margin = safetyMargin(ttl);
   const now = Date.now();
@@ -169,7 +214,7 @@ export async function readLease(dir: string, name: string): Promise<LeaseInfo | 
 export async function isLeaseLive(dir: string, name: string): Promise<boolean> {
   const path = leasePath(dir, name);
   const snap = await readSnapshot(path);
-  return snap !== undefined && !isExpired(path, snap);
+  return snap !== undefined && !(await isExpired(path, snap));
 }
 
 /** Every lease file in `dir` with its holder and whether it has expired. */
@@ -182,18 +227,19 @@ export async function listLeases(dir: string): Promise<LeaseEntry[]> {
     throw new StorageError(`cannot list leases in ${dir}: ${(e as Error).message}`, 'ESF_LEASE_IO', { cause: e });
   }
   const out: LeaseEntry[] = [];
+  const verdicts: GroupVerdicts = new Map();
   for (const f of names) {
     if (!f.endsWith(SUFFIX)) continue;
     const name = f.slice(0, -SUFFIX.length);
     if (!NAME_RE.test(name)) continue;
     const path = join(dir, f);
     const snap = await readSnapshot(path);
-    if (snap) out.push({ name, info: snap.info, expired: isExpired(path, snap) });
+    if (snap) out.push({ name, info: snap.info, expired: await isExpired(path, snap, verdicts) });
   }
   return out;
 }
 
-async function createExclusive(path: string, content: string): Promise<boolean> {
+async function createExclusive(path: string, content: string, sync = true): Promise<boolean> {
   let fh: fsp.FileHandle;
   try {
     fh = await fsp.open(path, 'wx', 0o644);
@@ -203,7 +249,7 @@ async function createExclusive(path: string, content: string): Promise<boolean> 
   }
   try {
     await fh.writeFile(content);
-    await fh.sync();
+    if (sync) await fh.sync();
   } finally {
     await fh.close();
   }
@@ -289,19 +335,29 @@ export async function tryAcquireLease(dir: string, name: string, opts: AcquireOp
     nonce: nonce(),
     ...(me.boot && me.pidns && me.pidStart ? { boot: me.boot, pidns: me.pidns, pidStart: me.pidStart } : {}),
   };
-  // Two rounds: the second one after moving an expired lease out of the way.
-  for (let round = 0; round < 2; round++) {
+  const created = await createOrTakeOver(path, () => {
     stored.acquiredAt = stored.renewedAt = Date.now();
-    if (await createExclusive(path, JSON.stringify(stored))) {
+    return JSON.stringify(stored);
+  }, true);
+  return created ? new HeldLease(dir, path, name, stored, heartbeatMs, opts.onLost) : undefined;
+}
+
+/**
+ * Create `path` exclusively with `content()`, moving an expired lease out of the way first if
+ * need be. Two rounds: the second one after the takeover.
+ */
+async function createOrTakeOver(path: string, content: () => string, sync: boolean): Promise<boolean> {
+  for (let round = 0; round < 2; round++) {
+    if (await createExclusive(path, content(), sync)) {
       observed.delete(path);
-      return new HeldLease(path, name, stored, heartbeatMs, opts.onLost);
+      return true;
     }
     const snap = await readSnapshot(path);
     if (snap === undefined) continue; // released between our create and our read: try again
-    if (!isExpired(path, snap)) return undefined;
-    if (!(await takeOver(path, snap))) return undefined;
+    if (!(await isExpired(path, snap))) return false;
+    if (!(await takeOver(path, snap))) return false;
   }
-  return undefined;
+  return false;
 }
 
 class HeldLease implements Lease {
@@ -314,7 +370,11 @@ class HeldLease implements Lease {
   /** Monotonic time of the last successful renewal (or of the acquisition). */
   private lastRenew = performance.now();
 
+  /** Claims held under this lease: name -> the claim's nonce (to recognise its file as ours). */
+  private readonly claims = new Map<string, string>();
+
   constructor(
+    private readonly dir: string,
     private readonly path: string,
     name: string,
     private readonly stored: StoredLease,
@@ -383,11 +443,37 @@ class HeldLease implements Lease {
     }
   }
 
+  async claim(name: string): Promise<boolean> {
+    if (this.released || this.isLost) return false;
+    if (this.claims.has(name)) return true;
+    const path = leasePath(this.dir, name);
+    const { nonce: groupNonce, ...info } = this.stored;
+    const own = nonce();
+    const content = JSON.stringify({ ...info, acquiredAt: Date.now(), renewedAt: Date.now(), nonce: own, group: this.name, groupNonce });
+    // No fsync: the group's file carries the liveness, and a torn claim is judged by its mtime.
+    if (!(await createOrTakeOver(path, () => content, false))) return false;
+    this.claims.set(name, own);
+    return true;
+  }
+
+  async unclaim(name: string): Promise<void> {
+    const own = this.claims.get(name);
+    if (own === undefined) return;
+    this.claims.delete(name);
+    const path = leasePath(this.dir, name);
+    const now = await fsp.readFile(path, 'utf8').catch(() => undefined);
+    if (now !== undefined && parseLease(now)?.nonce === own) await fsp.unlink(path).catch(() => {});
+  }
+
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
     this.stop();
     await this.renewing;
+    // Claims first: with the group gone they would be free anyway, but the files would stay.
+    // A few at a time, so thousands of claims never hold thousands of descriptors.
+    const names = [...this.claims.keys()];
+    for (let i = 0; i < names.length; i += 32) await Promise.all(names.slice(i, i + 32).map((n) => this.unclaim(n)));
     if (this.isLost) return;
     if (await this.ownsFile().catch(() => false)) await fsp.unlink(this.path).catch(() => {});
   }

@@ -14,6 +14,11 @@ import { DEFAULT_CONNECTIONS, chunkCount, planBlockSize, planChunkSize } from '.
 import { TRANSFER_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
 import type { ChunkSource, ChunkEvent, EngineOptions } from './types.js';
+import { OriginBackoff } from '../core/origin-backoff.js';
+import { processGate } from './priority.js';
+
+/** The process's pauses per origin, for engines not given one: every pull in a daemon shares it. */
+export const processBackoff = new OriginBackoff();
 
 /**
  * Bytes gathered per connection before one writev: few write calls, little memory. Measured on
@@ -23,6 +28,15 @@ import type { ChunkSource, ChunkEvent, EngineOptions } from './types.js';
 const WRITE_BUFFER = 256 * 1024;
 /** Written-but-unsynced chunks are fdatasync'ed in the background this often. */
 const SYNC_EVERY_MS = 1000;
+/**
+ * With chunk sources (peers), tasks waiting inside a source hold no origin connection: up to this
+ * many times `connections` tasks may wait there, while origin-bound tasks stay at `connections`.
+ * Not more: every node works through the same window of chunks, so the cluster has about as many
+ * origin requests open as one node has tasks, and they share the origin's bandwidth. At 4x, on a
+ * capped origin, single pieces got so slow that their waiters gave up (20 s) and fetched them
+ * again: 1.34-1.41 origin copies at N = 8 (docs/p2p.md); at 1x, 1.000.
+ */
+const SOURCE_WAITERS_PER_CONNECTION = 1;
 /** Never split an in-flight range into halves smaller than this (each split costs a connection). */
 const MIN_STEAL = 4 * 1024 * 1024;
 const PROGRESS_EVERY = 1024 * 1024;
@@ -160,7 +174,8 @@ export class Engine {
   private readonly dispatcher: Dispatcher;
   private readonly state: ResumeState;
   private readonly hashes: HashPool;
-  private readonly jobs: BlobJob[] = [];
+  /** Jobs not known to be done (finished ones are dropped from the front now and then). */
+  private jobs: BlobJob[] = [];
   private readonly active = new Set<Task>();
   private readonly commits = new Set<Promise<void>>();
   private readonly connections: number;
@@ -174,6 +189,11 @@ export class Engine {
   private nodeId = '';
   private readonly bootId = currentBootId();
   private syncTimer: NodeJS.Timeout | undefined;
+  /** Tasks inside a chunk source right now (asking, waiting on a peer, or receiving from one). */
+  private inSources = 0;
+  /** Origin requests open, and tasks waiting for one to free up (FIFO). */
+  private originBusy = 0;
+  private readonly originQueue: Array<() => void> = [];
 
   constructor(private readonly opts: EngineOptions) {
     this.connections = Math.max(1, opts.connections ?? DEFAULT_CONNECTIONS);
@@ -191,17 +211,23 @@ export class Engine {
   }
 
   async run(requests: BlobRequest[]): Promise<FetchedBlob[]> {
-    const byKey = new Map<string, BlobJob>();
+    // Results by key, not jobs: a finished job (its plan, its session) can be collected.
+    const results = new Map<string, FetchedBlob | undefined>();
+    const all: Array<Promise<FetchedBlob>> = [];
     for (const r of requests) {
       const id = formatBlobKey(r.key);
-      if (!byKey.has(id)) {
+      if (!results.has(id)) {
         const job = new BlobJob(r);
-        byKey.set(id, job);
+        results.set(id, undefined);
+        const done = job.finished.then((b) => (results.set(id, b), b));
+        done.catch(() => undefined); // surfaces through Promise.all below, or not at all after an early failure
+        all.push(done);
         this.jobs.push(job);
       }
     }
     const signal = this.opts.signal;
     const onAbort = () => this.fail(signal!.reason);
+    let leaveUrgent: (() => void) | undefined;
     try {
       if (signal?.aborted) throw signal.reason;
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -211,18 +237,20 @@ export class Engine {
         throw this.storageError(e, 'creating the partial folder');
       }
       this.nodeId = this.state.nodeId();
+      if (this.opts.priority !== 'background') leaveUrgent = (this.opts.priorityGate ?? processGate).enterUrgent();
       await this.checkSpace();
       this.stallTimer = setInterval(() => this.checkStalls(), Math.max(50, Math.min(1000, this.stallMs / 4)));
       if (this.opts.fsync) this.syncTimer = setInterval(() => this.syncInBackground(), SYNC_EVERY_MS);
       this.pump();
-      await Promise.all(this.jobs.map((j) => j.finished));
-      return requests.map((r) => byKey.get(formatBlobKey(r.key))!.result!);
+      await Promise.all(all);
+      return requests.map((r) => results.get(formatBlobKey(r.key))!);
     } catch (e) {
       this.fail(e);
       // Let every task stop writing before the caller looks at the partial folder.
       await this.drain();
       throw this.failure;
     } finally {
+      leaveUrgent?.();
       signal?.removeEventListener('abort', onAbort);
       if (this.stallTimer) clearInterval(this.stallTimer);
       if (this.syncTimer) clearInterval(this.syncTimer);
@@ -307,8 +335,15 @@ export class Engine {
 
   // ---------------------------------------------------------------- scheduling
 
+  /**
+   * Start tasks while fewer than `connections` of them are bound for the origin. A task waiting on
+   * a peer (inside a chunk source) does not count there: with N nodes sharing a blob, most of a
+   * node's chunks wait for other owners, and counting them starved this node's own origin pieces
+   * (docs/p2p.md). Those waiters are bounded separately.
+   */
   private pump(): void {
-    while (this.failure === undefined && this.active.size < this.connections) {
+    const cap = this.sources.length > 0 ? this.connections + (this.opts.sourceWaiters ?? this.connections * SOURCE_WAITERS_PER_CONNECTION) : this.connections;
+    while (this.failure === undefined && this.active.size < cap && this.active.size - this.inSources < this.connections) {
       const t = this.nextTask();
       if (!t) break;
       this.active.add(t);
@@ -328,6 +363,10 @@ export class Engine {
 
   private nextTask(): (Task) | undefined {
     while (this.firstOpen < this.jobs.length && this.jobs[this.firstOpen]!.phase === 'done') this.firstOpen++;
+    if (this.firstOpen >= 1024) {
+      this.jobs = this.jobs.slice(this.firstOpen);
+      this.firstOpen = 0;
+    }
     for (let i = this.firstOpen; i < this.jobs.length; i++) {
       const j = this.jobs[i]!;
       if (j.phase === 'new') {
@@ -507,6 +546,7 @@ export class Engine {
         if (failures > this.maxRetries || attempts > this.maxRetries * 8) {
           throw new NetworkError(`${j.req.label}: giving up after ${attempts} attempts: ${reason}`, 'ESF_NETWORK', { cause: e });
         }
+        if (e instanceof RetryableError && e.origin && e.retryAfterMs !== undefined) (this.opts.originBackoff ?? processBackoff).note(e.origin, e.retryAfterMs);
         const delayMs = backoffDelay(failures, this.backoff, e instanceof RetryableError ? e.retryAfterMs : undefined);
         this.emit({ type: 'retry', key: j.req.key, label: j.req.label, attempt: attempts, delayMs, reason });
         t.waitingSince = 0;
@@ -516,6 +556,15 @@ export class Engine {
   }
 
   private async fromSources(t: Task): Promise<void> {
+    this.inSources++;
+    try {
+      await this.trySources(t);
+    } finally {
+      this.inSources--;
+    }
+  }
+
+  private async trySources(t: Task): Promise<void> {
     const j = t.blob;
     for (const src of this.sources) {
       if (t.pos >= t.end) return;
@@ -542,11 +591,55 @@ export class Engine {
     }
   }
 
+  /** An origin connection slot (at most `connections` origin requests open at once). */
+  private async originSlot(signal: AbortSignal): Promise<void> {
+    if (this.originBusy < this.connections) {
+      this.originBusy++;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const go = () => {
+        signal.removeEventListener('abort', onAbort);
+        this.originBusy++;
+        resolve();
+      };
+      const onAbort = () => {
+        const i = this.originQueue.indexOf(go);
+        if (i >= 0) this.originQueue.splice(i, 1);
+        reject(signal.reason);
+      };
+      this.originQueue.push(go);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private releaseOriginSlot(): void {
+    this.originBusy--;
+    this.originQueue.shift()?.();
+  }
+
   private async fromOrigin(t: Task): Promise<void> {
+    // Waiting for a slot is not a stall: the clock starts with the request.
+    await this.originSlot(t.ac.signal);
+    let releaseGate: (() => void) | undefined;
+    try {
+      if (this.opts.priority === 'background') releaseGate = await (this.opts.priorityGate ?? processGate).background(t.ac.signal);
+      await this.originRequest(t);
+    } finally {
+      releaseGate?.();
+      this.releaseOriginSlot();
+    }
+  }
+
+  private async originRequest(t: Task): Promise<void> {
     const j = t.blob;
+    const backoff = this.opts.originBackoff ?? processBackoff;
+    // Known hosts' pauses are waited out before the stall clock starts (openRange checks each hop too).
+    await backoff.wait([j.session.hubOrigin, new URL(j.session.target ?? j.session.origin.url).origin], t.ac.signal);
     t.waitingSince = performance.now();
     const wantEnd = t.ranged ? t.end : undefined;
-    const res = await openRange(this.dispatcher, j.session, j.req.label, t.pos, wantEnd, t.ac.signal);
+    // A pause the hub or the CDN asked of anyone in this process (or of a peer) holds us too.
+    const res = await openRange(this.dispatcher, j.session, j.req.label, t.pos, wantEnd, t.ac.signal, backoff);
     let skip = 0;
     try {
       const size = j.req.size;
@@ -781,10 +874,14 @@ export class Engine {
       await j.fh!.close().catch(() => undefined);
       j.fh = undefined;
       j.phase = 'done';
+      // A finished job keeps only its result: 20,000 small files must not keep 20,000 chunk plans.
+      j.chunks = [];
+      j.hash = undefined;
       this.emit({ type: 'blob-verified', key, label, size });
       j.result = { key, path: j.path, sha256: found.sha256, size };
-      j.resolve(j.result);
       this.pump();
+      if (this.opts.onVerified) await this.opts.onVerified(j.result);
+      j.resolve(j.result);
       return;
     }
     this.emit({ type: 'hash-mismatch', key, label, expected: bad.expected, found: bad.found });

@@ -1,3 +1,4 @@
+import type { OriginBackoff } from '../core/origin-backoff.js';
 import { Agent, EnvHttpProxyAgent, type Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'undici/types/header.js';
 import { AuthError, NetworkError, NotFoundError } from '../core/errors.js';
@@ -240,12 +241,15 @@ export async function openRange(
   start: number,
   end: number | undefined,
   signal: AbortSignal,
+  backoff?: OriginBackoff,
 ): Promise<RangeResponse> {
   let url = session.target ?? session.origin.url;
   let resigns = 0;
   let validator: string | undefined;
   for (let hop = 0; hop < MAX_HOPS + MAX_RESIGNS; hop++) {
     const u = new URL(url);
+    // Every hop: the hub may send us to a CDN host that asked (us or a peer) for a pause.
+    await backoff?.wait([u.origin], signal);
     const toHub = u.origin === session.hubOrigin;
     const headers: Record<string, string> = {
       'user-agent': USER_AGENT,
@@ -343,7 +347,8 @@ function statusError(
   const detail = `HTTP ${status}${code ? ` ${code}` : ''}${msg ? `: ${msg}` : ''}`;
   if (RETRYABLE_STATUS.has(status)) {
     const wait = parseRetryAfter(h['retry-after']) ?? (status === 429 ? parseRateLimitReset(h['ratelimit']) : undefined);
-    return new RetryableError(`${label}: ${detail} from ${u.host}`, wait);
+    // A pause the server asked for (429, or 503 with Retry-After) concerns everyone asking it.
+    return new RetryableError(`${label}: ${detail} from ${u.host}`, wait, wait !== undefined && (status === 429 || status === 503) ? { origin: u.origin } : undefined);
   }
   if (status === 404 || status === 410 || (code !== undefined && NOT_FOUND_CODES.has(code))) {
     return new NotFoundError(`${label} not found at ${u.host} (${detail})`);

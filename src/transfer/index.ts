@@ -10,6 +10,9 @@ import { Engine } from './engine.js';
 import type { EngineOptions } from './types.js';
 
 export { RateLimiter, type Clock } from '../core/rate-limiter.js';
+export { OriginBackoff } from '../core/origin-backoff.js';
+export { processBackoff } from './engine.js';
+export { PriorityGate, processGate, type TransferPriority } from './priority.js';
 export { proxyAwareDispatcher } from './http.js';
 export { DEFAULT_CHUNK_SIZE, DEFAULT_CONNECTIONS } from './plan.js';
 export type { EngineOptions, EngineHooks, ChunkSource, ChunkSourceRequest, ChunkEvent } from './types.js';

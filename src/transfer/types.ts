@@ -1,6 +1,8 @@
 import type { BlobKey } from '../core/blob-key.js';
-import type { BlobRequest, ByteSource, TransferEvent } from '../core/transfer.js';
+import type { BlobRequest, ByteSource, FetchedBlob, TransferEvent } from '../core/transfer.js';
 import type { RateLimiter } from '../core/rate-limiter.js';
+import type { OriginBackoff } from '../core/origin-backoff.js';
+import type { PriorityGate, TransferPriority } from './priority.js';
 
 export interface EngineOptions {
   /** `<store>/.swift-fetch/partial`: partial files live here, on the store's filesystem. */
@@ -31,6 +33,11 @@ export interface EngineOptions {
   /** Places a chunk may come from before the origin (P2P); any failure falls back to the origin. */
   chunkSources?: ChunkSource[];
   /**
+   * Tasks that may wait inside chunk sources (on peers) beyond `connections`; they hold no origin
+   * connection. Default 1 x connections; 0 restores "a waiting task holds a connection slot".
+   */
+  sourceWaiters?: number;
+  /**
    * fdatasync written chunks in the background (every second) and the whole file before it is
    * returned, so resume state and results also survive a power loss. Costs disk speed: a pull
    * then runs no faster than the disk can flush. Default false: bytes are safe against any death
@@ -38,6 +45,25 @@ export interface EngineOptions {
    * the same kernel boot (see src/state/resume.ts). The store may fsync on publish instead.
    */
   fsync?: boolean;
+  /**
+   * Called once per blob as soon as it is verified, before the others are done (a pull commits it
+   * into the store here, so a crash keeps it). Awaited; a throw fails the whole call. The file at
+   * `path` is the callee's from then on.
+   */
+  onVerified?: (blob: FetchedBlob) => Promise<void> | void;
+  /**
+   * Process-wide pauses per origin (core/origin-backoff.ts): a 429/503 Retry-After that any request
+   * receives delays every request to that origin, and the P2P node shares it with its peers.
+   */
+  originBackoff?: OriginBackoff;
+  /**
+   * 'urgent' (default: someone waits for it) or 'background' (a pre-pull): while any urgent
+   * transfer runs in the process, background ones keep at most 2 origin requests open together
+   * (transfer/priority.ts).
+   */
+  priority?: TransferPriority;
+  /** The gate priorities meet at (default: the process's). */
+  priorityGate?: PriorityGate;
   /** Hash worker threads (default: cores - 1, at least 1, at most 4). */
   hashWorkers?: number;
 }
@@ -46,7 +72,7 @@ export interface EngineOptions {
  * The engine's extension points as one bundle: where chunks may come from before the origin, and
  * the events a peer server follows. P2P makes one (`P2PNode.engineHooks()`) and pulls pass it on.
  */
-export type EngineHooks = Pick<EngineOptions, 'chunkSources' | 'onChunk' | 'onEvent'>;
+export type EngineHooks = Pick<EngineOptions, 'chunkSources' | 'onChunk' | 'onEvent' | 'originBackoff'>;
 
 export interface ChunkSourceRequest {
   key: BlobKey;

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import pLimit from 'p-limit';
 import { readdir, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import type { AddedRepo, FakeRepoFile, FakeRepoSpec, FileSet } from './types.js';
@@ -101,7 +102,9 @@ async function buildEntry(f: FakeRepoFile, lfsThreshold: number): Promise<FileEn
 }
 
 async function buildRevision(set: FileSet, lfsThreshold: number, salt: string): Promise<Revision> {
-  const entries = await Promise.all(normaliseFiles(set).map((f) => buildEntry(f, lfsThreshold)));
+  // A few files hashed at a time: a repo of 20,000 files must not open 20,000 descriptors at once.
+  const limit = pLimit(32);
+  const entries = await Promise.all(normaliseFiles(set).map((f) => limit(() => buildEntry(f, lfsThreshold))));
   const files = new Map<string, FileEntry>();
   for (const e of entries) {
     if (files.has(e.path)) throw new Error(`fake hub: duplicate path ${e.path}`);

@@ -13,7 +13,7 @@ import type { BlobRequest, FetchedBlob, TransferEvent } from '../../src/core/tra
 import { Router } from '../../src/daemon/router.js';
 import { createP2PNode, PeerToken, type DnsResolver, type P2PNode, type P2PNodeOptions } from '../../src/p2p/index.js';
 import { Store } from '../../src/store/store.js';
-import { fetchBlobs, RateLimiter } from '../../src/transfer/index.js';
+import { fetchBlobs, OriginBackoff, RateLimiter } from '../../src/transfer/index.js';
 
 export interface NodeOptions {
   token: string;
@@ -29,6 +29,8 @@ export interface NodeOptions {
   stallTimeoutMs?: number;
   /** Transform data bodies this node serves (a poisoned peer). */
   poison?: (chunk: Buffer, offset: number) => Buffer;
+  /** Data bodies this node serves stop after this many bytes, the connection left open (a stalled peer). */
+  stallAfterBytes?: number;
 }
 
 export interface JoinOptions {
@@ -79,6 +81,7 @@ export class SwarmNode {
         return;
       }
       if (opts.poison && /\/data(\?|$)/.test(req.url ?? '')) poisonResponse(res, opts.poison, req.headers.range);
+      if (opts.stallAfterBytes !== undefined && /\/data(\?|$)/.test(req.url ?? '')) stallResponse(res, opts.stallAfterBytes);
       void node.router.handle(req, res);
     });
     server.keepAliveTimeout = 5_000;
@@ -100,6 +103,8 @@ export class SwarmNode {
       store: this.store,
       stateDir: this.stateDir,
       token: PeerToken.fromValue(this.opts.token),
+      // Each node its own, as in separate processes: what one learns, the others hear from it.
+      originBackoff: new OriginBackoff(),
       discoveryIntervalMs: j.discoveryIntervalMs ?? 1_000,
       ...(j.nodeId ? { nodeId: j.nodeId } : {}),
       ...(j.static ? { static: j.static } : {}),
@@ -183,4 +188,23 @@ export async function startSwarm(n: number, opts: NodeOptions, join: (nodes: Swa
   // The first round raced the other nodes' joins: look again now that every node answers.
   await Promise.all(nodes.map((x) => x.p2p!.discovery.refresh()));
   return nodes;
+}
+
+/** Let `limit` body bytes through, then swallow every write and the end: the peer goes silent, the socket stays open. */
+function stallResponse(res: import('node:http').ServerResponse, limit: number): void {
+  let sent = 0;
+  const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  res.write = ((chunk: unknown, ...rest: unknown[]) => {
+    if (res.statusCode !== 206 && res.statusCode !== 200) return write(chunk, ...rest);
+    const b = Buffer.from(chunk as Buffer);
+    const pass = Math.max(0, Math.min(b.length, limit - sent));
+    sent += b.length;
+    if (pass > 0) write(b.subarray(0, pass));
+    return true;
+  }) as typeof res.write;
+  const end = res.end.bind(res) as (...a: unknown[]) => unknown;
+  res.end = ((...a: unknown[]) => {
+    if (res.statusCode !== 206 && res.statusCode !== 200) return end(...a);
+    return res;
+  }) as typeof res.end;
 }

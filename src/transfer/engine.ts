@@ -266,7 +266,11 @@ export class Engine {
     // Bounded: a chunk source that ignores its abort signal must not hang the caller forever.
     const until = performance.now() + 10_000;
     while ((this.active.size > 0 || this.commits.size > 0) && performance.now() < until) {
-      await Promise.allSettled([...this.commits]);
+      if (this.commits.size > 0) {
+        const timeout = new AbortController();
+        await Promise.race([Promise.allSettled([...this.commits]), sleep(Math.max(0, until - performance.now()), timeout.signal).catch(() => undefined)]);
+        timeout.abort();
+      }
       if (this.active.size > 0) await new Promise((r) => setTimeout(r, 5));
     }
   }

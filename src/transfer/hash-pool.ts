@@ -24,7 +24,12 @@ parentPort.on('message', (m) => {
       return;
     }
     const j = jobs.get(m.id);
-    if (!j) return;
+    if (!j) {
+      // A finish for a job dropped (aborted) a moment before still gets an answer: never leave a
+      // caller waiting on a promise nobody will settle.
+      if (m.op === 'finish') parentPort.postMessage({ id: m.id, error: 'the hash job was dropped' });
+      return;
+    }
     if (m.op === 'advance' || m.op === 'finish') {
       while (j.pos < m.upTo) {
         const want = Math.min(buf.length, m.upTo - j.pos);
@@ -114,6 +119,7 @@ export class HashPool {
     w.postMessage({ op: 'open', id, path, size, git: withGit });
     let sent = 0;
     let done = false;
+    let dropped = false;
     return {
       advance: (upTo) => {
         if (done || upTo <= sent) return;
@@ -121,6 +127,8 @@ export class HashPool {
         w.postMessage({ op: 'advance', id, upTo });
       },
       finish: (size) => {
+        // After an abort dropped the job, a write landing late can still complete the file.
+        if (dropped) return Promise.reject(new Error('hashing failed: the transfer was stopped'));
         done = true;
         const early = this.failed.get(id);
         if (early) {
@@ -135,6 +143,7 @@ export class HashPool {
       drop: () => {
         if (done) return;
         done = true;
+        dropped = true;
         this.failed.delete(id);
         w.postMessage({ op: 'drop', id });
       },

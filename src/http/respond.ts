@@ -11,6 +11,24 @@ export class HttpError extends Error {
   }
 }
 
+/**
+ * Resolve when `res` can take more bytes again (drain), or will never (closed, or `signal`
+ * aborted): a writer that awaits this after `write()` returned false holds at most one buffer.
+ */
+export function drained(res: ServerResponse, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body) + '\n';
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });

@@ -6,6 +6,7 @@
  * generation: whatever a reader sent of the old one can no longer be trusted).
  */
 import { formatBlobKey, type BlobKey } from '../core/blob-key.js';
+import { KeyedWakeups } from '../core/wakeups.js';
 import type { TransferEvent } from '../core/transfer.js';
 import { addRange, type Range } from '../p2p/ranges.js';
 import { completedRanges, type ChunkEvent } from '../transfer/index.js';
@@ -31,7 +32,7 @@ const KEEP_MS = 5 * 60_000;
 
 export class BlobProgress {
   private readonly blobs = new Map<string, BlobProgressState>();
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly wakeups = new KeyedWakeups();
   private events = 0;
 
   constructor(private readonly stateDir: string) {}
@@ -66,21 +67,7 @@ export class BlobProgress {
 
   /** Resolve on the next change to `key`, after `ms`, or when `signal` aborts. */
   wait(key: BlobKey, ms: number, signal?: AbortSignal): Promise<void> {
-    const id = formatBlobKey(key);
-    return new Promise((resolve) => {
-      let set = this.waiters.get(id);
-      if (!set) this.waiters.set(id, (set = new Set()));
-      const done = () => {
-        clearTimeout(timer);
-        set!.delete(done);
-        if (set!.size === 0 && this.waiters.get(id) === set) this.waiters.delete(id);
-        signal?.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      set.add(done);
-      signal?.addEventListener('abort', done, { once: true });
-    });
+    return this.wakeups.wait(formatBlobKey(key), ms, signal);
   }
 
   private state(key: BlobKey): BlobProgressState {
@@ -135,13 +122,13 @@ export class BlobProgress {
 
   private changed(s: BlobProgressState): void {
     s.updatedAt = Date.now();
-    for (const fn of [...(this.waiters.get(s.id) ?? [])]) fn();
+    this.wakeups.wake(s.id);
     if (++this.events % 256 === 0) this.sweep();
   }
 
   private sweep(): void {
     const old = Date.now() - KEEP_MS;
-    for (const [k, s] of this.blobs) if ((s.verified || s.failed) && s.updatedAt < old && (s.mismatchAt ?? 0) < old && !this.waiters.has(k)) this.blobs.delete(k);
+    for (const [k, s] of this.blobs) if ((s.verified || s.failed) && s.updatedAt < old && (s.mismatchAt ?? 0) < old && !this.wakeups.has(k)) this.blobs.delete(k);
   }
 }
 

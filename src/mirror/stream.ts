@@ -11,6 +11,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { BlobKey } from '../core/blob-key.js';
+import { drained } from '../http/respond.js';
 import { durableEnd, type BlobProgress, type BlobProgressState } from './progress.js';
 
 export interface BlobTarget {
@@ -46,18 +47,6 @@ export function resetConnection(res: ServerResponse): void {
   const sock = res.socket;
   if (sock && typeof sock.resetAndDestroy === 'function' && !sock.destroyed) sock.resetAndDestroy();
   res.destroy();
-}
-
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }
 
 /** Send `[start, end)` of a blob already in the store. */

@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { sha256Key, sha256OfKey } from '../core/blob-key.js';
+import { KeyedWakeups } from '../core/wakeups.js';
 import type { ChunkEvent } from '../transfer/index.js';
 import { completedRanges } from '../transfer/index.js';
 import type { PeerView } from './client.js';
@@ -48,7 +49,7 @@ export class LocalInventory {
   private readonly interest = new Map<string, Map<string, number>>();
   /** What peers answered about each blob, kept briefly to relay to askers (status `peers`). */
   private readonly views = new Map<string, Map<string, { at: number; view: PeerView }>>();
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly wakeups = new KeyedWakeups();
   /** Sizes of blobs seen, so a partial download can be described after its fetch ended. */
   private readonly sizes = new Map<string, number>();
 
@@ -215,26 +216,11 @@ export class LocalInventory {
       if (left <= 0 || signal?.aborted) return false;
       // Nobody here is going to produce it: no point holding the caller.
       if (!this.isFetching(sha)) return false;
-      await new Promise<void>((resolve) => {
-        let set = this.waiters.get(sha);
-        if (!set) this.waiters.set(sha, (set = new Set()));
-        const done = () => {
-          clearTimeout(timer);
-          set!.delete(done);
-          if (set!.size === 0 && this.waiters.get(sha) === set) this.waiters.delete(sha);
-          signal?.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = setTimeout(done, Math.min(left, WAIT_POLL_MS));
-        set.add(done);
-        signal?.addEventListener('abort', done, { once: true });
-      });
+      await this.wakeups.wait(sha, Math.min(left, WAIT_POLL_MS), signal);
     }
   }
 
   private wake(sha: string): void {
-    const set = this.waiters.get(sha);
-    if (!set) return;
-    for (const fn of [...set]) fn();
+    this.wakeups.wake(sha);
   }
 }

@@ -18,7 +18,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { RateLimiter } from '../transfer/index.js';
 import type { P2PCounters } from './counters.js';
-import { readJson, sendJson } from '../http/respond.js';
+import { drained, readJson, sendJson } from '../http/respond.js';
 import { MAX_BACKOFF_MS, type OriginBackoff } from '../core/origin-backoff.js';
 import type { LocalHolding, LocalInventory } from './inventory.js';
 import { covers, parseWantedRange } from './ranges.js';
@@ -316,20 +316,6 @@ export function registerPeerRoutes(router: RouteRegistrar, deps: PeerServerDeps)
     },
     close: () => api.shutdown.abort(),
   };
-}
-
-function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** `https://host[:port]` exactly as URL.origin writes it, or undefined. */

@@ -1,0 +1,34 @@
+/**
+ * Waiters keyed by a name (a blob): `wait` resolves on the next `wake` of its key, after `ms`, or
+ * when `signal` aborts, whichever comes first. Never rejects: the caller looks again at what it
+ * waits for and decides. A key with no waiter left holds no memory.
+ */
+export class KeyedWakeups {
+  private readonly waiters = new Map<string, Set<() => void>>();
+
+  wait(key: string, ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      let set = this.waiters.get(key);
+      if (!set) this.waiters.set(key, (set = new Set()));
+      const done = () => {
+        clearTimeout(timer);
+        set!.delete(done);
+        if (set!.size === 0 && this.waiters.get(key) === set) this.waiters.delete(key);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  wake(key: string): void {
+    for (const fn of [...(this.waiters.get(key) ?? [])]) fn();
+  }
+
+  /** Whether anyone waits on `key` now. */
+  has(key: string): boolean {
+    return this.waiters.has(key);
+  }
+}

@@ -57,6 +57,7 @@ export type ByteSource = 'origin' | 'peer' | 'replica';
 export type TransferEvent =
   | { type: 'blob-start'; key: BlobKey; label: string; size: number; resumedBytes: number }
   | { type: 'progress'; key: BlobKey; bytes: number; source: ByteSource }
-  | { type: 'retry'; key: BlobKey; label: string; attempt: number; delayMs: number; reason: string }
+  /** `attempt` counts failures in a row (progress earns them back); the blob fails after `of`. */
+  | { type: 'retry'; key: BlobKey; label: string; attempt: number; of: number; delayMs: number; reason: string }
   | { type: 'hash-mismatch'; key: BlobKey; label: string; expected: string; found: string }
   | { type: 'blob-verified'; key: BlobKey; label: string; size: number };

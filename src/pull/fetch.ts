@@ -180,7 +180,7 @@ class Progress {
         this.emit(e.source);
       }
     } else if (e.type === 'retry') {
-      this.onEvent?.({ type: 'retry', file: e.label, attempt: e.attempt, delayMs: e.delayMs, reason: e.reason });
+      this.onEvent?.({ type: 'retry', file: e.label, attempt: e.attempt, of: e.of, delayMs: e.delayMs, reason: e.reason });
     } else if (e.type === 'blob-verified') {
       this.onEvent?.({ type: 'file-verified', file: e.label, size: e.size });
     }

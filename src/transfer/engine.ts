@@ -552,7 +552,7 @@ export class Engine {
         }
         if (e instanceof RetryableError && e.origin && e.retryAfterMs !== undefined) (this.opts.originBackoff ?? processBackoff).note(e.origin, e.retryAfterMs);
         const delayMs = backoffDelay(failures, this.backoff, e instanceof RetryableError ? e.retryAfterMs : undefined);
-        this.emit({ type: 'retry', key: j.req.key, label: j.req.label, attempt: attempts, delayMs, reason });
+        this.emit({ type: 'retry', key: j.req.key, label: j.req.label, attempt: failures, of: this.maxRetries, delayMs, reason });
         t.waitingSince = 0;
         await sleep(delayMs, t.ac.signal);
       }

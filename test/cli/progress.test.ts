@@ -76,6 +76,23 @@ describe.skipIf(NO_PTY)('pull progress on a terminal (skipped without util-linux
     for (const e of retries) expect(e).toMatchObject({ file: 'the hub API', reason: 'ECONNREFUSED' });
   }, 60_000);
 
+  it('a file whose CDN fails says which retry of how many it is, and a retry that moves bytes earns the count back', async () => {
+    const dir = await tmpDir();
+    // Two refusals in a row, then a connection cut after 1 MiB, then the rest.
+    hub.fault({ kind: 'status', status: 503, retryAfter: 0, host: 'cdn', path: 'model.safetensors', times: 2 });
+    hub.fault({ kind: 'reset', afterBytes: 1024 * 1024, host: 'cdn', path: 'model.safetensors', times: 1 });
+    try {
+      const r = await runCli(['pull', 'hf://demo/bar', ...storeArgs(dir), '--json', '--connections', '1'], { env: hubEnv(hub) });
+      expect(r.code, r.stderr).toBe(0);
+      const retries = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.type === 'retry');
+      expect(retries.map((e) => `${e.attempt} of ${e.of}`)).toEqual(['1 of 8', '2 of 8', '1 of 8']);
+      for (const e of retries) expect(e.file).toBe('model.safetensors');
+      expect(retries[0]!.reason).toMatch(/503/);
+    } finally {
+      hub.clearFaults();
+    }
+  }, 60_000);
+
   it('while another process downloads the revision, says so and keeps counting the seconds', async () => {
     const dir = await tmpDir();
     hub.perConnectionRate = 1024 * 1024;

@@ -26,6 +26,9 @@ import type { PullEvent, PullOptions, PullResult } from '../pull/index.js';
 import { revisionKey } from '../store/gc.js';
 import type { ModelSpec } from './config.js';
 
+/** 'urgent' (someone waits on it) or 'background' (a pre-pull): see src/transfer/priority.ts. */
+type TransferPriority = NonNullable<PullOptions['priority']>;
+
 export const MODEL_STATES = ['pending', 'downloading', 'verifying', 'ready', 'failed'] as const;
 export type ModelState = (typeof MODEL_STATES)[number];
 
@@ -125,8 +128,12 @@ interface Entry {
 interface Slot {
   entry: Entry;
   startedAt: number;
-  /** Aborted to make room for a declared model. */
+  /** Aborted to make room for a declared model, or to start again as urgent; queued again. */
   paused: boolean;
+  /** Why it was paused (for the log). */
+  pausedFor?: string;
+  /** Whether the pull asked the origin as a background pre-pull. */
+  priority: TransferPriority;
 }
 
 function sameFilters(a: ModelSpec, b: ModelSpec): boolean {
@@ -185,8 +192,32 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     e.lastRequestedAt = Date.now();
     // Asking again for a failed model means "try now", not "after the backoff".
     if (e.status.state === 'failed' && !e.running) e.nextAttemptAt = 0;
+    this.promote(e);
     this.kick();
     return { ...e.status };
+  }
+
+  /**
+   * Someone waits on this model now (an init container asks for it: POST /v1/pulls). A
+   * background pre-pull of it is stopped and queued again at once, to go on from its checkpoint
+   * as urgent: the engine cannot change a transfer's priority in flight, and what it loses is at
+   * most the chunks in flight.
+   */
+  private promote(e: Entry): void {
+    const slot = e.running?.slot;
+    if (!slot || slot.paused || slot.priority !== 'background') return;
+    slot.paused = true;
+    slot.pausedFor = 'a pod waits on it; going on as urgent';
+    e.running!.controller.abort(new Error('paused: going on as urgent'));
+  }
+
+  /**
+   * Urgent when someone waits on it: requested through the API (init containers ask for their
+   * model, a person asks by hand) and not ready yet. Declared pre-pulls and re-syncs of ready
+   * models are background: they yield the origin to urgent pulls (src/transfer/priority.ts).
+   */
+  private priorityOf(e: Entry): TransferPriority {
+    return e.requested && e.status.state !== 'ready' ? 'urgent' : 'background';
   }
 
   /** Room for one more on-demand model: forget the oldest settled one (failed first) if at the bound. */
@@ -379,7 +410,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
       const e = this.queue.splice(best, 1)[0]!;
       e.queued = false;
       if (this.entries.get(e.spec.key) !== e) continue;
-      const slot: Slot = { entry: e, startedAt: Date.now(), paused: false };
+      const slot: Slot = { entry: e, startedAt: Date.now(), paused: false, priority: this.priorityOf(e) };
       this.slots.add(slot);
       void this.runPull(e, slot).finally(() => {
         this.slots.delete(slot);
@@ -404,6 +435,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     for (const s of candidates) {
       if (waiting <= 0) break;
       s.paused = true;
+      s.pausedFor = 'a declared model goes first';
       s.entry.running!.controller.abort(new Error('paused: a declared model goes first'));
       waiting--;
     }
@@ -421,7 +453,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     if (started !== 'ready') this.setState(e, 'downloading');
     let error: unknown;
     try {
-      const opts: PullOptions = { ...this.opts.pullOptions(), signal: controller.signal, onEvent: (ev) => this.onEvent(e, ev) };
+      const opts: PullOptions = { ...this.opts.pullOptions(), signal: controller.signal, onEvent: (ev) => this.onEvent(e, ev), priority: slot.priority };
       if (spec.include) opts.include = spec.include;
       if (spec.exclude) opts.exclude = spec.exclude;
       const res = await this.opts.pull(spec.ref, opts);
@@ -439,9 +471,9 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
         log.info('pull interrupted by shutdown');
         if (started !== 'ready') this.setState(e, 'pending');
       } else if (paused) {
-        // Made room for a declared model: not a failure; queued again, it resumes from its checkpoint.
+        // Made room for a declared model, or promoted: not a failure; queued again, it resumes from its checkpoint.
         error = undefined;
-        log.info('pull paused: a declared model goes first');
+        log.info(`pull paused: ${slot.pausedFor ?? 'a declared model goes first'}`);
         e.nextAttemptAt = 0;
         if (started !== 'ready') this.setState(e, 'pending');
       } else if (held) {

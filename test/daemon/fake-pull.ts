@@ -63,7 +63,15 @@ export function fakePull(bytesTotal = 1000): FakePull {
             }
             const list = releases.get(key) ?? releases.set(key, []).get(key)!;
             list.push(resolve);
-            opts.signal?.addEventListener('abort', () => reject(opts.signal!.reason), { once: true });
+            opts.signal?.addEventListener(
+              'abort',
+              () => {
+                // An aborted pull no longer takes a release meant for the next one.
+                if (list.includes(resolve)) list.splice(list.indexOf(resolve), 1);
+                reject(opts.signal!.reason);
+              },
+              { once: true },
+            );
           });
         }
         // Half the bytes from the origin, half from a peer: what the engine reports as they arrive,

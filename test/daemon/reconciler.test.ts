@@ -211,6 +211,41 @@ describe('reconciler', () => {
     await until(() => r.list().every((m) => m.state === 'ready'));
   });
 
+  it('declared pre-pulls ask the origin as background, requested pulls as urgent, re-syncs as background', async () => {
+    const fp = fakePull();
+    const r = make(fp, 2, { resyncMs: 50 });
+    r.setDeclared([spec('hf://org/pre')]);
+    r.start();
+    r.request(spec('hf://org/asked'));
+    await until(() => r.list().every((m) => m.state === 'ready') && fp.calls.length >= 4);
+    const first = (ref: string) => fp.calls.find((c) => c.ref === ref)!.opts.priority;
+    expect(first('hf://org/pre@main')).toBe('background');
+    expect(first('hf://org/asked@main')).toBe('urgent');
+    // Once ready, nobody waits on a re-sync.
+    const resyncs = fp.calls.slice(2);
+    expect(resyncs.length).toBeGreaterThan(0);
+    for (const c of resyncs) expect(c.opts.priority).toBe('background');
+  });
+
+  it('a pod asking for a model being pre-pulled promotes it: the pull goes on as urgent, with no failure counted', async () => {
+    const fp = fakePull();
+    fp.script.set('hf://org/big@main', ['block', 'block']);
+    const r = make(fp, 2);
+    r.setDeclared([spec('hf://org/big')]);
+    r.start();
+    await until(() => fp.running() === 1);
+    expect(fp.calls[0]!.opts.priority).toBe('background');
+    // An init container starts and asks for it.
+    r.request(spec('hf://org/big'));
+    await until(() => fp.calls.length === 2 && fp.running() === 1);
+    expect(fp.calls[1]!.opts.priority).toBe('urgent');
+    expect(r.get('hf://org/big@main')).toMatchObject({ attempts: 0, error: null });
+    fp.release('hf://org/big@main');
+    await until(() => state(r, 'hf://org/big@main') === 'ready');
+    // Asking again for a model already going on as urgent changes nothing.
+    expect(fp.calls).toHaveLength(2);
+  });
+
   it('a queued declared model runs before on-demand pulls that were queued earlier', async () => {
     const fp = fakePull();
     fp.script.set('hf://org/first@main', ['block', 'ok']);

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
-import { makeContent } from '../transfer/helpers.js';
+import { createServer } from 'node:net';
+import { inCI, makeContent } from '../transfer/helpers.js';
 import { startDnsResponder, type DnsResponder } from './dns-responder.js';
 import { blobRequestFor, SwarmNode } from './harness.js';
 
@@ -66,6 +67,60 @@ describe('discovery through a headless Service', () => {
     dns.records.delete(SERVICE);
     await first.p2p!.discovery.refresh();
     expect(ids(first)).toEqual(want);
+  });
+});
+
+/** Whether this host has IPv6 loopback (containers without IPv6 do not). */
+async function noIpv6(): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(`no IPv6 loopback here (${e.code ?? e.message})`));
+    s.listen(0, '::1', () => s.close(() => resolve(undefined)));
+  });
+}
+const v6Missing = await noIpv6();
+if (v6Missing && inCI) throw new Error(`the IPv6 discovery test cannot run in CI: ${v6Missing}`);
+
+describe.skipIf(v6Missing !== undefined)(`discovery through an IPv6 or dual-stack Service${v6Missing ? ` (skipped: ${v6Missing})` : ''}`, () => {
+  it('uses AAAA records, addresses peers as http://[v6]:port, and counts a dual-stack node once', async () => {
+    dns = await startDnsResponder();
+    // The host has one IPv6 loopback address, so one node is reached over IPv6 and the others over
+    // IPv4, all on one port as behind a Service. The first also listens on 127.0.0.1: a dual-stack pod.
+    const first = await SwarmNode.start({ token: TOKEN, host: '::1', alsoListen: ['127.0.0.1'] });
+    const port = first.port;
+    const second = await SwarmNode.start({ token: TOKEN, host: '127.0.0.2', port });
+    const third = await SwarmNode.start({ token: TOKEN, host: '127.0.0.3', port });
+    nodes = [first, second, third];
+    dns.records.set(SERVICE, ['::1', '127.0.0.2', '127.0.0.3']);
+    const join = { dns: SERVICE, port, dnsServers: [dns.server], discoveryIntervalMs: 60_000 };
+    await Promise.all(nodes.map((n) => n.join(join)));
+    await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
+
+    expect(new Set(dns.types)).toEqual(new Set(['A', 'AAAA']));
+    for (const n of nodes) expect(ids(n)).toEqual(nodes.filter((x) => x !== n).map((x) => x.p2p!.nodeId).sort());
+    const v6 = `http://[::1]:${port}`;
+    for (const n of [second, third]) expect(n.p2p!.discovery.get(first.p2p!.nodeId)?.url).toBe(v6);
+
+    // Bytes flow over IPv6: the v6 node is the only holder, the second takes everything from it.
+    hub = await startFakeHub();
+    const repo = await hub.addRepo({ id: 'org/dns6', files: { 'model.safetensors': makeContent(4 * MiB, 43) } });
+    const f = repo.files[0]!;
+    const req = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f)];
+    await first.pull(req);
+    hub.resetStats();
+    await second.pull(req);
+    expect(hub.bytesSent()).toBe(0);
+    expect(second.p2p!.source.bytesByPeer.get(first.p2p!.nodeId)).toBe(f.size);
+    expect(createHash('sha256').update(await readFile(second.store.blobPath(f.sha256))).digest('hex')).toBe(f.sha256);
+
+    // Dual-stack: the Service now has an A and an AAAA record for the first node. Every node still
+    // counts three members (itself included), and the address that worked first keeps the node.
+    dns.records.set(SERVICE, ['::1', '127.0.0.1', '127.0.0.2', '127.0.0.3']);
+    await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
+    for (const n of nodes) expect(ids(n)).toEqual(nodes.filter((x) => x !== n).map((x) => x.p2p!.nodeId).sort());
+    for (const n of [second, third]) expect(n.p2p!.discovery.get(first.p2p!.nodeId)?.url).toBe(v6);
+    // And the first node knows both its own addresses for itself: it never lists itself.
+    expect(first.p2p!.discovery.all().map((p) => p.id)).not.toContain(first.p2p!.nodeId);
   });
 });
 

@@ -26,6 +26,8 @@ export interface NodeOptions {
   tuning?: P2PNodeOptions['tuning'];
   host?: string;
   port?: number;
+  /** Use this directory (store and state) instead of a fresh one: a daemon restarted on the same disk. */
+  dir?: string;
   /** More addresses to listen on with the same port: a dual-stack pod reached over IPv4 and IPv6. */
   alsoListen?: string[];
   stallTimeoutMs?: number;
@@ -73,7 +75,7 @@ export class SwarmNode {
   }
 
   static async start(opts: NodeOptions): Promise<SwarmNode> {
-    const dir = await mkdtemp(join(tmpdir(), 'sf-p2p-node-'));
+    const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'sf-p2p-node-')));
     const store = new Store(join(dir, 'store'));
     await store.init();
     let node!: SwarmNode;

@@ -184,9 +184,10 @@ export class PeerChunkSource implements ChunkSource {
         else if (r !== undefined) return r;
       }
       if (busy) {
-        this.invalidate(sha);
         // The bytes exist in the swarm: a short wait for an upload slot beats the origin. (Retry-After
         // is whole seconds; uploads of a chunk between nodes take far less, so we come back sooner.)
+        // The statuses are not asked again for it: they refresh within statusTtlMs anyway, and asking
+        // on every 503 made control traffic grow with upload contention, that is with the swarm's size.
         if (Date.now() + 150 > deadline) return this.timeout(sha, req);
         await sleep(100 + randomInt(150), req.signal);
         continue;
@@ -213,8 +214,8 @@ export class PeerChunkSource implements ChunkSource {
       const wait = Math.min(this.pollMs, left);
       const r = await this.tryData(owner, req, start, end, wait, false);
       if (r === 'busy') {
-        // The owner is serving others: by now some of them may hold the piece and serve it too.
-        this.invalidate(sha);
+        // The owner is serving others: by now some of them may hold the piece and serve it too (the
+        // statuses, at most statusTtlMs old, will say so).
         await sleep(50 + randomInt(150), req.signal);
         continue;
       }

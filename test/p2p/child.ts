@@ -6,6 +6,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { repoRoot } from '../support/index.js';
+import { SwarmNode, type NodeOptions } from './harness.js';
 
 export interface NodeChild {
   child: ChildProcessWithoutNullStreams;
@@ -55,4 +56,23 @@ export function spawnNodeChild(opts: Record<string, unknown>, prefix: string[] =
       await exited;
     },
   };
+}
+
+/**
+ * Three nodes joined by a static list: one child process (killable) and two in this process.
+ * `track` is told of the child and its directory before anything can fail, for the caller's cleanup.
+ */
+export async function swarmWithChild(opts: NodeOptions, track: (c: NodeChild, dir: string) => void) {
+  const child = spawnNodeChild(opts as unknown as Record<string, unknown>);
+  const hello = await child.next((m) => typeof m.url === 'string');
+  const childUrl = hello.url as string;
+  track(child, hello.dir as string);
+  const a = await SwarmNode.start(opts);
+  const b = await SwarmNode.start(opts);
+  const urls = [a.url, b.url, childUrl];
+  child.send({ static: urls });
+  await Promise.all([a, b].map((n) => n.join({ static: urls })));
+  const childId = (await child.next((m) => typeof m.joined === 'string')).joined as string;
+  await Promise.all([a, b].map((n) => n.p2p!.discovery.refresh()));
+  return { child, childUrl, childDir: hello.dir as string, childId, a, b, urls };
 }

@@ -9,7 +9,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { makeContent } from '../transfer/helpers.js';
-import { spawnNodeChild, type NodeChild } from './child.js';
+import { spawnNodeChild, swarmWithChild, type NodeChild } from './child.js';
 import { blobRequestFor, SwarmNode } from './harness.js';
 
 const MiB = 1024 * 1024;
@@ -69,25 +69,20 @@ describe('a peer that stalls without closing', () => {
 describe('a node SIGKILLed mid-swarm and restarted on the same disk', () => {
   it('the others finish without waiting out timeouts; the restarted node resumes; about one origin copy', async () => {
     hub = await startFakeHub({ perConnectionRate: 4 * MiB });
-    const repo = await hub.addRepo({ id: 'org/restart', files: { 'model.safetensors': makeContent(64 * MiB, 79) } });
+    const repo = await hub.addRepo({ id: 'org/restart', files: { 'model.safetensors': makeContent(96 * MiB, 79) } });
     const f = repo.files[0]!;
     const req = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f)];
     // Small chunks: what the killed node had in flight (lost with it) is a small part of a copy.
     const opts = { token: TOKEN, connections: 4, chunkSize: MiB / 2 };
 
-    let c = spawnNodeChild(opts);
-    children.push(c);
-    const hello = await c.next((m) => typeof m.url === 'string');
-    const childUrl = hello.url as string;
-    childDir = hello.dir as string;
-    const a = await SwarmNode.start(opts);
-    const b = await SwarmNode.start(opts);
+    const swarm = await swarmWithChild(opts, (child, dir) => {
+      children.push(child);
+      childDir = dir;
+    });
+    const { a, b, childUrl, urls } = swarm;
+    let c = swarm.child;
+    const firstId = swarm.childId;
     nodes = [a, b];
-    const urls = [a.url, b.url, childUrl];
-    c.send({ static: urls });
-    await Promise.all(nodes.map((n) => n.join({ static: urls })));
-    const firstId = (await c.next((m) => typeof m.joined === 'string')).joined as string;
-    await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
 
     hub.resetStats();
     const t0 = Date.now();
@@ -95,10 +90,12 @@ describe('a node SIGKILLed mid-swarm and restarted on the same disk', () => {
     const pulls = Promise.all(nodes.map((n) => n.pull(req)));
     // Kill it once it holds a few chunks of its own, then bring it back on the same disk and port,
     // as a daemon restarted by its supervisor (a new node id: a restart is a new member).
-    await c.next((m) => typeof m.chunk === 'number' && m.chunk >= 8);
+    await c.next((m) => typeof m.chunk === 'number' && m.chunk >= 4);
     await c.kill();
+    // Its chunks died with it until it is back: the others may have needed some meanwhile.
+    const heldAtKill = Math.max(...c.messages.map((m) => (typeof m.chunk === 'number' ? m.chunk : 0))) * opts.chunkSize;
     const port = Number(new URL(childUrl).port);
-    c = spawnNodeChild({ ...opts, dir: childDir, port });
+    c = spawnNodeChild({ ...opts, dir: childDir!, port });
     children.push(c);
     expect((await c.next((m) => typeof m.url === 'string')).url).toBe(childUrl);
     c.send({ static: urls });
@@ -117,8 +114,11 @@ describe('a node SIGKILLed mid-swarm and restarted on the same disk', () => {
     // engine's 30 s stall timeout could have mattered (one copy at the hub's pace takes ~3 s).
     for (const n of nodes) expect(n.p2p!.counters.peerTimeouts).toBe(0);
     expect(survivorsMs).toBeLessThan(20_000);
-    // One copy, not a second: what the dead node had in flight comes again, nothing more.
+    // One copy, not a second: at most what died with the node (what it held when killed, and one
+    // chunk per connection in flight) comes from the origin again; about 5 % of a copy here (it is
+    // killed after 4 of 192 chunks; a loaded machine lets a few more land before the kill does).
     expect(hub.bytesSent()).toBeGreaterThanOrEqual(f.size);
-    expect(hub.bytesSent()).toBeLessThanOrEqual(1.05 * f.size);
+    expect(hub.bytesSent()).toBeLessThanOrEqual(f.size + heldAtKill + opts.connections * opts.chunkSize);
+    expect(hub.bytesSent()).toBeLessThanOrEqual(1.1 * f.size);
   }, 90_000);
 });

@@ -3,7 +3,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { makeContent } from '../transfer/helpers.js';
-import { spawnNodeChild, type NodeChild } from './child.js';
+import { swarmWithChild, type NodeChild } from './child.js';
 import { blobRequestFor, SwarmNode } from './harness.js';
 
 const MiB = 1024 * 1024;
@@ -35,28 +35,21 @@ describe('a peer killed mid-transfer', () => {
     const req = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f)];
     const opts = { token: TOKEN, connections: 4, chunkSize: MiB, tuning: { maxWaitMs: 8_000 } };
 
-    child = spawnNodeChild(opts);
-    const { next, messages } = child;
-    const hello = await next((m) => typeof m.url === 'string');
-    const childUrl = hello.url as string;
-    childDir = hello.dir as string;
-
-    const a = await SwarmNode.start(opts);
-    const b = await SwarmNode.start(opts);
+    const swarm = await swarmWithChild(opts, (c, dir) => {
+      child = c;
+      childDir = dir;
+    });
+    const { a, b, childId } = swarm;
+    const { next, messages } = swarm.child;
     nodes = [a, b];
-    const urls = [a.url, b.url, childUrl];
-    child.send({ static: urls });
-    await Promise.all(nodes.map((n) => n.join({ static: urls })));
-    const childId = (await next((m) => typeof m.joined === 'string')).joined as string;
-    await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
     for (const n of nodes) expect(n.p2p!.discovery.live().map((p) => p.id)).toContain(childId);
 
     hub.resetStats();
-    child.send({ go: req });
+    swarm.child.send({ go: req });
     const pulls = Promise.all(nodes.map((n) => n.pull(req)));
     // Kill it once it holds a few chunks (it owns about a third of them).
     await next((m) => typeof m.chunk === 'number' && m.chunk >= 3);
-    await child.kill();
+    await swarm.child.kill();
     await pulls;
 
     for (const n of nodes) expect(await sha(n.store.blobPath(f.sha256))).toBe(f.sha256);

@@ -4,6 +4,7 @@
  * its own store and state dir, the real engine fed by the peer chunk source, and a download cap
  * (the node's link). Line protocol on stdio:
  *   out {"url"} -> in {"static": [...]} -> out {"joined"} -> in {"go": [BlobRequest]} -> out {"done", ...}
+ * or, started and asked at once: in {"static": [...], "go": [...]} -> out {"joined"}, {"done", ...}
  */
 import { createServer } from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -33,6 +34,24 @@ const cleanup = async () => {
   await rm(dir, { recursive: true, force: true });
 };
 
+async function pull(requests) {
+  const t0 = performance.now();
+  let origin = 0;
+  const hooks = p2p.engineHooks({ onEvent: (e) => e.type === 'progress' && e.source === 'origin' && (origin += e.bytes) });
+  const fetched = await fetchBlobs(requests, {
+    partialDir: store.partialDir,
+    stateDir: join(dir, 'state'),
+    connections: o.connections ?? 8,
+    ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}),
+    ...(o.maxRate ? { limiter: new RateLimiter(o.maxRate) } : {}),
+    hashWorkers: 1,
+    ...(o.sourceWaiters !== undefined ? { sourceWaiters: o.sourceWaiters } : {}),
+    ...hooks,
+  });
+  for (const b of fetched) await store.commitBlob(b.path, b.sha256);
+  say({ done: true, ms: performance.now() - t0, ...p2p.counters.snapshot(), originProgress: origin });
+}
+
 for await (const line of createInterface({ input: process.stdin })) {
   const msg = JSON.parse(line);
   if (msg.static) {
@@ -49,25 +68,13 @@ for await (const line of createInterface({ input: process.stdin })) {
     p2p.registerRoutes(router);
     await p2p.start();
     say({ joined: p2p.nodeId });
+    // Asked for a model the moment it starts (--cold): no settling round before the pull.
+    if (msg.go) await pull(msg.go);
   } else if (msg.refresh) {
     await p2p.discovery.refresh();
     say({ refreshed: p2p.discovery.live().length });
   } else if (msg.go) {
-    const t0 = performance.now();
-    let origin = 0;
-    const hooks = p2p.engineHooks({ onEvent: (e) => e.type === 'progress' && e.source === 'origin' && (origin += e.bytes) });
-    const fetched = await fetchBlobs(msg.go, {
-      partialDir: store.partialDir,
-      stateDir: join(dir, 'state'),
-      connections: o.connections ?? 8,
-      ...(o.chunkSize ? { chunkSize: o.chunkSize } : {}),
-      ...(o.maxRate ? { limiter: new RateLimiter(o.maxRate) } : {}),
-      hashWorkers: 1,
-      ...(o.sourceWaiters !== undefined ? { sourceWaiters: o.sourceWaiters } : {}),
-      ...hooks,
-    });
-    for (const b of fetched) await store.commitBlob(b.path, b.sha256);
-    say({ done: true, ms: performance.now() - t0, ...p2p.counters.snapshot(), originProgress: origin });
+    await pull(msg.go);
   } else if (msg.exit) {
     await cleanup();
     process.exit(0);

@@ -190,6 +190,6 @@ console.log('| nodes (real + simulated) | rule | status requests per real node p
 console.log('| --- | --- | --- | ---: | ---: | ---: | --- |');
 for (const r of rows) {
   const med = r.perBlob[Math.floor(r.perBlob.length / 2)];
-  const rule = r.fanout >= 1000 ? 'ask every peer (old)' : `trackers (fanout ${r.fanout}) + askers`;
+  const rule = r.fanout >= 1000 ? 'ask every peer' : `the blob's trackers (fanout ${r.fanout})`;
   console.log(`| ${r.nodes} (${r.nodes - r.nSims} + ${r.nSims}) | ${rule} | ${r.perBlob[0].toFixed(0)} / ${med.toFixed(0)} / ${r.perBlob.at(-1).toFixed(0)} | ${r.busiestSimStatusPerBlob.toFixed(0)} | ${r.wall.toFixed(1)} | ${r.originCopies.toFixed(3)} | ${r.load} |`);
 }

@@ -5,7 +5,7 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { BodyTooLargeError, readBodyText } from '../http/body.js';
 import { connectOptions, type ServerTrust } from '../http/tls.js';
-import { FETCHING_HEADER, MAX_RELAYED, NODE_HEADER } from './server.js';
+import { FETCHING_HEADER, MAX_RELAYED, MAX_VIEW_HEADER, NODE_HEADER, VIEW_HEADER } from './server.js';
 import { isRangeList, type Range } from './ranges.js';
 import type { PeerToken } from './token.js';
 
@@ -116,9 +116,13 @@ export class PeerClient {
     return { nodeId: b.nodeId, protocol: b.protocol };
   }
 
-  /** What a peer holds of a blob; undefined when it holds nothing and is not fetching it. */
-  async status(baseUrl: string, sha: string, fetching: boolean, signal?: AbortSignal): Promise<BlobStatus | undefined> {
-    const res = await this.get(`${baseUrl}/v1/peer/blobs/${sha}`, this.headers(fetching), signal ?? AbortSignal.timeout(this.timeoutMs), this.timeoutMs);
+  /**
+   * What a peer holds of a blob; undefined when it holds nothing and is not fetching it. `own` is
+   * what this node holds of it, told in passing (the peer relays it to whoever asks it).
+   */
+  async status(baseUrl: string, sha: string, fetching: boolean, signal?: AbortSignal, own?: OwnView): Promise<BlobStatus | undefined> {
+    const extra: Record<string, string> = own ? { [VIEW_HEADER]: viewHeader(own) } : {};
+    const res = await this.get(`${baseUrl}/v1/peer/blobs/${sha}`, this.headers(fetching || own?.complete === true, extra), signal ?? AbortSignal.timeout(this.timeoutMs), this.timeoutMs);
     const body = await readJson(res, MAX_PEER_STATUS_BYTES, baseUrl);
     if (res.statusCode === 404) {
       // Holds nothing, but may still know who fetches it (relayed views, interest).
@@ -168,6 +172,25 @@ export class PeerClient {
 
   async close(): Promise<void> {
     await Promise.all([this.agent.destroy().catch(() => undefined), this.control.destroy().catch(() => undefined)]);
+  }
+}
+
+/** What this node holds of a blob, pushed with a status request. */
+export interface OwnView {
+  complete: boolean;
+  ranges: Range[];
+  inflight: Range[];
+}
+
+/** The view as a header of at most MAX_VIEW_HEADER bytes: fewer ranges when there are many (a subset is still true). */
+function viewHeader(v: OwnView): string {
+  let ranges = v.ranges;
+  let inflight = v.inflight;
+  for (;;) {
+    const h = JSON.stringify({ complete: v.complete, ranges, inflight });
+    if (h.length <= MAX_VIEW_HEADER) return h;
+    ranges = ranges.slice(0, Math.floor(ranges.length / 2));
+    inflight = inflight.slice(0, Math.floor(inflight.length / 2));
   }
 }
 

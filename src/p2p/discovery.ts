@@ -1,5 +1,5 @@
 /**
- * Who the peers are: a static list of base URLs and/or the A records of a Kubernetes headless
+ * Who the peers are: a static list of base URLs and/or the A and AAAA records of a Kubernetes headless
  * Service, re-resolved periodically. Every candidate is asked for its node id (`/v1/peer/info`),
  * which is how a node recognises itself behind its own Service address and how one node reached by
  * two addresses counts once. Liveness comes from those probes and from failures the chunk source
@@ -25,8 +25,10 @@ export interface Peer {
   failures: number;
 }
 
+/** `dns.Resolver` fits. Without `resolve6` only A records are asked. */
 export interface DnsResolver {
   resolve4(host: string): Promise<string[]>;
+  resolve6?(host: string): Promise<string[]>;
 }
 
 export interface DiscoveryOptions {
@@ -34,7 +36,7 @@ export interface DiscoveryOptions {
   client: PeerClient;
   /** Base URLs (`http://10.0.0.5:7070`; a bare `host:port` means http). */
   static?: string[];
-  /** Headless Service name whose A records are the peers. */
+  /** Headless Service name whose A and AAAA records are the peers (IPv4, IPv6 and dual-stack Services). */
   dns?: string;
   /** Port the peers listen on (with `dns`). */
   port?: number;
@@ -199,8 +201,7 @@ export class PeerDiscovery {
     if (this.opts.dns) {
       const port = this.opts.port ?? 7070;
       try {
-        const ips = this.resolver ? await this.resolver.resolve4(this.opts.dns) : (await dns.lookup(this.opts.dns, { all: true, family: 4 })).map((a) => a.address);
-        for (const ip of ips) out.add(ipUrl(ip, port, this.opts.scheme));
+        for (const ip of await this.addresses(this.opts.dns)) out.add(ipUrl(ip, port, this.opts.scheme));
       } catch (e) {
         // No endpoints yet (the Service has no ready pods) is normal at rollout.
         this.log?.debug({ dns: this.opts.dns, err: (e as NodeJS.ErrnoException).code ?? (e as Error).message }, 'peer DNS lookup failed');
@@ -209,6 +210,21 @@ export class PeerDiscovery {
       }
     }
     return out;
+  }
+
+  /**
+   * The Service's addresses, IPv4 and IPv6: a single-stack IPv6 cluster has only AAAA records, and
+   * a dual-stack Service has both for every pod (the same node at two addresses is counted once by
+   * its id, see probe). A family with no records is normal; both failing is a failed lookup.
+   */
+  private async addresses(name: string): Promise<string[]> {
+    if (!this.resolver) return (await dns.lookup(name, { all: true, family: 0 })).map((a) => a.address);
+    const r = this.resolver;
+    const answers = await Promise.allSettled([r.resolve4(name), r.resolve6 ? r.resolve6(name) : Promise.resolve([])]);
+    const ips = answers.flatMap((a) => (a.status === 'fulfilled' ? a.value : []));
+    const failed = answers.find((a): a is PromiseRejectedResult => a.status === 'rejected');
+    if (ips.length === 0 && failed) throw failed.reason;
+    return ips;
   }
 
   private async doRefresh(): Promise<void> {

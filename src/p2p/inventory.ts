@@ -14,6 +14,11 @@ const INFLIGHT_TTL_MS = 5 * 60_000;
 const INTEREST_TTL_MS = 30_000;
 /** A relayed view older than this is not passed on (ranges only grow; in-flight pieces move). */
 const VIEW_TTL_MS = 3_000;
+/**
+ * A holder of the whole blob, relayed this long: a node that finished stops asking (and so stops
+ * telling), and late joiners learn about it from the trackers it told when it finished.
+ */
+const COMPLETE_VIEW_TTL_MS = 10 * 60_000;
 /** Fallback poll for waiters when no chunk events arrive (the engine hook is not wired). */
 const WAIT_POLL_MS = 500;
 
@@ -151,11 +156,21 @@ export class LocalInventory {
     const now = Date.now();
     const out: PeerView[] = [];
     for (const [id, e] of m) {
-      if (now - e.at > VIEW_TTL_MS) m.delete(id);
+      if (now - e.at > (e.view.complete ? COMPLETE_VIEW_TTL_MS : VIEW_TTL_MS)) m.delete(id);
       else out.push(e.view);
     }
     if (m.size === 0) this.views.delete(sha);
     return out;
+  }
+
+  /** A peer proved wrong about `sha` (it answered that it does not hold what it was said to). */
+  forgetPeerView(sha: string, peerId: string): void {
+    this.views.get(sha)?.delete(peerId);
+  }
+
+  /** What this node holds of a download in progress, for pushing with status requests (no disk access). */
+  ownView(sha: string): { complete: boolean; ranges: Range[]; inflight: Range[] } {
+    return { complete: false, ranges: this.chunks.get(sha)?.ranges ?? [], inflight: this.inflight(sha) };
   }
 
   /** Peers that recently told us (by asking) that they fetch `sha` too. */

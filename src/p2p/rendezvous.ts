@@ -25,7 +25,12 @@ export function ownerOf(sha256: string, pieceEnd: number, members: readonly stri
  * nodes and learn the rest of the swarm from them (docs/p2p.md, "Control traffic").
  */
 export function trackersOf(sha256: string, members: readonly string[], k: number): Set<string> {
+  return new Set(trackerRanking(sha256, members).slice(0, k));
+}
+
+/** Members by tracker weight for a blob, highest first. */
+export function trackerRanking(sha256: string, members: readonly string[]): string[] {
   const weighted = members.map((m) => ({ m, w: createHash('sha256').update(`${m}\0${sha256}\0tracker`).digest().readBigUInt64BE(0) }));
   weighted.sort((a, b) => (a.w === b.w ? (a.m < b.m ? -1 : 1) : a.w > b.w ? -1 : 1));
-  return new Set(weighted.slice(0, k).map((x) => x.m));
+  return weighted.map((x) => x.m);
 }

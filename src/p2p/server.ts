@@ -21,7 +21,7 @@ import type { P2PCounters } from './counters.js';
 import { drained, readJson, sendJson } from '../http/respond.js';
 import { MAX_BACKOFF_MS, type OriginBackoff } from '../core/origin-backoff.js';
 import type { LocalHolding, LocalInventory } from './inventory.js';
-import { covers, parseWantedRange } from './ranges.js';
+import { covers, isRangeList, parseWantedRange, type Range as Span } from './ranges.js';
 import type { PeerToken } from './token.js';
 
 /** Entries relayed in one status, at most (a 256-node cluster fits). */
@@ -29,12 +29,21 @@ export const MAX_RELAYED = 512;
 export const PEER_PROTOCOL = 1;
 export const NODE_HEADER = 'x-swift-fetch-node';
 export const FETCHING_HEADER = 'x-swift-fetch-fetching';
+/**
+ * What an asker holds of the blob, sent with its status request (`{"complete","ranges","inflight"}`,
+ * at most MAX_VIEW_HEADER bytes): the node asked learns the asker's state without asking back, so
+ * a blob's trackers relay the whole swarm while each node asks only them (docs/p2p.md, "Control traffic").
+ */
+export const VIEW_HEADER = 'x-swift-fetch-view';
+export const MAX_VIEW_HEADER = 4096;
 const SHA_RE = /^[0-9a-f]{64}$/;
 const READ_SIZE = 256 * 1024;
 /** Longest long-poll a peer may ask for. */
 const MAX_WAIT_MS = 30_000;
 /** Longest a request waits in line for an upload slot before 503. */
 const QUEUE_MS = 1_000;
+/** An upload whose peer takes no bytes this long is ended (twice the client's 5 s body timeout). */
+const UPLOAD_STALL_MS = 10_000;
 
 /** The slice of the daemon's Router this module needs (structural, so p2p does not import daemon). */
 export interface RouteRegistrar {
@@ -146,6 +155,8 @@ class PeerApi {
     const peer = req.headers[NODE_HEADER];
     if (typeof peer === 'string' && peer !== this.deps.nodeId && /^[\w.-]{1,64}$/.test(peer) && req.headers[FETCHING_HEADER] === '1') {
       this.deps.inventory.noteInterest(sha, peer);
+      const view = parseViewHeader(req.headers[VIEW_HEADER]);
+      if (view) this.deps.inventory.notePeerView(sha, { nodeId: peer, fetching: !view.complete, ...view });
     }
     return sha;
   }
@@ -262,7 +273,13 @@ class PeerApi {
         const ok = res.write(Buffer.from(buf.subarray(0, bytesRead)));
         this.deps.counters.add('bytesServed', bytesRead);
         pos += bytesRead;
-        if (!ok) await drained(res, ac.signal);
+        if (!ok) {
+          // A peer that takes nothing for this long is gone (partitioned: no reset ever comes, and
+          // the kernel would retry for many minutes); its upload slot goes to the others.
+          const stall = setTimeout(() => ac.abort(), UPLOAD_STALL_MS);
+          await drained(res, ac.signal);
+          clearTimeout(stall);
+        }
       }
       if (ac.signal.aborted) res.destroy();
       else res.end();
@@ -326,4 +343,17 @@ function canonicalOrigin(v: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The asker's pushed view, or undefined when absent or malformed (a hint: peers' bytes are checked anyway). */
+function parseViewHeader(h: string | string[] | undefined): { complete: boolean; ranges: Span[]; inflight: Span[] } | undefined {
+  if (typeof h !== 'string' || h.length > MAX_VIEW_HEADER) return undefined;
+  let v: { complete?: unknown; ranges?: unknown; inflight?: unknown };
+  try {
+    v = JSON.parse(h) as typeof v;
+  } catch {
+    return undefined;
+  }
+  if (!v || typeof v.complete !== 'boolean' || !isRangeList(v.ranges) || !isRangeList(v.inflight ?? [])) return undefined;
+  return { complete: v.complete, ranges: v.ranges, inflight: (v.inflight ?? []) as Span[] };
 }

@@ -26,7 +26,7 @@ import type { P2PCounters } from './counters.js';
 import type { Peer, PeerDiscovery } from './discovery.js';
 import type { LocalInventory } from './inventory.js';
 import { covers } from './ranges.js';
-import { ownerOf, trackersOf } from './rendezvous.js';
+import { ownerOf, trackerRanking } from './rendezvous.js';
 import { sleep } from '../core/sleep.js';
 
 /** How long a peer may take to say what it holds of a blob. */
@@ -115,6 +115,7 @@ export class PeerChunkSource implements ChunkSource {
         this.o.inventory.doneFetching(sha);
         this.decided.delete(sha);
         this.invalidate(sha);
+        this.announceComplete(sha, e.size);
         void this.blame.verified(sha, paths).then((v) => {
           for (const g of v?.guilty ?? []) {
             // Bad bytes from a finished blob are a lie or a rotten disk; from a download in progress
@@ -169,7 +170,7 @@ export class PeerChunkSource implements ChunkSource {
       req.signal.throwIfAborted();
       const peers = this.usablePeers();
       if (peers.length === 0) return this.origin(sha, req);
-      const { statuses, interested } = this.withRelayed(await this.statuses(sha, this.contacts(sha, peers), false, req.signal), peers);
+      const { statuses, interested } = this.withRelayed(sha, await this.statuses(sha, this.contacts(sha, peers), false, req.signal), peers);
 
       // 1. Someone has it now.
       const holders = peers.filter((p) => {
@@ -183,9 +184,10 @@ export class PeerChunkSource implements ChunkSource {
         else if (r !== undefined) return r;
       }
       if (busy) {
-        this.invalidate(sha);
         // The bytes exist in the swarm: a short wait for an upload slot beats the origin. (Retry-After
         // is whole seconds; uploads of a chunk between nodes take far less, so we come back sooner.)
+        // The statuses are not asked again for it: they refresh within statusTtlMs anyway, and asking
+        // on every 503 made control traffic grow with upload contention, that is with the swarm's size.
         if (Date.now() + 150 > deadline) return this.timeout(sha, req);
         await sleep(100 + randomInt(150), req.signal);
         continue;
@@ -201,7 +203,6 @@ export class PeerChunkSource implements ChunkSource {
       let ownerId: string | undefined;
       if (inflight.length > 0) ownerId = ownerOf(sha, req.end, inflight.map((p) => p.id));
       else {
-        for (const id of inventory.interestedPeers(sha)) interested.add(id);
         const members = [this.o.nodeId, ...peers.filter((p) => statuses.get(p.id)?.fetching || interested.has(p.id)).map((p) => p.id)];
         ownerId = ownerOf(sha, req.end, members);
       }
@@ -213,8 +214,8 @@ export class PeerChunkSource implements ChunkSource {
       const wait = Math.min(this.pollMs, left);
       const r = await this.tryData(owner, req, start, end, wait, false);
       if (r === 'busy') {
-        // The owner is serving others: by now some of them may hold the piece and serve it too.
-        this.invalidate(sha);
+        // The owner is serving others: by now some of them may hold the piece and serve it too (the
+        // statuses, at most statusTtlMs old, will say so).
         await sleep(50 + randomInt(150), req.signal);
         continue;
       }
@@ -253,31 +254,66 @@ export class PeerChunkSource implements ChunkSource {
   }
 
   /**
-   * Whom to ask about a blob. In a small swarm every peer. With more peers than `fanout`, the
-   * blob's trackers (the same few nodes for everyone) plus the peers that asked us: what a node
-   * asks stays flat as the cluster grows, and the trackers, asked by everyone, relay the rest.
+   * Whom to ask about a blob. In a small swarm every peer. With more peers than `fanout`, only the
+   * blob's trackers (the same few nodes for everyone): every asker tells them what it holds in
+   * passing (the view header), so they know the whole swarm without asking anyone back, and relay
+   * it. What a node asks stays flat as the cluster grows. (Asking back whoever asked us, the
+   * earlier rule, made a tracker ask everyone and, through data requests, everyone ask everyone.)
    */
   private contacts(sha: string, peers: Peer[]): Peer[] {
     if (peers.length <= this.fanout) return peers;
-    const trackers = trackersOf(sha, [this.o.nodeId, ...peers.map((p) => p.id)], this.fanout);
-    const asked = new Set(this.o.inventory.interestedPeers(sha));
-    return peers.filter((p) => trackers.has(p.id) || asked.has(p.id));
+    // Ranked over every peer known, live or not, and the first `fanout` usable ones taken: a peer
+    // that one node saw fail shifts that node's trackers by one, not the whole ranking, so nodes
+    // that disagree about who is up still share most trackers.
+    const usable = new Map(peers.map((p) => [p.id, p]));
+    const out: Peer[] = [];
+    let counted = 0;
+    for (const id of trackerRanking(sha, [this.o.nodeId, ...this.o.discovery.all().map((p) => p.id)])) {
+      if (counted >= this.fanout) break;
+      const p = usable.get(id);
+      if (id === this.o.nodeId) counted++;
+      else if (p) {
+        out.push(p);
+        counted++;
+      }
+    }
+    return out;
   }
 
   /**
    * Direct answers plus what they relay: views of peers we did not ask (a direct answer wins) and
    * the ids of nodes that told them they fetch the blob.
    */
-  private withRelayed(direct: Map<string, BlobStatus | undefined>, peers: Peer[]): { statuses: Map<string, PeerView | undefined>; interested: Set<string> } {
+  private withRelayed(sha: string, direct: Map<string, BlobStatus | undefined>, peers: Peer[]): { statuses: Map<string, PeerView | undefined>; interested: Set<string> } {
     const statuses = new Map<string, PeerView | undefined>(direct);
     const interested = new Set<string>();
     const usable = new Set(peers.map((p) => p.id));
+    const relay = (v: PeerView) => {
+      if (v.nodeId !== this.o.nodeId && usable.has(v.nodeId) && !statuses.has(v.nodeId)) statuses.set(v.nodeId, v);
+    };
     for (const s of direct.values()) {
       if (!s) continue;
       for (const id of s.interested) if (id !== this.o.nodeId) interested.add(id);
-      for (const v of s.peers) if (v.nodeId !== this.o.nodeId && usable.has(v.nodeId) && !statuses.has(v.nodeId)) statuses.set(v.nodeId, v);
+      for (const v of s.peers) relay(v);
     }
+    // What askers told this node (a tracker hears the swarm this way) and holders heard of earlier.
+    for (const v of this.o.inventory.peerViews(sha)) relay(v);
+    for (const id of this.o.inventory.interestedPeers(sha)) interested.add(id);
     return { statuses, interested };
+  }
+
+  /**
+   * Tell the blob's trackers this node now holds all of it: they relay it to late joiners long
+   * after this node stopped asking (a finished node asks nothing more, so it tells nothing more).
+   */
+  private announceComplete(sha: string, size: number): void {
+    const peers = this.usablePeers();
+    if (peers.length === 0 || size <= 0) return;
+    const own = { complete: true, ranges: [[0, size]] as Array<[number, number]>, inflight: [] };
+    for (const p of this.contacts(sha, peers)) {
+      this.o.counters.add('statusRequests');
+      void this.o.client.status(p.url, sha, false, AbortSignal.timeout(STATUS_TIMEOUT_MS), own).catch(() => undefined);
+    }
   }
 
   /** First decision on a blob: tell the peers we want it, give simultaneous starters a moment. */
@@ -287,7 +323,14 @@ export class PeerChunkSource implements ChunkSource {
       const peers = this.usablePeers();
       const announce = () => this.statuses(sha, this.contacts(sha, peers), true, signal);
       // With trackers, what others announced during the pause is known only to them: ask again.
-      const settle = () => (peers.length > this.fanout ? announce().then(() => undefined) : undefined);
+      const settle = async () => {
+        if (peers.length <= this.fanout) return;
+        const { statuses, interested } = this.withRelayed(sha, await announce(), peers);
+        const known = interested.size > 0 || [...statuses.values()].some((s) => s && (s.fetching || s.ranges.length > 0));
+        // The trackers know of no one holding or fetching it: a holder may have finished before
+        // they heard of it (or before they were its trackers). Ask everyone, once per blob.
+        if (!known) await this.statuses(sha, peers, true, signal);
+      };
       p = peers.length === 0 ? Promise.resolve() : announce().then(() => sleep(this.gatherMs, signal)).then(settle);
       p = p.catch(() => undefined);
       this.decided.set(sha, p);
@@ -307,7 +350,7 @@ export class PeerChunkSource implements ChunkSource {
             at: now,
             // Shared by every task that asks within the ttl: bound it by time, not by the first
             // asker's signal, or one cancelled pull would mark healthy peers as failed for all.
-            value: this.o.client.status(p.url, sha, true, AbortSignal.timeout(STATUS_TIMEOUT_MS)).then(
+            value: this.o.client.status(p.url, sha, true, AbortSignal.timeout(STATUS_TIMEOUT_MS), this.o.inventory.ownView(sha)).then(
               (s) => {
                 if (s && s.nodeId !== p.id) return 'error';
                 // Kept to relay to whoever asks us (trackers are asked by everyone).
@@ -351,19 +394,28 @@ export class PeerChunkSource implements ChunkSource {
     }
     if (r.kind === 'busy') return 'busy';
     if (r.kind === 'missing') {
+      this.o.inventory.forgetPeerView(sha, p.id);
       if (r.status) this.statusCache.set(`${p.id}:${sha}`, { at: Date.now(), value: Promise.resolve(r.status) });
       return undefined;
     }
     return this.track(p, req, start, r.body, finished);
   }
 
-  /** Count, hash (for blame) and release the body, however the engine stops reading it. */
+  /**
+   * Count, hash (for blame) and release the body, however the engine stops reading it. A peer that
+   * fails mid-body (reset, silence, a short body) is marked down and the rest of the piece is
+   * located again: from another peer, or waited for from the node now fetching it. Only when that
+   * decision is "origin" does the stream fail, and the engine fetches the rest itself. (Failing at
+   * once sent every node that was copying the piece from the lost peer to the origin for its rest:
+   * a second copy of those pieces.)
+   */
   private track(p: Peer, req: ChunkSourceRequest, start: number, body: AsyncIterable<Uint8Array> & { destroy(err?: Error): void }, finished: boolean): AsyncIterable<Uint8Array> {
     const self = this;
     self.inUse.set(p.id, (self.inUse.get(p.id) ?? 0) + 1);
     return (async function* () {
       const h = createHash('sha256');
       let n = 0;
+      let failed: unknown;
       try {
         for await (const c of body) {
           h.update(c);
@@ -371,18 +423,23 @@ export class PeerChunkSource implements ChunkSource {
           self.o.counters.add('bytesFromPeers', c.length);
           yield c;
         }
+        if (start + n < req.end) failed = new Error(`peer ${p.id} ended its body after ${n} bytes`);
       } catch (e) {
-        if (!req.signal.aborted) {
-          self.o.counters.add('peerErrors');
-          self.o.discovery.markFailed(p.id);
-        }
-        throw e;
+        if (req.signal.aborted) throw e;
+        failed = e;
       } finally {
         body.destroy();
         self.inUse.set(p.id, Math.max(0, (self.inUse.get(p.id) ?? 1) - 1));
         self.blame.record(req.sha256!, p.url, start, n, h.digest('hex'), finished);
         if (n > 0) self.bytesByPeer.set(p.id, (self.bytesByPeer.get(p.id) ?? 0) + n);
       }
+      if (failed === undefined) return;
+      self.o.counters.add('peerErrors');
+      self.o.discovery.markFailed(p.id);
+      self.statusCache.delete(`${p.id}:${req.sha256!}`);
+      const rest = await self.locate(req.sha256!, { ...req, start: start + n });
+      if (!rest) throw failed;
+      yield* rest;
     })();
   }
 }

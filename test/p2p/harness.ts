@@ -26,6 +26,10 @@ export interface NodeOptions {
   tuning?: P2PNodeOptions['tuning'];
   host?: string;
   port?: number;
+  /** Use this directory (store and state) instead of a fresh one: a daemon restarted on the same disk. */
+  dir?: string;
+  /** More addresses to listen on with the same port: a dual-stack pod reached over IPv4 and IPv6. */
+  alsoListen?: string[];
   stallTimeoutMs?: number;
   /** Transform data bodies this node serves (a poisoned peer). */
   poison?: (chunk: Buffer, offset: number) => Buffer;
@@ -60,6 +64,7 @@ export class SwarmNode {
     readonly dir: string,
     readonly store: Store,
     readonly server: Server,
+    readonly extraServers: Server[],
     readonly url: string,
     readonly port: number,
     readonly opts: NodeOptions,
@@ -70,7 +75,7 @@ export class SwarmNode {
   }
 
   static async start(opts: NodeOptions): Promise<SwarmNode> {
-    const dir = await mkdtemp(join(tmpdir(), 'sf-p2p-node-'));
+    const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'sf-p2p-node-')));
     const store = new Store(join(dir, 'store'));
     await store.init();
     let node!: SwarmNode;
@@ -86,15 +91,12 @@ export class SwarmNode {
     });
     server.keepAliveTimeout = 5_000;
     const host = opts.host ?? '127.0.0.1';
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(opts.port ?? 0, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(server, opts.port ?? 0, host);
     const port = (server.address() as AddressInfo).port;
-    node = new SwarmNode(dir, store, server, `http://${host}:${port}`, port, opts);
+    // The same handler behind every address, as one process listening on `::` would be.
+    const extra = (opts.alsoListen ?? []).map(() => createServer((req, res) => server.emit('request', req, res)));
+    for (const [i, s] of extra.entries()) await listen(s, port, opts.alsoListen![i]!);
+    node = new SwarmNode(dir, store, server, extra, urlOf(host, port), port, opts);
     return node;
   }
 
@@ -149,10 +151,27 @@ export class SwarmNode {
   /** Stop serving and forget everything (a node going away). */
   async close(keepFiles = false): Promise<void> {
     await this.p2p?.stop();
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    for (const s of [this.server, ...this.extraServers]) {
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
     if (!keepFiles) await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** `http://[::1]:7070` for an IPv6 address. */
+export function urlOf(host: string, port: number): string {
+  return host.includes(':') ? `http://[${host}]:${port}` : `http://${host}:${port}`;
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
 }
 
 /** Flip bytes in what this node serves: the node is honest about what it has, but not about the content. */

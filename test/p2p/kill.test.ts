@@ -1,11 +1,9 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
-import { repoRoot } from '../support/index.js';
 import { makeContent } from '../transfer/helpers.js';
+import { swarmWithChild, type NodeChild } from './child.js';
 import { blobRequestFor, SwarmNode } from './harness.js';
 
 const MiB = 1024 * 1024;
@@ -13,10 +11,10 @@ const TOKEN = 'peer-token-kill';
 
 let hub: FakeHub | undefined;
 let nodes: SwarmNode[] = [];
-let child: ChildProcessWithoutNullStreams | undefined;
+let child: NodeChild | undefined;
 let childDir: string | undefined;
 afterEach(async () => {
-  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await child?.kill();
   child = undefined;
   // A SIGKILLed node cannot clean up after itself.
   if (childDir) await rm(childDir, { recursive: true, force: true });
@@ -37,48 +35,21 @@ describe('a peer killed mid-transfer', () => {
     const req = [blobRequestFor(hub.hfEndpoint, repo.id, repo.commit, f)];
     const opts = { token: TOKEN, connections: 4, chunkSize: MiB, tuning: { maxWaitMs: 8_000 } };
 
-    child = spawn(process.execPath, ['--import', 'tsx', 'test/p2p/node-child.ts', JSON.stringify(opts)], { cwd: repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
-    const lines = createInterface({ input: child.stdout });
-    const messages: Array<Record<string, unknown>> = [];
-    const waiters: Array<() => void> = [];
-    lines.on('line', (l) => {
-      try {
-        messages.push(JSON.parse(l) as Record<string, unknown>);
-      } catch {
-        return;
-      }
-      for (const w of waiters.splice(0)) w();
+    const swarm = await swarmWithChild(opts, (c, dir) => {
+      child = c;
+      childDir = dir;
     });
-    let stderr = '';
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const next = async (pred: (m: Record<string, unknown>) => boolean) => {
-      for (;;) {
-        const m = messages.find(pred);
-        if (m) return m;
-        if (child!.exitCode !== null) throw new Error(`child exited: ${stderr}`);
-        await new Promise<void>((r) => waiters.push(r));
-      }
-    };
-    const hello = await next((m) => typeof m.url === 'string');
-    const childUrl = hello.url as string;
-    childDir = hello.dir as string;
-
-    const a = await SwarmNode.start(opts);
-    const b = await SwarmNode.start(opts);
+    const { a, b, childId } = swarm;
+    const { next, messages } = swarm.child;
     nodes = [a, b];
-    const urls = [a.url, b.url, childUrl];
-    child.stdin.write(JSON.stringify({ static: urls }) + '\n');
-    await Promise.all(nodes.map((n) => n.join({ static: urls })));
-    const childId = (await next((m) => typeof m.joined === 'string')).joined as string;
-    await Promise.all(nodes.map((n) => n.p2p!.discovery.refresh()));
     for (const n of nodes) expect(n.p2p!.discovery.live().map((p) => p.id)).toContain(childId);
 
     hub.resetStats();
-    child.stdin.write(JSON.stringify({ go: req }) + '\n');
+    swarm.child.send({ go: req });
     const pulls = Promise.all(nodes.map((n) => n.pull(req)));
     // Kill it once it holds a few chunks (it owns about a third of them).
     await next((m) => typeof m.chunk === 'number' && m.chunk >= 3);
-    child.kill('SIGKILL');
+    await swarm.child.kill();
     await pulls;
 
     for (const n of nodes) expect(await sha(n.store.blobPath(f.sha256))).toBe(f.sha256);

@@ -1,5 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { blobRequest, makeContent, serveRange, sha256, startServer, type TestServer } from '../transfer/helpers.js';
@@ -136,4 +137,43 @@ describe('peer API', () => {
     const again = await get(`${n.url}/v1/peer/blobs/${h}/data`, { ...auth, range: 'bytes=0-9' });
     expect(again.status).toBe(206);
   });
+
+  it('relays what an asker says it holds (the view header) to later askers, and ignores a malformed one', async () => {
+    const n = await node();
+    const h = sha256(makeContent(1000, 5));
+    const view = { complete: false, ranges: [[0, MiB]], inflight: [[MiB, 2 * MiB]] };
+    const asker = { ...auth, 'x-swift-fetch-node': 'asker-1', 'x-swift-fetch-fetching': '1' };
+    expect((await get(`${n.url}/v1/peer/blobs/${h}`, { ...asker, 'x-swift-fetch-view': JSON.stringify(view) })).status).toBe(404);
+    await get(`${n.url}/v1/peer/blobs/${h}`, { ...asker, 'x-swift-fetch-node': 'asker-2', 'x-swift-fetch-view': '{"complete":false,"ranges":[[5,1]]}' });
+    await get(`${n.url}/v1/peer/blobs/${h}`, { ...asker, 'x-swift-fetch-node': 'asker-3', 'x-swift-fetch-view': 'x'.repeat(5000) });
+    const later = (await get(`${n.url}/v1/peer/blobs/${h}`, { ...auth, 'x-swift-fetch-node': 'asker-4' })).json() as { interested: string[]; peers: Array<Record<string, unknown>> };
+    expect(later.interested.sort()).toEqual(['asker-1', 'asker-2', 'asker-3']);
+    expect(later.peers).toEqual([{ nodeId: 'asker-1', fetching: true, ...view }]);
+  });
+
+  it('ends an upload whose peer takes nothing for 10 s, freeing its slot', async () => {
+    const n = await node({ uploadConcurrency: 1 });
+    const content = makeContent(32 * MiB, 6);
+    const h = await putBlob(n, content);
+    // A downloader that sends its request and then never reads (a partitioned peer, as far as the
+    // server can tell): the socket buffers fill and the upload blocks.
+    const { port, hostname } = new URL(n.url);
+    const sock = connect(Number(port), hostname);
+    sock.pause();
+    sock.write(`GET /v1/peer/blobs/${h}/data HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${TOKEN}\r\nrange: bytes=0-${content.length - 1}\r\n\r\n`);
+    try {
+      const t0 = Date.now();
+      for (;;) {
+        await new Promise((r) => setTimeout(r, 250));
+        if (n.p2p!.counters.uploads === 1) break;
+      }
+      expect((await get(`${n.url}/v1/peer/blobs/${h}/data`, { ...auth, range: 'bytes=0-9' })).status).toBe(503);
+      let status = 503;
+      while (status === 503 && Date.now() - t0 < 30_000) status = (await get(`${n.url}/v1/peer/blobs/${h}/data`, { ...auth, range: 'bytes=0-9' })).status;
+      expect(status).toBe(206);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(9_000);
+    } finally {
+      sock.destroy();
+    }
+  }, 60_000);
 });

@@ -53,7 +53,7 @@ const dir = await mkdtemp(join(tmpdir(), 'sf-flood-'));
 const port = await freePort();
 const api = values.api ? `api: ${values.api}\n` : '';
 await writeFile(join(dir, 'config.yaml'), `store: ${join(dir, 'store')}\nstateDir: ${join(dir, 'state')}\nlisten: 127.0.0.1:${port}\nlogLevel: info\n${api}`);
-const env = { ...process.env, HF_ENDPOINT: hub.hfEndpoint, MODELSCOPE_ENDPOINT: hub.msEndpoint, HTTPS_PROXY: '', HTTP_PROXY: '' };
+const env: NodeJS.ProcessEnv = { ...process.env, HF_ENDPOINT: hub.hfEndpoint, MODELSCOPE_ENDPOINT: hub.msEndpoint, HTTPS_PROXY: '', HTTP_PROXY: '' };
 delete env.HF_TOKEN;
 const daemon = spawn(process.execPath, [join(values.repo!, 'bin/swift-fetch.js'), 'daemon', '--config', join(dir, 'config.yaml')], { env, stdio: ['ignore', 'ignore', 'ignore'] });
 const base = `http://127.0.0.1:${port}`;

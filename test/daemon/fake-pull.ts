@@ -76,9 +76,9 @@ export function fakePull(bytesTotal = 1000): FakePull {
         }
         // Half the bytes from the origin, half from a peer: what the engine reports as they arrive,
         // then the pull's running total.
-        opts.engineHooks?.onEvent?.({ type: 'progress', key: `fake:${key}`, bytes: bytesTotal / 2, source: 'origin' });
+        opts.engineHooks?.onEvent?.({ type: 'progress', key: { kind: 'path', commit: COMMIT, path: `fake:${key}` }, bytes: bytesTotal / 2, source: 'origin' });
         opts.onEvent?.({ type: 'progress', bytesDone: bytesTotal / 2, bytesTotal, source: 'origin' });
-        opts.engineHooks?.onEvent?.({ type: 'progress', key: `fake:${key}`, bytes: bytesTotal / 2, source: 'peer' });
+        opts.engineHooks?.onEvent?.({ type: 'progress', key: { kind: 'path', commit: COMMIT, path: `fake:${key}` }, bytes: bytesTotal / 2, source: 'peer' });
         opts.onEvent?.({ type: 'progress', bytesDone: bytesTotal, bytesTotal, source: 'peer' });
         opts.onEvent?.({ type: 'verifying' });
         const path = `/store/models/${ref.hub}/${ref.org}/${ref.name}/${COMMIT}`;

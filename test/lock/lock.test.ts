@@ -23,7 +23,7 @@ const MOVING_B = { 'config.json': '{"v":"b"}', 'weights.bin': pattern(300_000, 2
 
 interface LockJson {
   lockfileVersion: number;
-  models: Array<{ ref: string; hub: string; endpoint: string; commit: string; include?: string[]; files: Array<{ path: string; size: number; sha256: string; gitOid?: string }> }>;
+  models: Array<{ ref: string; hub: string; endpoint: string; commit: string; include?: string[]; exclude?: string[]; files: Array<{ path: string; size: number; sha256: string; gitOid?: string }> }>;
 }
 
 const env = () => hubEnv(hub);

@@ -96,7 +96,7 @@ describe('listings built from a manifest', () => {
     const seen: number[] = [];
     let cursor: string | null = null;
     for (let i = 0; i < 10; i++) {
-      const p = page(items, cursor, 3);
+      const p: { items: number[]; next: string | undefined } = page(items, cursor, 3);
       seen.push(...p.items);
       if (!p.next) break;
       cursor = p.next;

@@ -74,7 +74,7 @@ describe('a moved store', () => {
     const [file] = (await fsp.readdir(recDir)).filter((f) => f.endsWith('.json'));
     const rec = JSON.parse(await fsp.readFile(join(recDir, file!), 'utf8')) as { commit: string; paths: Record<string, string> };
     expect(rec.paths.plain).toBe(`models/hf/demo/moved/${rec.commit}`);
-    rec.paths = { plain: join(before, rec.paths.plain), hf: join(before, rec.paths.hf!) };
+    rec.paths = { plain: join(before, rec.paths.plain!), hf: join(before, rec.paths.hf!) };
     await fsp.writeFile(join(recDir, file!), JSON.stringify(rec));
     await fsp.rename(before, after);
 

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { completedRanges, fetchBlobs, type ChunkSource } from '../../src/transfer/index.js';
-import type { TransferEvent } from '../../src/core/transfer.js';
+import type { ByteSource, TransferEvent } from '../../src/core/transfer.js';
 import { MiB, blobRequest, makeContent, serveRange, sha256, startServer, tempDir, type TestServer } from './helpers.js';
 
 const cleanups: Array<() => unknown> = [];
@@ -34,7 +34,7 @@ describe('chunk sources (the P2P seam)', () => {
     const [got] = await fetchBlobs([blobRequest(content, `${srv.url}/f`)], { ...d, chunkSize: MiB, env: {}, chunkSources: [peer], onEvent: (e) => events.push(e) });
     expect(got!.sha256).toBe(sha256(content));
     expect(srv.bytesSent()).toBe(4 * MiB);
-    const bySource = { origin: 0, peer: 0 };
+    const bySource: Record<ByteSource, number> = { origin: 0, peer: 0, replica: 0 };
     for (const e of events) if (e.type === 'progress') bySource[e.source] += e.bytes;
     expect(bySource.peer + bySource.origin).toBe(content.length);
     expect(bySource.peer).toBeGreaterThan(0);

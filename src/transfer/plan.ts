@@ -37,3 +37,13 @@ export function planBlockSize(size: number, spanSize: number): number {
 export function chunkCount(size: number, chunkSize: number): number {
   return size === 0 ? 0 : Math.ceil(size / chunkSize);
 }
+
+/**
+ * Receive worker threads when the caller does not say. On 2 cores the main-thread path is as fast
+ * (the worker's CPU competes with the hash worker and the origin for the same cores), so workers
+ * start at 8 cores: there a single busy main thread is the limit (docs/benchmarks.md, engine).
+ */
+export function defaultReceiveWorkers(cores: number): number {
+  if (cores < 8) return 0;
+  return Math.min(4, Math.floor(cores / 4));
+}

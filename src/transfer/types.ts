@@ -66,6 +66,16 @@ export interface EngineOptions {
   priorityGate?: PriorityGate;
   /** Hash worker threads (default: cores - 1, at least 1, at most 4). */
   hashWorkers?: number;
+  /**
+   * Receive worker threads for big files (src/transfer/workers/): ranged origin requests are
+   * received, written and reported by these threads, each owning its own connections, while the
+   * main thread schedules, records blocks, hands out rate tokens and resolves redirects. 0 keeps
+   * every byte on the main thread. Default: see `defaultReceiveWorkers` (plan.ts). Requests through
+   * a proxy, probes, single-stream (Range-ignored) blobs and chunk sources stay on the main thread.
+   */
+  workers?: number;
+  /** The receive workers' HTTP client (default undici; 'http' is node:http, for comparison). */
+  workerHttp?: 'undici' | 'http';
 }
 
 /**

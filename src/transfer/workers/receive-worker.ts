@@ -1,0 +1,294 @@
+/**
+ * The receive worker's code: a worker thread that owns its own HTTP connections, asks one final
+ * URL for one byte range, and writes the body straight into the partial file's fd (positional
+ * writes; fds are shared by every thread of the process). It reports each write to the main
+ * thread, which credits blocks, records them in the resume database and keeps every decision.
+ *
+ * What it never does: follow a redirect, re-sign a URL, add a header, retry, or accept anything
+ * but a 206 for exactly the asked start. Anything else is "refused" and the main thread redoes
+ * that attempt itself (src/transfer/http.ts), so token handling and error mapping stay in one place.
+ *
+ * An eval'ed CommonJS string, like the hash worker, so it loads the same way from `src/` under
+ * vitest and from `dist/`; undici is required by the absolute path the main thread resolved.
+ *
+ * Messages in:  {op:'get', id, url, headers, fd, pos, end, size, limited}, {op:'abort', id},
+ *               {op:'shrink', id, end}, {op:'grant', id}
+ * Messages out: {id, kind:'written', start, len}, {id, kind:'alive'}, {id, kind:'take', n},
+ *               {id, kind:'done', refused?: status, error?: {message, code, io}}
+ */
+export const RECEIVE_WORKER_SOURCE = `
+'use strict';
+const { parentPort, workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+// Same batch as the main-thread path (engine.ts WRITE_BUFFER): few writes, little memory.
+const WRITE_BUFFER = 256 * 1024;
+// Received but unwritten bytes past which the socket is not read until the disk catches up.
+const HIGH_WATER = 512 * 1024;
+// A stalled-looking task gets a sign of life at most this often (the main thread's stall clock).
+const ALIVE_MS = 50;
+const impl = workerData.impl;
+let agent;
+if (impl === 'http') {
+  const http = require('node:http');
+  const https = require('node:https');
+  agent = {
+    'http:': new http.Agent({ keepAlive: true, maxSockets: workerData.connections }),
+    'https:': new https.Agent({ keepAlive: true, maxSockets: workerData.connections }),
+    mod: { 'http:': http, 'https:': https },
+  };
+} else {
+  const undici = require(workerData.undiciPath);
+  agent = new undici.Agent({
+    connections: workerData.connections, pipelining: 1, keepAliveTimeout: 30000, keepAliveMaxTimeout: 600000,
+    headersTimeout: 0, bodyTimeout: 0,
+  });
+}
+const tasks = new Map();
+
+function parseContentRange(v) {
+  const m = typeof v === 'string' ? /^\\s*bytes\\s+(\\d+)-(\\d+)\\/(\\d+|\\*)\\s*$/i.exec(v) : null;
+  if (!m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]) + 1, total: m[3] === '*' ? undefined : Number(m[3]) };
+}
+
+function post(t, msg) {
+  msg.id = t.id;
+  t.lastMsg = Date.now();
+  parentPort.postMessage(msg);
+}
+
+function pauseFor(t, why) {
+  t.paused[why] = true;
+  if (t.ctl) t.ctl.pause();
+}
+
+function resumeFor(t, why) {
+  t.paused[why] = false;
+  if (!t.paused.disk && !t.paused.rate && t.ctl) t.ctl.resume();
+}
+
+function writeAll(fd, list, len, position, cb) {
+  fs.writev(fd, list, position, (err, n) => {
+    if (err) return cb(err);
+    if (n >= len) return cb(null);
+    // A short write (disk filling): plain writes for the rest report ENOSPC properly.
+    const rest = Buffer.concat(list).subarray(n);
+    let off = 0;
+    const step = () => {
+      if (off >= rest.length) return cb(null);
+      fs.write(fd, rest, off, rest.length - off, position + n + off, (e, w) => {
+        if (e) return cb(e);
+        if (w === 0) return cb(Object.assign(new Error('no progress writing'), { code: 'EIO' }));
+        off += w;
+        step();
+      });
+    };
+    step();
+  });
+}
+
+function flush(t) {
+  if (t.writing || t.pendLen === 0 || t.stopping || t.ioError) return;
+  const list = t.pend;
+  const start = t.pendStart;
+  const len = t.pendLen;
+  t.pend = [];
+  t.pendStart += len;
+  t.pendLen = 0;
+  t.writing = true;
+  writeAll(t.fd, list, len, start, (err) => {
+    t.writing = false;
+    if (err) {
+      t.ioError = err;
+      if (t.ctl) t.ctl.abort(err);
+    } else {
+      post(t, { kind: 'written', start, len });
+    }
+    if (t.pendLen >= WRITE_BUFFER || ((t.ended || t.netError || t.full) && t.pendLen > 0)) flush(t);
+    if (t.pendLen < HIGH_WATER) resumeFor(t, 'disk');
+    maybeFinish(t);
+  });
+}
+
+function maybeFinish(t) {
+  if (t.finished || t.writing) return;
+  if (t.errBody !== undefined && !t.ended && !t.netError && !t.stopping) return;
+  const over = t.stopping || t.ioError || t.refused !== undefined;
+  if (!over && !((t.ended || t.netError || t.full) && t.pendLen === 0)) return;
+  t.finished = true;
+  tasks.delete(t.id);
+  const msg = { kind: 'done' };
+  if (t.refused !== undefined) {
+    msg.refused = t.refused;
+    msg.headers = t.refusedHeaders;
+    msg.body = t.errBody;
+  }
+  // A range received in full is done, whatever the connection does after (a shrunk range closes it).
+  const e = t.ioError || (t.stopping || t.full || t.refused !== undefined ? undefined : t.netError);
+  if (e) msg.error = { message: String(e.message || e), code: e.code, io: e === t.ioError };
+  if (!t.ended && !t.netError && t.ctl) t.ctl.abort(new Error('range done'));
+  post(t, msg);
+}
+
+function onHeaders(t, status, headers) {
+  const cr = status === 206 ? parseContentRange(headers['content-range']) : undefined;
+  if (!cr || cr.start !== t.pos || (cr.total !== undefined && cr.total !== t.size)) {
+    t.refused = status;
+    t.refusedHeaders = headers;
+    if (status >= 400) {
+      // The main thread turns an error status into the same error the main path gives: it needs
+      // the error headers and the start of the body. Read them (small) before reporting.
+      t.errBody = '';
+      return true;
+    }
+    maybeFinish(t);
+    return false;
+  }
+  post(t, { kind: 'alive' });
+  return true;
+}
+
+function onData(t, chunk) {
+  if (t.errBody !== undefined) {
+    if (t.errBody.length < 2048) t.errBody += Buffer.from(chunk).toString('utf8');
+    return;
+  }
+  if (t.finished || t.stopping || t.refused !== undefined) return;
+  const n = Math.min(chunk.length, t.end - t.pos);
+  if (n > 0) {
+    t.pend.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+    t.pendLen += n;
+    t.pos += n;
+  }
+  if (t.limited) {
+    // Debt, as on the main thread: the bytes are taken after they arrived, and nothing more is
+    // read until the main thread's token bucket has earned them.
+    t.owed += chunk.length;
+    if (!t.asking) askTokens(t);
+  }
+  if (t.pos >= t.end) {
+    t.full = true;
+    flush(t);
+    maybeFinish(t);
+    return;
+  }
+  if (t.pendLen >= WRITE_BUFFER) flush(t);
+  if (t.pendLen >= HIGH_WATER) pauseFor(t, 'disk');
+  if (Date.now() - t.lastMsg >= ALIVE_MS) post(t, { kind: 'alive' });
+}
+
+function askTokens(t) {
+  t.asking = true;
+  const n = t.owed;
+  t.owed = 0;
+  pauseFor(t, 'rate');
+  post(t, { kind: 'take', n });
+}
+
+function onEnd(t, err) {
+  if (t.finished) return;
+  if (err) t.netError = err;
+  else t.ended = true;
+  flush(t);
+  maybeFinish(t);
+}
+
+function startUndici(t, u, headers) {
+  agent.dispatch(
+    { origin: u.origin, path: u.pathname + u.search, method: 'GET', headers },
+    {
+      onRequestStart(ctl) {
+        t.ctl = ctl;
+        if (t.stopping) ctl.abort(new Error('aborted'));
+      },
+      onResponseStart(ctl, status, h) {
+        t.ctl = ctl;
+        onHeaders(t, status, h);
+      },
+      onResponseData(_ctl, chunk) {
+        onData(t, chunk);
+      },
+      onResponseEnd() {
+        onEnd(t);
+      },
+      onResponseError(_ctl, err) {
+        onEnd(t, err);
+      },
+    },
+  );
+}
+
+function startHttp(t, u, headers) {
+  const mod = agent.mod[u.protocol];
+  const req = mod.get(u, { agent: agent[u.protocol], headers }, (res) => {
+    if (!onHeaders(t, res.statusCode, res.headers)) return res.resume();
+    res.on('data', (c) => onData(t, c));
+    res.on('end', () => onEnd(t));
+    res.on('error', (e) => onEnd(t, e));
+    res.on('aborted', () => onEnd(t, Object.assign(new Error('response aborted'), { code: 'ECONNRESET' })));
+  });
+  let res;
+  req.on('response', (r) => (res = r));
+  t.ctl = {
+    pause: () => res && res.pause(),
+    resume: () => res && res.resume(),
+    abort: (e) => req.destroy(e),
+  };
+  req.on('error', (e) => onEnd(t, e));
+}
+
+parentPort.on('message', (m) => {
+  if (m.op === 'get') {
+    const t = {
+      id: m.id, fd: m.fd, pos: m.pos, end: m.end, size: m.size, limited: m.limited,
+      pend: [], pendStart: m.pos, pendLen: 0, writing: false, owed: 0, asking: false,
+      paused: { disk: false, rate: false }, ctl: undefined, lastMsg: 0,
+      ended: false, full: false, stopping: false, finished: false, netError: undefined, ioError: undefined, refused: undefined,
+      refusedHeaders: undefined, errBody: undefined,
+    };
+    tasks.set(t.id, t);
+    try {
+      const u = new URL(m.url);
+      if (impl === 'http') startHttp(t, u, m.headers);
+      else startUndici(t, u, m.headers);
+    } catch (e) {
+      onEnd(t, e);
+    }
+    return;
+  }
+  const t = tasks.get(m.id);
+  if (!t) return;
+  if (m.op === 'abort') {
+    // Bytes not yet written are dropped: the main thread resumes from the last reported write.
+    t.stopping = true;
+    t.pend = [];
+    t.pendLen = 0;
+    if (t.ctl) t.ctl.abort(new Error('aborted'));
+    maybeFinish(t);
+  } else if (m.op === 'shrink') {
+    // The main thread gave our tail to another connection (end game).
+    if (m.end < t.end) {
+      t.end = Math.max(m.end, t.pendStart);
+      if (t.pos > t.end) {
+        const over = t.pos - t.end;
+        t.pos = t.end;
+        let drop = over;
+        while (drop > 0 && t.pend.length > 0) {
+          const last = t.pend[t.pend.length - 1];
+          if (last.length <= drop) { t.pend.pop(); drop -= last.length; t.pendLen -= last.length; }
+          else { t.pend[t.pend.length - 1] = last.subarray(0, last.length - drop); t.pendLen -= drop; drop = 0; }
+        }
+      }
+      if (t.pos >= t.end) {
+        t.full = true;
+        flush(t);
+        maybeFinish(t);
+      }
+    }
+  } else if (m.op === 'grant') {
+    t.asking = false;
+    if (t.owed > 0) askTokens(t);
+    else resumeFor(t, 'rate');
+  }
+});
+`;

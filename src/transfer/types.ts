@@ -74,8 +74,12 @@ export interface EngineOptions {
    * a proxy, probes, single-stream (Range-ignored) blobs and chunk sources stay on the main thread.
    */
   workers?: number;
-  /** The receive workers' HTTP client (default undici; 'http' is node:http, for comparison). */
-  workerHttp?: 'undici' | 'http';
+  /**
+   * The receive workers' HTTP client: 'raw' (default; HTTP/1.1 over a socket reading into one
+   * reused buffer, plain http only, anything unusual goes back to the main thread), 'undici', or
+   * 'http' (node:http), for comparison.
+   */
+  workerHttp?: 'undici' | 'http' | 'raw';
 }
 
 /**

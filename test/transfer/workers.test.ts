@@ -37,7 +37,7 @@ async function origin(content: Buffer, rate?: number): Promise<TestServer> {
 }
 
 describe('receive worker threads', () => {
-  for (const workerHttp of ['undici', 'http'] as const) {
+  for (const workerHttp of ['undici', 'http', 'raw'] as const) {
     it(`give the same bytes and sha256 as the main thread, once each (${workerHttp})`, async () => {
       const a = makeContent(24 * MiB + 777, 51);
       const b = makeContent(9 * MiB + 3, 52);

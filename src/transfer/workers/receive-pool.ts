@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { RECEIVE_WORKER_SOURCE } from './receive-worker.js';
 
 /** Which HTTP client the receive workers use (bench/run.mjs compares them). */
-export type ReceiveImpl = 'undici' | 'http';
+export type ReceiveImpl = 'undici' | 'http' | 'raw';
 
 export interface ReceiveRequest {
   /** The final URL: the main thread resolved every redirect (the worker follows none). */
@@ -86,7 +86,7 @@ export class ReceivePool {
   private readonly threads: number;
   private readonly perThread: number;
 
-  constructor(threads: number, connections: number, private readonly impl: ReceiveImpl = 'undici') {
+  constructor(threads: number, connections: number, private readonly impl: ReceiveImpl = 'raw') {
     this.threads = Math.max(0, Math.min(threads, connections - 1));
     this.perThread = this.threads === 0 ? 0 : Math.floor((connections - 1) / this.threads);
   }
@@ -108,7 +108,7 @@ export class ReceivePool {
       const worker = new Worker(RECEIVE_WORKER_SOURCE, {
         eval: true,
         workerData: { undiciPath, connections: perThread, impl: this.impl },
-        resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 },
+        resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 24 },
       });
       const s: Slot = { worker, active: 0 };
       worker.on('message', (m: WorkerMsg) => this.onMessage(m));

@@ -20,15 +20,18 @@ export const RECEIVE_WORKER_SOURCE = `
 'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
 const fs = require('node:fs');
-// Same batch as the main-thread path (engine.ts WRITE_BUFFER): few writes, little memory.
-const WRITE_BUFFER = 256 * 1024;
+// Bytes per positional write. 128-512 KiB cost the same CPU (docs/benchmarks.md); the smaller
+// batch keeps the reused batches (raw) and queued pieces (undici, http) small.
+const WRITE_BUFFER = 128 * 1024;
 // Received but unwritten bytes past which the socket is not read until the disk catches up.
-const HIGH_WATER = 512 * 1024;
+const HIGH_WATER = 2 * WRITE_BUFFER;
 // A stalled-looking task gets a sign of life at most this often (the main thread's stall clock).
 const ALIVE_MS = 50;
 const impl = workerData.impl;
 let agent;
-if (impl === 'http') {
+if (impl === 'raw') {
+  // No client library: see startRaw.
+} else if (impl === 'http') {
   const http = require('node:http');
   const https = require('node:https');
   agent = {
@@ -89,7 +92,13 @@ function writeAll(fd, list, len, position, cb) {
 
 function flush(t) {
   if (t.writing || t.pendLen === 0 || t.stopping || t.ioError) return;
-  const list = t.pend;
+  let list = t.pend;
+  if (t.raw) {
+    // The batch goes to the disk whole; the next bytes fill another one.
+    list = [t.batch.subarray(0, t.pendLen)];
+    t.writingBatch = t.batch;
+    t.batch = undefined;
+  }
   const start = t.pendStart;
   const len = t.pendLen;
   t.pend = [];
@@ -98,6 +107,10 @@ function flush(t) {
   t.writing = true;
   writeAll(t.fd, list, len, start, (err) => {
     t.writing = false;
+    if (t.writingBatch) {
+      spare.push(t.writingBatch);
+      t.writingBatch = undefined;
+    }
     if (err) {
       t.ioError = err;
       if (t.ctl) t.ctl.abort(err);
@@ -156,7 +169,18 @@ function onData(t, chunk) {
   if (t.finished || t.stopping || t.refused !== undefined) return;
   const n = Math.min(chunk.length, t.end - t.pos);
   if (n > 0) {
-    t.pend.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+    if (t.raw) {
+      // The socket reads into one reused buffer: copy into this task's batch.
+      if (!t.batch) t.batch = spare.pop() || Buffer.allocUnsafe(BATCH_CAP);
+      if (t.pendLen + n > t.batch.length) {
+        onEnd(t, Object.assign(new Error('receive batch overflow'), { code: 'ECONNRESET' }));
+        if (t.ctl) t.ctl.abort(new Error('overflow'));
+        return;
+      }
+      chunk.copy(t.batch, t.pendLen, 0, n);
+    } else {
+      t.pend.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+    }
     t.pendLen += n;
     t.pos += n;
   }
@@ -237,6 +261,156 @@ function startHttp(t, u, headers) {
   req.on('error', (e) => onEnd(t, e));
 }
 
+// ---- raw: HTTP/1.1 over net.Socket with a reused read buffer (onread), for plain http only.
+// Per read, undici and node:http allocate a fresh buffer that lives until a GC; here every socket
+// reads into one 64 KiB buffer and the bytes are copied into a few reused write batches, so the
+// thread allocates nothing per read (memory flat, no GC churn). Anything this small parser does
+// not expect (https, chunked bodies, no Content-Length, 1xx) is refused: the main thread redoes it.
+const net = require('node:net');
+const BATCH_CAP = HIGH_WATER + 128 * 1024;
+const spare = [];
+const idle = new Map();
+
+function release(s) {
+  s.task = undefined;
+  if (!s.keep || s.destroyed) return s.destroy();
+  let list = idle.get(s.key);
+  if (!list) idle.set(s.key, (list = []));
+  if (list.length >= workerData.connections) return s.destroy();
+  list.push(s);
+}
+
+function dropIdle(s) {
+  const list = idle.get(s.key);
+  const i = list ? list.indexOf(s) : -1;
+  if (i >= 0) list.splice(i, 1);
+}
+
+function sockGone(s, err) {
+  dropIdle(s);
+  const t = s.task;
+  s.task = undefined;
+  if (t && !t.finished) onEnd(t, err || Object.assign(new Error('the connection closed mid-response'), { code: 'ECONNRESET' }));
+}
+
+function parseHead(text) {
+  const lines = text.split('\\r\\n');
+  const m = /^HTTP\\/1\\.([01]) (\\d{3})/.exec(lines[0]);
+  if (!m) return undefined;
+  const headers = {};
+  for (let i = 1; i < lines.length; i++) {
+    const c = lines[i].indexOf(':');
+    if (c <= 0) continue;
+    const k = lines[i].slice(0, c).trim().toLowerCase();
+    const v = lines[i].slice(c + 1).trim();
+    headers[k] = headers[k] === undefined ? v : [].concat(headers[k], v);
+  }
+  return { minor: Number(m[1]), status: Number(m[2]), headers };
+}
+
+function onSockRead(s, n, buf) {
+  const t = s.task;
+  if (!t) return void s.destroy(); // bytes nobody asked for: never reuse this connection
+  const h = t.http;
+  if (h.state === 'head') {
+    h.head.push(Buffer.from(buf.subarray(0, n)));
+    const all = h.head.length === 1 ? h.head[0] : Buffer.concat(h.head);
+    h.head = [all];
+    const idx = all.indexOf('\\r\\n\\r\\n');
+    if (idx < 0) {
+      if (all.length > 65536) sockFail(s, t, 'response head too large');
+      return;
+    }
+    const head = parseHead(all.subarray(0, idx).toString('latin1'));
+    if (!head) return sockFail(s, t, 'malformed response');
+    h.state = 'body';
+    h.head = undefined;
+    const hd = head.headers;
+    s.keep = head.minor === 1 && !/close/i.test(String(hd.connection || ''));
+    const cl = typeof hd['content-length'] === 'string' && /^\\d+$/.test(hd['content-length']) ? Number(hd['content-length']) : undefined;
+    if (head.status < 200 || hd['transfer-encoding'] !== undefined || cl === undefined) {
+      // Framing this parser does not do: the main thread asks again.
+      t.refused = head.status;
+      t.refusedHeaders = hd;
+      s.task = undefined;
+      s.destroy();
+      return void maybeFinish(t);
+    }
+    h.left = cl;
+    onHeaders(t, head.status, hd);
+    if (t.finished) {
+      s.task = undefined;
+      return void s.destroy();
+    }
+    const rest = all.subarray(idx + 4);
+    // The first body bytes sit in a copy already: hand them on as they are.
+    if (rest.length > 0 || h.left === 0) body(s, t, rest);
+    return;
+  }
+  body(s, t, buf.subarray(0, n));
+}
+
+function body(s, t, b) {
+  const h = t.http;
+  const m = Math.min(b.length, h.left);
+  h.left -= m;
+  if (b.length > m) s.keep = false;
+  const complete = h.left === 0;
+  if (complete) {
+    // Give the connection back before the last bytes are handled: nothing more will come.
+    t.ctl = { pause() {}, resume() {}, abort() {} };
+    release(s);
+  }
+  if (m > 0) onData(t, b.subarray(0, m));
+  if (complete) onEnd(t);
+}
+
+function sockFail(s, t, why) {
+  s.task = undefined;
+  s.destroy();
+  onEnd(t, Object.assign(new Error(why), { code: 'UND_ERR_SOCKET' }));
+}
+
+function startRaw(t, u, headers) {
+  let req = 'GET ' + u.pathname + u.search + ' HTTP/1.1\\r\\nhost: ' + u.host + '\\r\\n';
+  let unsafe = false;
+  for (const k of Object.keys(headers)) {
+    if (/[\\r\\n:]/.test(k) || /[\\r\\n]/.test(String(headers[k]))) unsafe = true;
+    req += k + ': ' + headers[k] + '\\r\\n';
+  }
+  if (u.protocol !== 'http:' || unsafe) {
+    // https (TLS sockets take no onread) or a header that would split the request: main thread.
+    t.refused = 0;
+    t.refusedHeaders = {};
+    return void maybeFinish(t);
+  }
+  const key = u.host;
+  const list = idle.get(key);
+  let s = list && list.pop();
+  if (!s) {
+    const readBuf = Buffer.allocUnsafe(64 * 1024);
+    s = net.connect({ host: u.hostname.replace(/^\\[|\\]$/g, ''), port: Number(u.port || 80), onread: { buffer: readBuf, callback: (n, buf) => onSockRead(s, n, buf) } });
+    s.key = key;
+    s.setNoDelay(true);
+    const sock = s;
+    s.on('error', (e) => sockGone(sock, e));
+    s.on('close', () => sockGone(sock));
+    s.on('end', () => sock.destroy());
+  }
+  s.task = t;
+  t.http = { state: 'head', head: [], left: 0 };
+  const sock = s;
+  t.ctl = {
+    pause: () => sock.pause(),
+    resume: () => sock.resume(),
+    abort: () => {
+      if (sock.task === t) sock.task = undefined;
+      sock.destroy();
+    },
+  };
+  s.write(req + '\\r\\n');
+}
+
 parentPort.on('message', (m) => {
   if (m.op === 'get') {
     const t = {
@@ -244,12 +418,13 @@ parentPort.on('message', (m) => {
       pend: [], pendStart: m.pos, pendLen: 0, writing: false, owed: 0, asking: false,
       paused: { disk: false, rate: false }, ctl: undefined, lastMsg: 0,
       ended: false, full: false, stopping: false, finished: false, netError: undefined, ioError: undefined, refused: undefined,
-      refusedHeaders: undefined, errBody: undefined,
+      refusedHeaders: undefined, errBody: undefined, raw: impl === 'raw', batch: undefined, writingBatch: undefined,
     };
     tasks.set(t.id, t);
     try {
       const u = new URL(m.url);
-      if (impl === 'http') startHttp(t, u, m.headers);
+      if (impl === 'raw') startRaw(t, u, m.headers);
+      else if (impl === 'http') startHttp(t, u, m.headers);
       else startUndici(t, u, m.headers);
     } catch (e) {
       onEnd(t, e);
@@ -263,6 +438,10 @@ parentPort.on('message', (m) => {
     t.stopping = true;
     t.pend = [];
     t.pendLen = 0;
+    if (t.batch) {
+      spare.push(t.batch);
+      t.batch = undefined;
+    }
     if (t.ctl) t.ctl.abort(new Error('aborted'));
     maybeFinish(t);
   } else if (m.op === 'shrink') {
@@ -273,6 +452,10 @@ parentPort.on('message', (m) => {
         const over = t.pos - t.end;
         t.pos = t.end;
         let drop = over;
+        if (t.raw) {
+          t.pendLen = Math.max(0, t.pendLen - drop);
+          drop = 0;
+        }
         while (drop > 0 && t.pend.length > 0) {
           const last = t.pend[t.pend.length - 1];
           if (last.length <= drop) { t.pend.pop(); drop -= last.length; t.pendLen -= last.length; }

@@ -4,7 +4,7 @@
  * (undici and node:http), on the uncapped nginx origin, next to aria2c -x16; then --max-rate as the
  * origin sees it. Run it under `flock /tmp/swift-fetch-bench.lock` (other benchmarks share the cores).
  *
- *   node bench/engine.mjs [--size 2GiB] [--workers 0,1,2] [--http undici,http] [--rounds 2]
+ *   node bench/engine.mjs [--size 2GiB] [--workers 0,1,2] [--http raw,undici,http] [--rounds 2]
  *                         [--max-rate 20MB/s] [--rate-size 512MiB] [--skip-rate] [--connections 24]
  *
  * Per row: wall time, MB/s, time / aria2c's, CPU seconds in total and on the main thread alone
@@ -32,12 +32,12 @@ const { values: args } = parseArgs({
   options: {
     size: { type: 'string', default: '2GiB' },
     workers: { type: 'string', default: '0,1,2' },
-    http: { type: 'string', default: 'undici,http' },
+    http: { type: 'string', default: 'raw,undici,http' },
     rounds: { type: 'string', default: '2' },
     connections: { type: 'string', default: '' },
     'max-rate': { type: 'string', default: '20MB/s' },
     'rate-size': { type: 'string', default: '512MiB' },
-    'rate-workers': { type: 'string', default: '0,2' },
+    'rate-workers': { type: 'string', default: '0,1' },
     'skip-rate': { type: 'boolean', default: false },
     'skip-aria': { type: 'boolean', default: false },
   },

@@ -29,9 +29,19 @@ const HIGH_WATER = 2 * WRITE_BUFFER;
 const ALIVE_MS = 50;
 const impl = workerData.impl;
 let agent;
-if (impl === 'raw') {
-  // No client library: see startRaw.
-} else if (impl === 'http') {
+let undiciAgent;
+// undici, loaded on first use: the 'raw' client takes it only for https.
+function undici() {
+  if (!undiciAgent) {
+    const { Agent } = require(workerData.undiciPath);
+    undiciAgent = new Agent({
+      connections: workerData.connections, pipelining: 1, keepAliveTimeout: 30000, keepAliveMaxTimeout: 600000,
+      headersTimeout: 0, bodyTimeout: 0,
+    });
+  }
+  return undiciAgent;
+}
+if (impl === 'http') {
   const http = require('node:http');
   const https = require('node:https');
   agent = {
@@ -39,12 +49,6 @@ if (impl === 'raw') {
     'https:': new https.Agent({ keepAlive: true, maxSockets: workerData.connections }),
     mod: { 'http:': http, 'https:': https },
   };
-} else {
-  const undici = require(workerData.undiciPath);
-  agent = new undici.Agent({
-    connections: workerData.connections, pipelining: 1, keepAliveTimeout: 30000, keepAliveMaxTimeout: 600000,
-    headersTimeout: 0, bodyTimeout: 0,
-  });
 }
 const tasks = new Map();
 
@@ -218,7 +222,7 @@ function onEnd(t, err) {
 }
 
 function startUndici(t, u, headers) {
-  agent.dispatch(
+  undici().dispatch(
     { origin: u.origin, path: u.pathname + u.search, method: 'GET', headers },
     {
       onRequestStart(ctl) {
@@ -378,8 +382,13 @@ function startRaw(t, u, headers) {
     if (/[\\r\\n:]/.test(k) || /[\\r\\n]/.test(String(headers[k]))) unsafe = true;
     req += k + ': ' + headers[k] + '\\r\\n';
   }
+  if (u.protocol === 'https:' && !unsafe) {
+    // TLS sockets take no onread: https goes through undici, still in this thread.
+    t.raw = false;
+    return startUndici(t, u, headers);
+  }
   if (u.protocol !== 'http:' || unsafe) {
-    // https (TLS sockets take no onread) or a header that would split the request: main thread.
+    // A header that would split the request (undici refuses those too): the main thread decides.
     t.refused = 0;
     t.refusedHeaders = {};
     return void maybeFinish(t);

@@ -526,7 +526,7 @@ export class Engine {
       await this.prepare(j);
       if (j.doneCount === j.chunks.length) {
         j.phase = 'finishing';
-        await this.finalize(j);
+        await this.finalize(j, t);
         return;
       }
       j.spanSize = Math.max(j.spanSize, j.chunkSize);
@@ -957,8 +957,21 @@ export class Engine {
     if (upTo > 0) j.hash!.advance(upTo);
   }
 
-  private async finalize(j: BlobJob): Promise<void> {
+  /**
+   * Stop the blob's other tasks and wait until their writes settled. All blocks are done, so they
+   * have nothing left to add, but one whose range was split may still be writing bytes past its
+   * new end (its tail's task already credited them): no write may land in a file once it is
+   * hashed, and a receive thread writes through the fd, which must not be closed under it.
+   */
+  private async quiesce(j: BlobJob, self: Task | undefined): Promise<void> {
+    for (const t of j.tasks) if (t !== self) t.ac.abort(new Superseded());
+    const until = performance.now() + 10_000;
+    while ([...j.tasks].some((t) => t !== self) && performance.now() < until) await sleep(2);
+  }
+
+  private async finalize(j: BlobJob, self?: Task): Promise<void> {
     const { key, label, size, sha256, gitOid } = j.req;
+    await this.quiesce(j, self);
     // With fsync on, what we return must be on disk, not only in the page cache.
     const [found] = await Promise.all([
       j.hash!.finish(size),

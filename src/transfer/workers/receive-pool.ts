@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { RECEIVE_WORKER_SOURCE } from './receive-worker.js';
+import { RetryableError } from '../../core/retry.js';
 
 /** Which HTTP client the receive workers use (bench/run.mjs compares them). */
 export type ReceiveImpl = 'undici' | 'http' | 'raw';
@@ -188,7 +189,10 @@ export class ReceivePool {
     const i = this.slots.indexOf(s);
     if (i < 0) return;
     this.slots.splice(i, 1);
-    for (const [id, r] of this.running) if (r.slot === s) this.settle(id, r, () => r.reject(e));
+    // A thread that died (out of its heap, a bug) costs its requests one retry each; the next
+    // request starts a fresh thread.
+    const err = new RetryableError(`a receive thread failed: ${(e as Error)?.message ?? String(e)}`, undefined, { cause: e });
+    for (const [id, r] of this.running) if (r.slot === s) this.settle(id, r, () => r.reject(err));
   }
 
   async close(): Promise<void> {

@@ -132,6 +132,8 @@ const runners = {
   },
   'swift-fetch engine': (ep, file) => engine(ep, file),
   'swift-fetch engine, fsync': (ep, file) => engine(ep, file, { spec: { fsync: true } }),
+  // The engine before receive threads (issue 16): every byte on the main thread.
+  'swift-fetch engine, main thread only': (ep, file) => engine(ep, file, { spec: { workers: 0 } }),
   ...Object.fromEntries(extraConnections.map((n) => [`swift-fetch engine, ${n} connections`, (ep, file) => engine(ep, file, { spec: { connections: n } })])),
   'aria2c -x16 -s16': async (ep) => {
     if (!which('aria2c')) return { skipped: 'aria2c is not installed (apt-get install -y aria2)' };
@@ -159,7 +161,7 @@ const runners = {
 
 const toolGroup = (name) => (name.startsWith('swift-fetch CLI') ? 'cli' : name.startsWith('swift-fetch') ? 'swift-fetch' : name.startsWith('aria2c') ? 'aria2c' : name.startsWith('curl') ? 'curl' : 'hf');
 const SINGLE = ['curl', 'curl | tee | sha256sum', 'curl | tee | openssl sha256', 'hf download'];
-const sfRows = ['swift-fetch CLI', 'swift-fetch engine', 'swift-fetch engine, fsync', ...extraConnections.map((n) => `swift-fetch engine, ${n} connections`)];
+const sfRows = ['swift-fetch CLI', 'swift-fetch engine', 'swift-fetch engine, fsync', 'swift-fetch engine, main thread only', ...extraConnections.map((n) => `swift-fetch engine, ${n} connections`)];
 
 // ------------------------------------------------------------------ scenarios
 

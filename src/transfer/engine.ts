@@ -264,9 +264,10 @@ export class Engine {
       signal?.removeEventListener('abort', onAbort);
       if (this.stallTimer) clearInterval(this.stallTimer);
       if (this.syncTimer) clearInterval(this.syncTimer);
+      // Receive threads first: they write through the files' fds, which are closed next.
+      await this.receivers?.close();
       await Promise.all(this.jobs.map((j) => j.fh?.close().catch(() => undefined)));
       await this.hashes.close();
-      await this.receivers?.close();
       if (this.failure) await this.dispatcher.destroy().catch(() => undefined);
       else await this.dispatcher.close().catch(() => undefined);
       this.state.release();

@@ -24,6 +24,10 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+function parseRangeStart(h: string | undefined): number {
+  return Number(/^bytes=(\d+)-/.exec(h ?? '')?.[1] ?? -1);
+}
+
 function dirs(): { partialDir: string; stateDir: string } {
   const t = tempDir();
   cleanups.push(t.cleanup);
@@ -93,6 +97,34 @@ describe('receive worker threads', () => {
     }
     // The hub was asked once (the probe); the threads went straight to the resolved CDN URL.
     expect(hub.requests.every((r) => r.headers.authorization === 'Bearer hf_s3cret')).toBe(true);
+  });
+
+  it('replace a thread connection that stalls, and keep what it wrote', async () => {
+    const content = makeContent(8 * MiB, 101);
+    // Request 0 is the probe (main thread); request 1 is the first a thread makes: it stalls.
+    const srv: TestServer = await startServer((req, res, n) => serveRange(srv, req, res, content, { etag: 's', ...(n === 1 ? { stallAfter: 300_000 } : {}) }));
+    cleanups.push(() => srv.close());
+    const events: TransferEvent[] = [];
+    const before = receiveStats.requests;
+    const [got] = await fetchBlobs([blobRequest(content, `${srv.url}/f`)], { ...dirs(), connections: 3, chunkSize: MiB, env: {}, workers: 1, stallTimeoutMs: 400, retryBaseMs: 10, onEvent: (e) => events.push(e) });
+    expect(readFileSync(got!.path).equals(content)).toBe(true);
+    expect(receiveStats.requests).toBeGreaterThan(before + 1);
+    const retry = events.find((e) => e.type === 'retry');
+    expect(retry && retry.type === 'retry' ? retry.reason : '').toMatch(/no bytes/);
+    // The retry went on from what the stalled connection had written, not from its start.
+    const stalled = parseRangeStart(srv.requests[1]!.range);
+    expect(srv.requests.some((r, i) => i > 1 && parseRangeStart(r.range) > stalled && parseRangeStart(r.range) <= stalled + 300_000)).toBe(true);
+  });
+
+  it('hand a 200 (Range ignored after the first request) back to the main thread, which goes single-stream', async () => {
+    const content = makeContent(10 * MiB, 111);
+    const srv: TestServer = await startServer((req, res, n) => serveRange(srv, req, res, content, { etag: 'r', ...(n >= 1 ? { ignoreRange: true } : {}) }));
+    cleanups.push(() => srv.close());
+    const before = receiveStats.requests;
+    const [got] = await fetchBlobs([blobRequest(content, `${srv.url}/f`)], { ...dirs(), connections: 3, chunkSize: MiB, env: {}, workers: 1 });
+    expect(got!.sha256).toBe(sha256(content));
+    expect(readFileSync(got!.path).equals(content)).toBe(true);
+    expect(receiveStats.requests).toBeGreaterThan(before);
   });
 
   it('stop promptly on abort and write nothing after', async () => {

@@ -20,6 +20,7 @@ try {
       ...(spec.maxRate ? { limiter: new RateLimiter(spec.maxRate) } : {}),
       ...(spec.fsync ? { fsync: true } : {}),
       ...(spec.workers !== undefined ? { workers: spec.workers } : {}),
+      ...(spec.chunkSize ? { chunkSize: spec.chunkSize } : {}),
       ...(spec.workerHttp ? { workerHttp: spec.workerHttp } : {}),
       onEvent: spec.progress
         ? (e) => {

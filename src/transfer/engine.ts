@@ -705,12 +705,14 @@ export class Engine {
     await (this.opts.originBackoff ?? processBackoff).wait([s.hubOrigin, u.origin], t.ac.signal);
     const limiter = this.opts.limiter;
     const signal = t.ac.signal;
+    // While the thread waits for tokens, nothing it reports restarts the stall clock.
+    let onBucket = false;
     t.waitingSince = performance.now();
     const run = pool.receive(
       { url: u.href, headers: rangeHeaders(s, u, t.pos, t.end), fd: j.fh.fd, pos: t.pos, end: t.end, size: j.req.size },
       {
         written: (start, len) => {
-          t.waitingSince = performance.now();
+          if (!onBucket) t.waitingSince = performance.now();
           if (t.epoch !== j.epoch || this.failure !== undefined) return;
           // After an end-game split the worker may have written past our (new) end: the tail's
           // task credits those bytes, never both.
@@ -721,18 +723,17 @@ export class Engine {
           this.account(j, t, from, to - from, 'origin');
         },
         alive: () => {
-          if (t.waitingSince > 0) t.waitingSince = performance.now();
+          if (!onBucket) t.waitingSince = performance.now();
         },
         take: limiter
           ? (n) => {
               // Waiting on the bucket is not a stall.
-              t.waitingSince = 0;
               const wait = limiter.take(n, signal);
-              if (!wait) {
-                t.waitingSince = performance.now();
-                return undefined;
-              }
+              if (!wait) return undefined;
+              onBucket = true;
+              t.waitingSince = 0;
               return wait.then(() => {
+                onBucket = false;
                 t.waitingSince = performance.now();
               });
             }

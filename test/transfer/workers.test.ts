@@ -11,7 +11,7 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fetchBlobs } from '../../src/transfer/index.js';
+import { RateLimiter, fetchBlobs } from '../../src/transfer/index.js';
 import { receiveStats } from '../../src/transfer/workers/receive-pool.js';
 import { StorageError } from '../../src/core/errors.js';
 import type { TransferEvent } from '../../src/core/transfer.js';
@@ -125,6 +125,23 @@ describe('receive worker threads', () => {
     expect(got!.sha256).toBe(sha256(content));
     expect(readFileSync(got!.path).equals(content)).toBe(true);
     expect(receiveStats.requests).toBeGreaterThan(before);
+  });
+
+  it('hold --max-rate through the threads, and waiting on the bucket is not a stall', async () => {
+    const content = makeContent(5 * MiB, 121);
+    const srv = await origin(content);
+    const rate = 1_000_000;
+    const events: TransferEvent[] = [];
+    const before = receiveStats.requests;
+    const t0 = performance.now();
+    // Three connections share 1 MB/s: each waits ~0.2 s per 64 KiB piece, longer than the stall timeout.
+    const [got] = await fetchBlobs([blobRequest(content, `${srv.url}/f`)], { ...dirs(), connections: 3, chunkSize: MiB, env: {}, workers: 1, limiter: new RateLimiter(rate), stallTimeoutMs: 150, onEvent: (e) => events.push(e) });
+    const secs = (performance.now() - t0) / 1000;
+    expect(readFileSync(got!.path).equals(content)).toBe(true);
+    expect(receiveStats.requests).toBeGreaterThan(before);
+    expect(events.filter((e) => e.type === 'retry')).toEqual([]);
+    // One burst (50 ms of rate) ahead at most: never faster than the cap.
+    expect(secs).toBeGreaterThanOrEqual((content.length - 0.05 * rate) / rate);
   });
 
   it('stop promptly on abort and write nothing after', async () => {

@@ -76,8 +76,8 @@ export interface EngineOptions {
   workers?: number;
   /**
    * The receive workers' HTTP client: 'raw' (default; HTTP/1.1 over a socket reading into one
-   * reused buffer, plain http only, anything unusual goes back to the main thread), 'undici', or
-   * 'http' (node:http), for comparison.
+   * reused buffer for plain http, undici in the thread for https; framing it does not handle goes
+   * back to the main thread), 'undici', or 'http' (node:http), for comparison.
    */
   workerHttp?: 'undici' | 'http' | 'raw';
 }

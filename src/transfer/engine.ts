@@ -10,7 +10,7 @@ import { formatBytes } from '../core/units.js';
 import { ResumeState, currentBootId, type BlobRow } from '../state/resume.js';
 import { HashPool, type HashJob } from './hash-pool.js';
 import { OriginSession, createDispatcher, openRange, parseContentRange, rangeHeaders, statusError, usesProxy } from './http.js';
-import { DEFAULT_CONNECTIONS, chunkCount, defaultReceiveWorkers, planBlockSize, planChunkSize } from './plan.js';
+import { DEFAULT_CONNECTIONS, SINGLE_REQUEST_MAX, chunkCount, defaultReceiveWorkers, planBlockSize, planChunkSize } from './plan.js';
 import { ReceiveIoError, ReceivePool } from './workers/receive-pool.js';
 import { availableParallelism } from 'node:os';
 import { TRANSFER_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
@@ -420,12 +420,12 @@ export class Engine {
   }
 
   /** Give `t` the run of pending blocks starting at `first`, up to one span. */
-  private takeSpan(j: BlobJob, first: Chunk, t: Task): void {
+  private takeSpan(j: BlobJob, first: Chunk, t: Task, maxSpan = j.spanSize): void {
     let last = first;
     first.state = 'active';
     for (let i = first.idx + 1; i < j.chunks.length; i++) {
       const c = j.chunks[i]!;
-      if (c.state !== 'pending' || c.end - first.start > j.spanSize) break;
+      if (c.state !== 'pending' || c.end - first.start > maxSpan) break;
       c.state = 'active';
       last = c;
     }
@@ -531,7 +531,11 @@ export class Engine {
         return;
       }
       j.spanSize = Math.max(j.spanSize, j.chunkSize);
-      this.takeSpan(j, j.nextPending()!, t);
+      // With receive threads, the probe (main thread, undici) asks for one block only: the rest
+      // goes to the threads. A full 16 MiB span received here at full speed left ~20 MB of socket
+      // buffers waiting for the main isolate's GC at the peak (docs/benchmarks.md, memory).
+      const probeSpan = this.receivers && j.req.size > SINGLE_REQUEST_MAX ? j.chunkSize : j.spanSize;
+      this.takeSpan(j, j.nextPending()!, t, probeSpan);
     }
     let failures = 0;
     let attempts = 0;
@@ -705,6 +709,9 @@ export class Engine {
     await (this.opts.originBackoff ?? processBackoff).wait([s.hubOrigin, u.origin], t.ac.signal);
     const limiter = this.opts.limiter;
     const signal = t.ac.signal;
+    // Every thread socket busy: wait for one rather than receive here (bytes received on the main
+    // thread leave their buffers to its GC: ~20 MB at the peak). Not a stall: no request is open.
+    await pool.freeSlot(signal);
     // While the thread waits for tokens, nothing it reports restarts the stall clock.
     let onBucket = false;
     t.waitingSince = performance.now();

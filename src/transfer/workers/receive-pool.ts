@@ -84,6 +84,8 @@ export class ReceivePool {
   private readonly running = new Map<number, Running>();
   private nextId = 1;
   private closed = false;
+  /** Callers waiting for a thread socket to free up (FIFO). */
+  private readonly slotWaiters: Array<() => void> = [];
   private readonly threads: number;
   private readonly perThread: number;
 
@@ -173,6 +175,25 @@ export class ReceivePool {
     this.running.delete(id);
     r.slot.active--;
     how();
+    this.slotWaiters.shift()?.();
+  }
+
+  /** Resolves when a thread socket may have freed up (or at once when one is free now). */
+  freeSlot(signal: AbortSignal): Promise<void> {
+    if (this.closed || this.slots.length < this.threads || this.slots.some((s) => s.active < this.perThread)) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const go = () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        const i = this.slotWaiters.indexOf(go);
+        if (i >= 0) this.slotWaiters.splice(i, 1);
+        reject(signal.reason);
+      };
+      this.slotWaiters.push(go);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   private finish(id: number, r: Running, m: WorkerMsg): void {

@@ -15,18 +15,18 @@
  * --origin node forces bench/origin.mjs (used automatically, and named, when nginx is missing).
  * The test file is generated once into .cache/bench/. Results: stdout and .cache/bench/results.md.
  */
-import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { cpus, totalmem, tmpdir } from 'node:os';
+import { cpus, totalmem } from 'node:os';
 import { parseRate, parseSize } from '../dist/core/units.js';
 import { DEFAULT_CONNECTIONS } from '../dist/transfer/plan.js';
 import { REPO, FILE_NAME, startOrigins } from './origins.mjs';
 import { ensureFile, loadavg, settledBytes, syncDisks } from './common.mjs';
 import { mirrorScenario, mirrorTable } from './mirror.mjs';
+import { TIME, measure } from './measure.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cache = join(root, '.cache/bench');
@@ -53,7 +53,6 @@ const extraConnections = args.connections
   .filter((n) => n !== DEFAULT_CONNECTIONS);
 const tools = new Set(args.tools.split(','));
 const MB = 1e6;
-const TIME = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 
 function which(cmd) {
   try {
@@ -63,73 +62,7 @@ function which(cmd) {
   }
 }
 
-// ------------------------------------------------------------------ processes
-
-function treeRss(rootPid, includeRoot) {
-  const kids = new Map();
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (!kids.has(ppid)) kids.set(ppid, []);
-      kids.get(ppid).push(Number(d));
-    } catch {}
-  }
-  let total = 0;
-  const stack = includeRoot ? [rootPid] : [...(kids.get(rootPid) ?? [])];
-  while (stack.length) {
-    const pid = stack.pop();
-    try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-      if (m) total += Number(m[1]) * 1024;
-    } catch {}
-    stack.push(...(kids.get(pid) ?? []));
-  }
-  return total;
-}
-
-/**
- * Run a command under GNU time (CPU seconds of it and every descendant it waited for), sampling
- * the RSS of its process tree every 50 ms; `onLine` sees stdout lines.
- */
-function measure(cmd, argv, { env, onLine, onSpawn } = {}) {
-  return new Promise((resolve) => {
-    const timeFile = TIME ? join(mkdtempSync(join(tmpdir(), 'sf-bench-time-')), 't') : undefined;
-    const [c, a] = TIME ? [TIME, ['-f', '%U %S', '-o', timeFile, cmd, ...argv]] : [cmd, argv];
-    const t0 = performance.now();
-    const child = spawn(c, a, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    onSpawn?.(child);
-    let peak = 0;
-    const timer = setInterval(() => {
-      peak = Math.max(peak, treeRss(child.pid, !TIME));
-    }, 50);
-    const out = [];
-    let err = '';
-    createInterface({ input: child.stdout }).on('line', (l) => {
-      out.push(l);
-      onLine?.(l, child);
-    });
-    child.stderr.on('data', (d) => {
-      if (err.length < 8000) err += d;
-    });
-    child.on('exit', (code, signal) => {
-      clearInterval(timer);
-      const ms = performance.now() - t0;
-      let cpu;
-      if (timeFile) {
-        try {
-          const last = readFileSync(timeFile, 'utf8').trim().split('\n').pop();
-          const [u, s] = last.split(' ').map(Number);
-          if (Number.isFinite(u) && Number.isFinite(s)) cpu = { user: u, sys: s };
-        } catch {}
-        rmSync(dirname(timeFile), { recursive: true, force: true });
-      }
-      // GNU time reports a killed child as "Command terminated by signal N" on its own line.
-      resolve({ ms, peak, code: signal ? null : code, signal: signal ?? (/terminated by signal (\d+)/.exec(err)?.[1] ? 'SIGKILL' : null), out, err, child, cpu });
-    });
-  });
-}
+// ------------------------------------------------------------------ processes (bench/measure.mjs)
 
 function freshDir(name) {
   const d = join(cache, 'work', name);
@@ -199,6 +132,8 @@ const runners = {
   },
   'swift-fetch engine': (ep, file) => engine(ep, file),
   'swift-fetch engine, fsync': (ep, file) => engine(ep, file, { spec: { fsync: true } }),
+  // The engine before receive threads (issue 16): every byte on the main thread.
+  'swift-fetch engine, main thread only': (ep, file) => engine(ep, file, { spec: { workers: 0 } }),
   ...Object.fromEntries(extraConnections.map((n) => [`swift-fetch engine, ${n} connections`, (ep, file) => engine(ep, file, { spec: { connections: n } })])),
   'aria2c -x16 -s16': async (ep) => {
     if (!which('aria2c')) return { skipped: 'aria2c is not installed (apt-get install -y aria2)' };
@@ -226,7 +161,7 @@ const runners = {
 
 const toolGroup = (name) => (name.startsWith('swift-fetch CLI') ? 'cli' : name.startsWith('swift-fetch') ? 'swift-fetch' : name.startsWith('aria2c') ? 'aria2c' : name.startsWith('curl') ? 'curl' : 'hf');
 const SINGLE = ['curl', 'curl | tee | sha256sum', 'curl | tee | openssl sha256', 'hf download'];
-const sfRows = ['swift-fetch CLI', 'swift-fetch engine', 'swift-fetch engine, fsync', ...extraConnections.map((n) => `swift-fetch engine, ${n} connections`)];
+const sfRows = ['swift-fetch CLI', 'swift-fetch engine', 'swift-fetch engine, fsync', 'swift-fetch engine, main thread only', ...extraConnections.map((n) => `swift-fetch engine, ${n} connections`)];
 
 // ------------------------------------------------------------------ scenarios
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * swift-fetch's engine (built dist) pulling one file, as the benchmark runs it.
- *   node bench/sf-pull.mjs '{"url":..., "sha256":..., "size":..., "partialDir":..., "stateDir":..., "maxRate":0, "connections":16}'
+ *   node bench/sf-pull.mjs '{"url":..., "sha256":..., "size":..., "partialDir":..., "stateDir":..., "maxRate":0, "connections":16,
+ *                                 "workers":2, "workerHttp":"undici"|"http"}'
  * Prints {"ok":true,"sha256":...} or {"error":...}; with "progress": true prints {"bytes": n} lines.
  */
 import { fetchBlobs, RateLimiter } from '../dist/transfer/index.js';
@@ -18,6 +19,9 @@ try {
       ...(spec.connections ? { connections: spec.connections } : {}),
       ...(spec.maxRate ? { limiter: new RateLimiter(spec.maxRate) } : {}),
       ...(spec.fsync ? { fsync: true } : {}),
+      ...(spec.workers !== undefined ? { workers: spec.workers } : {}),
+      ...(spec.chunkSize ? { chunkSize: spec.chunkSize } : {}),
+      ...(spec.workerHttp ? { workerHttp: spec.workerHttp } : {}),
       onEvent: spec.progress
         ? (e) => {
             if (e.type === 'progress') {

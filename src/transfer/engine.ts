@@ -9,8 +9,10 @@ import type { BlobRequest, ByteSource, FetchedBlob, TransferEvent } from '../cor
 import { formatBytes } from '../core/units.js';
 import { ResumeState, currentBootId, type BlobRow } from '../state/resume.js';
 import { HashPool, type HashJob } from './hash-pool.js';
-import { OriginSession, createDispatcher, openRange, parseContentRange } from './http.js';
-import { DEFAULT_CONNECTIONS, chunkCount, planBlockSize, planChunkSize } from './plan.js';
+import { OriginSession, createDispatcher, openRange, parseContentRange, rangeHeaders, statusError, usesProxy } from './http.js';
+import { DEFAULT_CONNECTIONS, SINGLE_REQUEST_MAX, chunkCount, defaultReceiveWorkers, planBlockSize, planChunkSize } from './plan.js';
+import { ReceiveIoError, ReceivePool } from './workers/receive-pool.js';
+import { availableParallelism } from 'node:os';
 import { TRANSFER_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
 import type { ChunkSource, ChunkEvent, EngineOptions } from './types.js';
@@ -63,6 +65,8 @@ interface Task {
   waitingSince: number;
   stalled: boolean;
   probe: boolean;
+  /** Set while a receive worker runs this task: tells it its range now ends earlier. */
+  shrink?: ((end: number) => void) | undefined;
 }
 
 /** writev, then plain writes for whatever a short write left (they report ENOSPC properly). */
@@ -194,6 +198,8 @@ export class Engine {
   /** Origin requests open, and tasks waiting for one to free up (FIFO). */
   private originBusy = 0;
   private readonly originQueue: Array<() => void> = [];
+  /** Receive threads for ranged origin requests; undefined keeps every byte on the main thread. */
+  private readonly receivers: ReceivePool | undefined;
 
   constructor(private readonly opts: EngineOptions) {
     this.connections = Math.max(1, opts.connections ?? DEFAULT_CONNECTIONS);
@@ -208,6 +214,10 @@ export class Engine {
     this.state = ResumeState.acquire(opts.stateDir);
     this.dispatcher = createDispatcher(this.connections, opts.env ?? process.env);
     this.hashes = new HashPool(opts.hashWorkers);
+    const workers = opts.workers ?? envWorkers() ?? defaultReceiveWorkers(availableParallelism());
+    // Through a proxy the main thread's dispatcher is the only one that knows how to connect.
+    const pool = workers > 0 && !usesProxy(opts.env ?? process.env) ? new ReceivePool(workers, this.connections, opts.workerHttp) : undefined;
+    this.receivers = pool?.enabled ? pool : undefined;
   }
 
   async run(requests: BlobRequest[]): Promise<FetchedBlob[]> {
@@ -254,6 +264,8 @@ export class Engine {
       signal?.removeEventListener('abort', onAbort);
       if (this.stallTimer) clearInterval(this.stallTimer);
       if (this.syncTimer) clearInterval(this.syncTimer);
+      // Receive threads first: they write through the files' fds, which are closed next.
+      await this.receivers?.close();
       await Promise.all(this.jobs.map((j) => j.fh?.close().catch(() => undefined)));
       await this.hashes.close();
       if (this.failure) await this.dispatcher.destroy().catch(() => undefined);
@@ -403,16 +415,17 @@ export class Engine {
     const mid = best.pos + Math.floor((best.end - best.pos) / 2 / 65536) * 65536;
     const tail = this.makeTask(best.blob, true, mid, best.end, false);
     best.end = mid;
+    best.shrink?.(mid);
     return tail;
   }
 
   /** Give `t` the run of pending blocks starting at `first`, up to one span. */
-  private takeSpan(j: BlobJob, first: Chunk, t: Task): void {
+  private takeSpan(j: BlobJob, first: Chunk, t: Task, maxSpan = j.spanSize): void {
     let last = first;
     first.state = 'active';
     for (let i = first.idx + 1; i < j.chunks.length; i++) {
       const c = j.chunks[i]!;
-      if (c.state !== 'pending' || c.end - first.start > j.spanSize) break;
+      if (c.state !== 'pending' || c.end - first.start > maxSpan) break;
       c.state = 'active';
       last = c;
     }
@@ -514,11 +527,15 @@ export class Engine {
       await this.prepare(j);
       if (j.doneCount === j.chunks.length) {
         j.phase = 'finishing';
-        await this.finalize(j);
+        await this.finalize(j, t);
         return;
       }
       j.spanSize = Math.max(j.spanSize, j.chunkSize);
-      this.takeSpan(j, j.nextPending()!, t);
+      // With receive threads, the probe (main thread, undici) asks for one block only: the rest
+      // goes to the threads. A full 16 MiB span received here at full speed left ~20 MB of socket
+      // buffers waiting for the main isolate's GC at the peak (docs/benchmarks.md, memory).
+      const probeSpan = this.receivers && j.req.size > SINGLE_REQUEST_MAX ? j.chunkSize : j.spanSize;
+      this.takeSpan(j, j.nextPending()!, t, probeSpan);
     }
     let failures = 0;
     let attempts = 0;
@@ -628,6 +645,9 @@ export class Engine {
     let releaseGate: (() => void) | undefined;
     try {
       if (this.opts.priority === 'background') releaseGate = await (this.opts.priorityGate ?? processGate).background(t.ac.signal);
+      // A worker that was refused (redirect, expired URL, 200, error status) leaves the attempt to
+      // the main thread, which knows how to handle each.
+      if (this.receivers && (await this.viaWorker(t, this.receivers))) return;
       await this.originRequest(t);
     } finally {
       releaseGate?.();
@@ -671,6 +691,95 @@ export class Engine {
     } finally {
       res.body.destroy();
     }
+  }
+
+  /**
+   * One ranged request through a receive worker: the main thread picks the final URL it already
+   * resolved and the headers that URL may get (rangeHeaders: the hub token only for the hub's own
+   * host); the worker follows no redirect. Written ranges come back and are credited here exactly
+   * as pumpBody credits them. False when the worker was refused and nothing was written.
+   */
+  private async viaWorker(t: Task, pool: ReceivePool): Promise<boolean> {
+    const j = t.blob;
+    const s = j.session;
+    if (!t.ranged || t.probe || j.single || !j.fh) return false;
+    const target = s.target;
+    const u = new URL(target ?? s.origin.url);
+    if (u.origin === s.hubOrigin && s.origin.sign) return false;
+    await (this.opts.originBackoff ?? processBackoff).wait([s.hubOrigin, u.origin], t.ac.signal);
+    const limiter = this.opts.limiter;
+    const signal = t.ac.signal;
+    // Every thread socket busy: wait for one rather than receive here (bytes received on the main
+    // thread leave their buffers to its GC: ~20 MB at the peak). Not a stall: no request is open.
+    await pool.freeSlot(signal);
+    // While the thread waits for tokens, nothing it reports restarts the stall clock.
+    let onBucket = false;
+    t.waitingSince = performance.now();
+    const run = pool.receive(
+      { url: u.href, headers: rangeHeaders(s, u, t.pos, t.end), fd: j.fh.fd, pos: t.pos, end: t.end, size: j.req.size },
+      {
+        written: (start, len) => {
+          if (!onBucket) t.waitingSince = performance.now();
+          if (t.epoch !== j.epoch || this.failure !== undefined) return;
+          // After an end-game split the worker may have written past our (new) end: the tail's
+          // task credits those bytes, never both.
+          const from = Math.max(start, t.pos);
+          const to = Math.min(start + len, t.end);
+          if (to <= from) return;
+          t.pos = to;
+          this.account(j, t, from, to - from, 'origin');
+        },
+        alive: () => {
+          if (!onBucket) t.waitingSince = performance.now();
+        },
+        take: limiter
+          ? (n) => {
+              // Waiting on the bucket is not a stall.
+              const wait = limiter.take(n, signal);
+              if (!wait) return undefined;
+              onBucket = true;
+              t.waitingSince = 0;
+              return wait.then(() => {
+                onBucket = false;
+                t.waitingSince = performance.now();
+              });
+            }
+          : undefined,
+      },
+      signal,
+    );
+    if (!run) return false;
+    t.shrink = run.shrink;
+    let outcome;
+    try {
+      outcome = await run.done;
+    } catch (e) {
+      if (e instanceof ReceiveIoError) throw this.storageError(e, `writing ${j.req.label}`);
+      if (signal.aborted && signal.reason instanceof Superseded) throw signal.reason;
+      if (t.stalled) throw new RetryableError(`${j.req.label}: no bytes for ${Math.round(this.stallMs / 1000)} s`, undefined, { cause: e });
+      throw e;
+    } finally {
+      t.shrink = undefined;
+      t.waitingSince = 0;
+    }
+    if (t.epoch !== j.epoch) throw new Superseded();
+    const refused = outcome.refused;
+    if (refused) {
+      const toHub = u.origin === s.hubOrigin;
+      // An error status is the same error the main path gives (Retry-After, not found, auth...);
+      // redirects, an expired CDN URL (re-signed through the hub), a 200 or a wrong range are the
+      // main thread's to handle.
+      if (refused.status < 400) return false;
+      if (!toHub && (refused.status === 403 || refused.status === 410)) {
+        // As openRange does on this answer: the signed URL expired, go back to the hub for a new
+        // one (unless another connection already got one).
+        if (target !== undefined && s.target === target) s.target = undefined;
+        return false;
+      }
+      throw statusError(refused.status, refused.headers, j.req.label, u, toHub, refused.body, s.origin.authHint);
+    }
+    if (t.pos < t.end) throw new RetryableError(`${j.req.label}: the connection ended early at byte ${t.pos} of ${t.end}`);
+    return true;
   }
 
   private async checkValidator(j: BlobJob, t: Task, seen: string | undefined): Promise<void> {
@@ -857,8 +966,21 @@ export class Engine {
     if (upTo > 0) j.hash!.advance(upTo);
   }
 
-  private async finalize(j: BlobJob): Promise<void> {
+  /**
+   * Stop the blob's other tasks and wait until their writes settled. All blocks are done, so they
+   * have nothing left to add, but one whose range was split may still be writing bytes past its
+   * new end (its tail's task already credited them): no write may land in a file once it is
+   * hashed, and a receive thread writes through the fd, which must not be closed under it.
+   */
+  private async quiesce(j: BlobJob, self: Task | undefined): Promise<void> {
+    for (const t of j.tasks) if (t !== self) t.ac.abort(new Superseded());
+    const until = performance.now() + 10_000;
+    while ([...j.tasks].some((t) => t !== self) && performance.now() < until) await sleep(2);
+  }
+
+  private async finalize(j: BlobJob, self?: Task): Promise<void> {
     const { key, label, size, sha256, gitOid } = j.req;
+    await this.quiesce(j, self);
     // With fsync on, what we return must be on disk, not only in the page cache.
     const [found] = await Promise.all([
       j.hash!.finish(size),
@@ -914,3 +1036,11 @@ export class Engine {
 }
 
 export type { ChunkEvent };
+
+/** SWIFT_FETCH_ENGINE_WORKERS: force the receive worker count (tests run the suites with it on; benchmarks compare). */
+function envWorkers(): number | undefined {
+  const v = process.env.SWIFT_FETCH_ENGINE_WORKERS;
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 0 ? n : undefined;
+}

@@ -229,6 +229,26 @@ export function normalizeEtag(v: string | undefined): string | undefined {
 }
 
 /**
+ * The headers a Range GET to `u` may carry: the hub's own headers (its token) only when `u` is the
+ * hub's origin (same scheme, host and port), never for a CDN or any other host. The main thread
+ * and the receive workers (which get these, and follow no redirect) share this one rule.
+ */
+export function rangeHeaders(session: OriginSession, u: URL, start: number, end: number | undefined): Record<string, string> {
+  const headers: Record<string, string> = {
+    'user-agent': USER_AGENT,
+    'accept-encoding': 'identity',
+    range: end === undefined ? `bytes=${start}-` : `bytes=${start}-${end - 1}`,
+  };
+  if (u.origin === session.hubOrigin) Object.assign(headers, session.origin.hubHeaders);
+  return headers;
+}
+
+/** Whether the environment names a proxy (the receive workers connect directly, so they stay off). */
+export function usesProxy(env: NodeJS.ProcessEnv): boolean {
+  return !!((env.HTTP_PROXY ?? env.http_proxy ?? '') || (env.HTTPS_PROXY ?? env.https_proxy ?? ''));
+}
+
+/**
  * GET `[start, end)` of the blob (or all of it from `start` when `end` is undefined). Follows
  * redirects by hand so the hub's headers only ever go to the hub's host; reuses the CDN URL the
  * hub handed out, and goes back to the hub when the CDN says it expired (403/410).
@@ -251,12 +271,7 @@ export async function openRange(
     // Every hop: the hub may send us to a CDN host that asked (us or a peer) for a pause.
     await backoff?.wait([u.origin], signal);
     const toHub = u.origin === session.hubOrigin;
-    const headers: Record<string, string> = {
-      'user-agent': USER_AGENT,
-      'accept-encoding': 'identity',
-      range: end === undefined ? `bytes=${start}-` : `bytes=${start}-${end - 1}`,
-    };
-    if (toHub) Object.assign(headers, session.origin.hubHeaders);
+    const headers = rangeHeaders(session, u, start, end);
     if (toHub && session.origin.sign) Object.assign(headers, await session.origin.sign({ url, headers }));
     const res = await dispatchGet(dispatcher, u, headers, signal);
     const h = res.headers;
@@ -333,7 +348,7 @@ async function readSmall(body: RawBody): Promise<string> {
 
 const NOT_FOUND_CODES = new Set(['RepoNotFound', 'RevisionNotFound', 'EntryNotFound']);
 
-function statusError(
+export function statusError(
   status: number,
   h: HeaderMap,
   label: string,

@@ -66,6 +66,20 @@ export interface EngineOptions {
   priorityGate?: PriorityGate;
   /** Hash worker threads (default: cores - 1, at least 1, at most 4). */
   hashWorkers?: number;
+  /**
+   * Receive worker threads for big files (src/transfer/workers/): ranged origin requests are
+   * received, written and reported by these threads, each owning its own connections, while the
+   * main thread schedules, records blocks, hands out rate tokens and resolves redirects. 0 keeps
+   * every byte on the main thread. Default: see `defaultReceiveWorkers` (plan.ts). Requests through
+   * a proxy, probes, single-stream (Range-ignored) blobs and chunk sources stay on the main thread.
+   */
+  workers?: number;
+  /**
+   * The receive workers' HTTP client: 'raw' (default; HTTP/1.1 over a socket reading into one
+   * reused buffer for plain http, undici in the thread for https; framing it does not handle goes
+   * back to the main thread), 'undici', or 'http' (node:http), for comparison.
+   */
+  workerHttp?: 'undici' | 'http' | 'raw';
 }
 
 /**

@@ -32,3 +32,25 @@ export class KeyedWakeups {
     return this.waiters.has(key);
   }
 }
+
+/**
+ * Wait in `queue` until whoever owns it calls our entry, or `signal` aborts: then the entry
+ * leaves the queue and the promise rejects with the signal's reason. `onGo` runs as the entry is
+ * called, before anything else can take what it was woken for.
+ */
+export function queuedWait(queue: Array<() => void>, signal: AbortSignal, onGo?: () => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const go = () => {
+      signal.removeEventListener('abort', onAbort);
+      onGo?.();
+      resolve();
+    };
+    const onAbort = () => {
+      const i = queue.indexOf(go);
+      if (i >= 0) queue.splice(i, 1);
+      reject(signal.reason);
+    };
+    queue.push(go);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -15,6 +15,7 @@ import { ReceiveIoError, ReceivePool } from './workers/receive-pool.js';
 import { availableParallelism } from 'node:os';
 import { TRANSFER_BACKOFF, RetryableError, backoffDelay, isRetryableNetworkError, type BackoffPolicy } from '../core/retry.js';
 import { sleep } from '../core/sleep.js';
+import { queuedWait } from '../core/wakeups.js';
 import type { ChunkSource, ChunkEvent, EngineOptions } from './types.js';
 import { OriginBackoff } from '../core/origin-backoff.js';
 import { processGate } from './priority.js';
@@ -618,20 +619,7 @@ export class Engine {
       this.originBusy++;
       return;
     }
-    await new Promise<void>((resolve, reject) => {
-      const go = () => {
-        signal.removeEventListener('abort', onAbort);
-        this.originBusy++;
-        resolve();
-      };
-      const onAbort = () => {
-        const i = this.originQueue.indexOf(go);
-        if (i >= 0) this.originQueue.splice(i, 1);
-        reject(signal.reason);
-      };
-      this.originQueue.push(go);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+    await queuedWait(this.originQueue, signal, () => this.originBusy++);
   }
 
   private releaseOriginSlot(): void {

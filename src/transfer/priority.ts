@@ -5,6 +5,8 @@
  * ones they have, no request is cut), so the urgent one gets the rate limit's tokens and the
  * origin's attention; with no urgent transfer, background ones run unbounded (by the gate).
  */
+import { queuedWait } from '../core/wakeups.js';
+
 export type TransferPriority = 'urgent' | 'background';
 
 export class PriorityGate {
@@ -30,19 +32,7 @@ export class PriorityGate {
   async background(signal: AbortSignal): Promise<() => void> {
     while (this.urgent > 0 && this.backgroundOpen >= this.backgroundWhileUrgent) {
       signal.throwIfAborted();
-      await new Promise<void>((resolve, reject) => {
-        const go = () => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        };
-        const onAbort = () => {
-          const i = this.waiters.indexOf(go);
-          if (i >= 0) this.waiters.splice(i, 1);
-          reject(signal.reason);
-        };
-        this.waiters.push(go);
-        signal.addEventListener('abort', onAbort, { once: true });
-      });
+      await queuedWait(this.waiters, signal);
     }
     this.backgroundOpen++;
     let released = false;

@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { RECEIVE_WORKER_SOURCE } from './receive-worker.js';
 import { RetryableError } from '../../core/retry.js';
+import { queuedWait } from '../../core/wakeups.js';
 
 /** Which HTTP client the receive workers use (bench/run.mjs compares them). */
 export type ReceiveImpl = 'undici' | 'http' | 'raw';
@@ -181,19 +182,7 @@ export class ReceivePool {
   /** Resolves when a thread socket may have freed up (or at once when one is free now). */
   freeSlot(signal: AbortSignal): Promise<void> {
     if (this.closed || this.slots.length < this.threads || this.slots.some((s) => s.active < this.perThread)) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const go = () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      const onAbort = () => {
-        const i = this.slotWaiters.indexOf(go);
-        if (i >= 0) this.slotWaiters.splice(i, 1);
-        reject(signal.reason);
-      };
-      this.slotWaiters.push(go);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+    return queuedWait(this.slotWaiters, signal);
   }
 
   private finish(id: number, r: Running, m: WorkerMsg): void {

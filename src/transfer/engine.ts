@@ -1030,5 +1030,6 @@ function envWorkers(): number | undefined {
   const v = process.env.SWIFT_FETCH_ENGINE_WORKERS;
   if (v === undefined || v === '') return undefined;
   const n = Number(v);
-  return Number.isInteger(n) && n >= 0 ? n : undefined;
+  // A typo must not start a thousand threads: past 64 the cores are long used up.
+  return Number.isInteger(n) && n >= 0 ? Math.min(n, 64) : undefined;
 }

@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { pullModel } from '../../src/pull/index.js';
 import { spawnNode, type Child } from '../daemon/helpers.js';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
@@ -27,6 +27,12 @@ beforeAll(async () => {
   env = { ...process.env, HF_ENDPOINT: hub.hfEndpoint, HF_TOKEN: '', HTTPS_PROXY: '', HTTP_PROXY: '', NO_PROXY: '' };
 }, 120_000);
 afterAll(async () => hub?.close());
+
+/** CLI processes started by a test: a test that fails or times out must not leave one running. */
+const live: Child[] = [];
+afterEach(async () => {
+  for (const c of live.splice(0)) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
+});
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -59,6 +65,7 @@ function fdCount(pid: number): number {
 /** The CLI pulling the repo; resolves once `stopAfter` files verified, with the peak fd count seen. */
 async function cliUntil(store: string, stateDir: string, stopAfter: number): Promise<{ child: Child; verified: () => number; peakFds: () => number }> {
   const child = spawnNode(['test/pull/fixtures/cli.ts', 'pull', 'hf://many/five-k', '--store', store, '--state-dir', stateDir, '--json', '--connections', '16'], { env });
+  live.push(child);
   let peak = 0;
   const sampler = setInterval(() => (peak = Math.max(peak, fdCount(child.proc.pid!))), 50);
   void child.exited.then(() => clearInterval(sampler));

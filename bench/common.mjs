@@ -1,8 +1,10 @@
-/** Helpers the benchmark scripts share (run.mjs, mirror.mjs). */
-import { execFileSync } from 'node:child_process';
+/** Helpers the benchmark scripts share (run.mjs, mirror.mjs, p2p.mjs, ...). */
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 const MB = 1e6;
 
@@ -46,4 +48,24 @@ export async function settledBytes(origin) {
     last = b;
   }
   return last;
+}
+
+/**
+ * A P2P node process (bench/p2p-node.mjs) driven over NDJSON: `next()` resolves with its next
+ * message, `send(m)` writes one. Used by p2p.mjs and p2p-scale.mjs.
+ */
+export function startP2PNode(opts) {
+  const script = join(dirname(fileURLToPath(import.meta.url)), 'p2p-node.mjs');
+  const child = spawn(process.execPath, [script, JSON.stringify(opts)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const queue = [];
+  const waiters = [];
+  createInterface({ input: child.stdout }).on('line', (l) => {
+    let m;
+    try { m = JSON.parse(l); } catch { return; }
+    const w = waiters.shift();
+    if (w) w(m); else queue.push(m);
+  });
+  const next = () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiters.push(r)));
+  const send = (m) => child.stdin.write(JSON.stringify(m) + '\n');
+  return { child, next, send };
 }

@@ -15,15 +15,11 @@
  * Real daemons at N = 4, 8, 16 with every node fetching cold: bench/p2p.mjs (its table has the
  * same per-node status-request column).
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { trackersOf } from '../dist/p2p/rendezvous.js';
-import { loadavg } from './common.mjs';
+import { loadavg, startP2PNode } from './common.mjs';
 
 const MiB = 1024 * 1024;
 const { values } = parseArgs({
@@ -35,7 +31,6 @@ const { values } = parseArgs({
     'origin-mib': { type: 'string', default: '16' },
   },
 });
-const here = dirname(fileURLToPath(import.meta.url));
 const TOKEN = 'bench-peer-token';
 const total = Number(values['size-mib']) * MiB;
 const files = [0, 1].map((i) => {
@@ -140,22 +135,10 @@ function announcer(realIds, realUrls, fanout) {
 }
 
 // ---- real nodes ---------------------------------------------------------------------------------
-function startNode(opts) {
-  const child = spawn(process.execPath, [join(here, 'p2p-node.mjs'), JSON.stringify(opts)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const queue = [];
-  const waiters = [];
-  createInterface({ input: child.stdout }).on('line', (l) => {
-    let m;
-    try { m = JSON.parse(l); } catch { return; }
-    const w = waiters.shift();
-    if (w) w(m); else queue.push(m);
-  });
-  return { child, next: () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiters.push(r))), send: (m) => child.stdin.write(JSON.stringify(m) + '\n') };
-}
 
 async function run(nSims, fanout) {
   sims = await Promise.all(Array.from({ length: nSims }, (_, i) => startSim(`sim-${i}`)));
-  const nodes = Array.from({ length: Number(values.real) }, () => startNode({ token: TOKEN, connections: 8, chunkSize: 2 * MiB, uploadConcurrency: 8, fanout }));
+  const nodes = Array.from({ length: Number(values.real) }, () => startP2PNode({ token: TOKEN, connections: 8, chunkSize: 2 * MiB, uploadConcurrency: 8, fanout }));
   const urls = (await Promise.all(nodes.map((x) => x.next()))).map((m) => m.url);
   for (const x of nodes) x.send({ static: [...urls, ...sims.map((s) => s.url)] });
   const ids = (await Promise.all(nodes.map((x) => x.next()))).map((m) => m.joined);

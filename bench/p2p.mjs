@@ -16,14 +16,10 @@
  * shared by all nodes); every node has a download cap (engine rate limit) and the same upload cap
  * for serving peers (its link, full duplex). Results are printed as a Markdown table.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
-import { loadavg } from './common.mjs';
+import { loadavg, startP2PNode } from './common.mjs';
 
 const MiB = 1024 * 1024;
 const { values } = parseArgs({
@@ -44,7 +40,6 @@ const { values } = parseArgs({
     cold: { type: 'boolean', default: false },
   },
 });
-const here = dirname(fileURLToPath(import.meta.url));
 const sizes = (() => {
   const total = Number(values['size-mib']) * MiB;
   // A sharded model: two big shards, a smaller one, and a config.
@@ -115,23 +110,9 @@ const requests = files.map((f) => ({ key: { kind: 'sha256', sha256: f.sha256 }, 
 const link = Number(values['link-mib']) * MiB;
 const nodeOpts = { token: 'bench-peer-token', connections: Number(values.connections), chunkSize: Number(values['chunk-mib']) * MiB, maxRate: link, uploadMaxRate: link, uploadConcurrency: Number(values['upload-concurrency']), ...(values['source-waiters'] !== undefined ? { sourceWaiters: Number(values['source-waiters']) } : {}), ...(values.fanout !== undefined ? { fanout: Number(values.fanout) } : {}) };
 
-function startNode() {
-  const child = spawn(process.execPath, [join(here, 'p2p-node.mjs'), JSON.stringify(nodeOpts)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const queue = [];
-  const waiters = [];
-  createInterface({ input: child.stdout }).on('line', (l) => {
-    let m;
-    try { m = JSON.parse(l); } catch { return; }
-    const w = waiters.shift();
-    if (w) w(m); else queue.push(m);
-  });
-  const next = () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiters.push(r)));
-  const send = (m) => child.stdin.write(JSON.stringify(m) + '\n');
-  return { child, next, send };
-}
 
 async function run(n) {
-  const nodes = Array.from({ length: n }, () => startNode());
+  const nodes = Array.from({ length: n }, () => startP2PNode(nodeOpts));
   const urls = (await Promise.all(nodes.map((x) => x.next()))).map((m) => m.url);
   const reset = () => {
     originBytes = 0;

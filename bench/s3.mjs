@@ -13,7 +13,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +21,7 @@ import { Agent, request } from 'undici';
 import { parseRate, parseSize } from '../dist/core/units.js';
 import { S3Client } from '../dist/s3/client.js';
 import { s3Settings } from '../dist/s3/settings.js';
+import { freePort } from './origins.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cache = join(root, '.cache/bench');
@@ -70,13 +70,6 @@ function modelFiles() {
   return out;
 }
 
-async function freePort() {
-  const s = createServer();
-  await new Promise((r) => s.listen(0, '127.0.0.1', r));
-  const p = s.address().port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
 
 async function startMinio() {
   const bin = process.env.MINIO_BIN ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'swift-fetch', 'bin', 'minio');

@@ -159,7 +159,6 @@ export class PeerChunkSource implements ChunkSource {
   }
 
   private async locate(sha: string, req: ChunkSourceRequest): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const { inventory } = this.o;
     const { start, end } = req;
     const small = req.size < this.smallBlobBytes;
     const deadline = Date.now() + this.maxWaitMs;

@@ -3,12 +3,11 @@
  * gives it a pseudo-terminal, against the fake hub; the test reads what the terminal received.
  */
 import { spawn } from 'node:child_process';
-import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hubEnv, pattern, storeArgs } from '../bundle/helpers.js';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { DEFAULT_CONNECTIONS } from '../../src/transfer/index.js';
-import { cliPath, run, runCli, tmpDir } from '../support/index.js';
+import { cliPath, freePort as closedPort, run, runCli, tmpDir } from '../support/index.js';
 import { toolMissing } from '../support/tools.js';
 
 const NO_PTY = toolMissing('script', 'to give the CLI a terminal (util-linux)');
@@ -24,14 +23,6 @@ async function onTerminal(args: string[], env: Record<string, string | undefined
   return { code: r.code, screen };
 }
 
-/** A loopback port nothing listens on (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 /** The frames drawn on the terminal, in order. */
 const frames = (screen: string) => screen.split(/\r\n|\r|\n/).filter((f) => f.trim() !== '');

@@ -9,12 +9,12 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { findTool, helmPath, isCI } from '../chart/support.js';
 import { repoRoot, run, type RunResult } from '../support/index.js';
+export { freePort } from '../support/net.js';
 
 export const IMAGE = process.env.SWIFT_FETCH_IMAGE || 'localhost/swift-fetch:ci';
 /** The image's non-root user, the chart's runAsUser. */
@@ -114,14 +114,6 @@ export function uniqueName(what: string): string {
   return `sf-${what}-${process.pid}-${Math.random().toString(36).slice(2, 7)}`;
 }
 
-/** A loopback TCP port that was free a moment ago (for daemons in the host's network namespace). */
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 type Kind = 'container' | 'pod' | 'volume' | 'secret';
 const created: Array<{ kind: Kind; name: string }> = [];

@@ -5,7 +5,6 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
@@ -13,7 +12,7 @@ import { parseConfig } from '../../src/daemon/config.js';
 import { startDaemon, type Daemon } from '../../src/daemon/index.js';
 import { hubEnv, pattern, sha, storeArgs } from '../bundle/helpers.js';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
-import { readTree, runCli, tmpDir } from '../support/index.js';
+import { freePort as closedPort, readTree, runCli, tmpDir } from '../support/index.js';
 import { makeCa, makeCert, OPENSSL_MISSING } from '../daemon/certs.js';
 
 let hub: FakeHub;
@@ -24,14 +23,6 @@ const FILES: Record<string, Buffer | string> = {
   'sub/tokenizer.json': '{"t":1}',
 };
 
-/** A loopback port nobody listens on (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 async function expectModel(path: string, files: Record<string, Buffer | string> = FILES): Promise<void> {
   const tree = await readTree(path);

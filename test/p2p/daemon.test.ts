@@ -3,24 +3,16 @@
 // routes so the origin sends about one copy.
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { spawnNode, type Child } from '../daemon/helpers.js';
-import { cliPath, tmpDir } from '../support/index.js';
+import { cliPath, freePort, tmpDir } from '../support/index.js';
 import { makeContent } from '../transfer/helpers.js';
 
 const MiB = 1024 * 1024;
 const TOKEN = 'peer-token-daemon-test';
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 let hub: FakeHub | undefined;
 const children: Child[] = [];

@@ -57,7 +57,7 @@ const ids = (n: SwarmNode) => n.p2p!.discovery.live().map((p) => p.id).sort();
 
 describe('discovery through a headless Service', () => {
   it('finds the peers in the A records, never itself, and follows nodes joining and leaving', async () => {
-    const { dns, first, second, third, port, join } = await serviceSwarm({ host: '127.0.0.1' }, ['127.0.0.1', '127.0.0.2', '127.0.0.3'], 200);
+    const { dns, first, second, port, join } = await serviceSwarm({ host: '127.0.0.1' }, ['127.0.0.1', '127.0.0.2', '127.0.0.3'], 200);
 
     for (const n of nodes) expect(ids(n)).toEqual(nodes.filter((x) => x !== n).map((x) => x.p2p!.nodeId).sort());
     for (const n of nodes) expect(n.p2p!.discovery.live().every((p) => new URL(p.url).port === String(port))).toBe(true);

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { Agent } from 'undici';
 import { S3Client } from '../../src/s3/client.js';
+import { freePort } from './net.js';
 import { s3Settings } from '../../src/s3/settings.js';
 
 export function minioBin(): string {
@@ -35,13 +36,6 @@ export function skipWithoutMinio(): boolean {
   return true;
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 export interface CountingProxy {
   endpoint: string;

@@ -4,13 +4,12 @@
  * wait out long timeouts (the engine's 30 s stall, the source's 20 s wait for an owner), and the
  * origin sends about one copy, not a second. A peer partitioned away: partition.test.ts (netns).
  */
-import { createHash } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { makeContent } from '../transfer/helpers.js';
 import { spawnNodeChild, swarmWithChild, type NodeChild } from './child.js';
-import { blobRequestFor, SwarmNode } from './harness.js';
+import { blobRequestFor, SwarmNode, sha256File as sha } from './harness.js';
 
 const MiB = 1024 * 1024;
 const TOKEN = 'peer-token-churn';
@@ -31,7 +30,6 @@ afterEach(async () => {
   hub = undefined;
 });
 
-const sha = async (p: string) => createHash('sha256').update(await readFile(p)).digest('hex');
 
 describe('a peer that stalls without closing', () => {
   it('is abandoned after a short silence; the rest comes from the origin, once', async () => {

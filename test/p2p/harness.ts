@@ -4,7 +4,8 @@
  * chunk source. Nodes start listening first (port 0) and join the swarm once every URL is known.
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -189,6 +190,9 @@ function poisonResponse(res: import('node:http').ServerResponse, poison: (c: Buf
     return write(chunk, ...rest);
   }) as typeof res.write;
 }
+
+/** SHA-256 of a file's bytes (what a node stored, checked against what the hub vouched for). */
+export const sha256File = async (p: string): Promise<string> => createHash('sha256').update(await readFile(p)).digest('hex');
 
 export function blobRequestFor(hubEndpoint: string, repo: string, commit: string, f: { path: string; size: number; sha256: string }, hubHeaders: Record<string, string> = {}): BlobRequest {
   return {

@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { makeContent } from '../transfer/helpers.js';
 import { swarmWithChild, type NodeChild } from './child.js';
-import { blobRequestFor, SwarmNode } from './harness.js';
+import { blobRequestFor, SwarmNode, sha256File as sha } from './harness.js';
 
 const MiB = 1024 * 1024;
 const TOKEN = 'peer-token-kill';
@@ -25,7 +24,6 @@ afterEach(async () => {
   hub = undefined;
 });
 
-const sha = async (p: string) => createHash('sha256').update(await readFile(p)).digest('hex');
 
 describe('a peer killed mid-transfer', () => {
   it('does not stall the others: they finish with verified blobs', async () => {

@@ -1,9 +1,7 @@
-import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeHub, type AddedFile, type FakeHub } from '../fakehub/index.js';
 import { makeContent } from '../transfer/helpers.js';
-import { blobRequestFor, SwarmNode } from './harness.js';
+import { blobRequestFor, SwarmNode, sha256File as sha } from './harness.js';
 
 const MiB = 1024 * 1024;
 const TOKEN = 'peer-token-poison';
@@ -17,7 +15,6 @@ afterEach(async () => {
   hub = undefined;
 });
 
-const sha = async (p: string) => createHash('sha256').update(await readFile(p)).digest('hex');
 
 /** Flips the first byte of everything it sends: honest about what it has, not about the bytes. */
 const flip = (b: Buffer) => {

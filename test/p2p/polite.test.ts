@@ -3,12 +3,10 @@
  * pauses the other nodes' requests to that host too. Real nodes (harness), each with its own
  * pause book as in separate processes, so the other node can only learn it through the peer API.
  */
-import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { makeContent } from '../transfer/helpers.js';
-import { blobRequestFor, SwarmNode } from './harness.js';
+import { blobRequestFor, SwarmNode, sha256File as sha } from './harness.js';
 
 const MiB = 1024 * 1024;
 const TOKEN = 'peer-token-polite';
@@ -22,7 +20,6 @@ afterEach(async () => {
   hub = undefined;
 });
 
-const sha = async (p: string) => createHash('sha256').update(await readFile(p)).digest('hex');
 const cdnRequests = (h: FakeHub, path: string) => h.log.filter((e) => e.host === 'cdn' && e.path === path).length;
 
 describe('a Retry-After one node receives', () => {

@@ -128,10 +128,11 @@ interface Entry {
 interface Slot {
   entry: Entry;
   startedAt: number;
-  /** Aborted to make room for a declared model, or to start again as urgent; queued again. */
-  paused: boolean;
-  /** Why it was paused (for the log). */
-  pausedFor?: string;
+  /**
+   * Why its pull was stopped to be queued again (to make room for a declared model, or to go on
+   * as urgent); undefined while it runs as started.
+   */
+  pausedFor: string | undefined;
   /** Whether the pull asked the origin as a background pre-pull. */
   priority: TransferPriority;
 }
@@ -205,10 +206,14 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
    */
   private promote(e: Entry): void {
     const slot = e.running?.slot;
-    if (!slot || slot.paused || slot.priority !== 'background') return;
-    slot.paused = true;
-    slot.pausedFor = 'a pod waits on it; going on as urgent';
-    e.running!.controller.abort(new Error('paused: going on as urgent'));
+    if (!slot || slot.pausedFor !== undefined || slot.priority !== 'background') return;
+    this.pause(slot, 'a pod waits on it; going on as urgent');
+  }
+
+  /** Stop a slot's pull without counting a failure; it goes back to pending and resumes from its checkpoint. */
+  private pause(slot: Slot, why: string): void {
+    slot.pausedFor = why;
+    slot.entry.running!.controller.abort(new Error(`paused: ${why}`));
   }
 
   /**
@@ -410,7 +415,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
       const e = this.queue.splice(best, 1)[0]!;
       e.queued = false;
       if (this.entries.get(e.spec.key) !== e) continue;
-      const slot: Slot = { entry: e, startedAt: Date.now(), paused: false, priority: this.priorityOf(e) };
+      const slot: Slot = { entry: e, startedAt: Date.now(), pausedFor: undefined, priority: this.priorityOf(e) };
       this.slots.add(slot);
       void this.runPull(e, slot).finally(() => {
         this.slots.delete(slot);
@@ -430,13 +435,11 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     if (waiting === 0 || this.slots.size < this.concurrency) return;
     // A slot already paused is on its way to a waiting model.
     const slots = [...this.slots];
-    waiting -= slots.filter((s) => s.paused).length;
-    const candidates = slots.filter((s) => !s.paused && s.entry.running?.slot === s && this.rank(s.entry) > 0).sort((a, b) => b.startedAt - a.startedAt);
+    waiting -= slots.filter((s) => s.pausedFor !== undefined).length;
+    const candidates = slots.filter((s) => s.pausedFor === undefined && s.entry.running?.slot === s && this.rank(s.entry) > 0).sort((a, b) => b.startedAt - a.startedAt);
     for (const s of candidates) {
       if (waiting <= 0) break;
-      s.paused = true;
-      s.pausedFor = 'a declared model goes first';
-      s.entry.running!.controller.abort(new Error('paused: a declared model goes first'));
+      this.pause(s, 'a declared model goes first');
       waiting--;
     }
   }
@@ -464,7 +467,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
     } catch (err) {
       error = err;
       const shutdown = controller.signal.aborted && this.stopped;
-      const paused = controller.signal.aborted && slot.paused;
+      const paused = controller.signal.aborted && slot.pausedFor !== undefined;
       const held = shutdown || paused || started === 'ready' ? undefined : await this.opts.fromStore?.(spec).catch(() => undefined);
       if (shutdown) {
         // Interrupted by shutdown: not a failure; the engine's checkpoint resumes it next start.
@@ -473,7 +476,7 @@ export class Reconciler extends EventEmitter<{ change: [ModelStatus]; removed: [
       } else if (paused) {
         // Made room for a declared model, or promoted: not a failure; queued again, it resumes from its checkpoint.
         error = undefined;
-        log.info(`pull paused: ${slot.pausedFor ?? 'a declared model goes first'}`);
+        log.info(`pull paused: ${slot.pausedFor}`);
         e.nextAttemptAt = 0;
         if (started !== 'ready') this.setState(e, 'pending');
       } else if (held) {

@@ -47,19 +47,20 @@ export function startStoreSync(o: StoreSyncOptions): { closed: Promise<void>; sy
   const once = async (): Promise<void> => {
     // No store at all is an unmounted or replaced volume, not models removed one by one: pulling
     // them again would write into whatever is under the mount point. Wait for it to come back.
-    const present = await access(store.internal).then(() => true, () => false);
-    if (!present) {
+    const present = (): Promise<boolean> => access(store.internal).then(() => true, () => false);
+    const gone = (): void => {
       if (!storeGone) log.warn({ store: store.root }, 'the store is gone (unmounted?); not following it until it is back');
       storeGone = true;
-      return;
-    }
+    };
+    if (!(await present())) return gone();
     storeGone = false;
+    const lost: string[] = [];
     for (const status of reconciler.list()) {
       const spec = reconciler.spec(status.ref);
       if (!spec || signal.aborted) continue;
       try {
         if (status.state === 'ready' && status.commit) {
-          if (!(await store.readRecord(spec.ref, status.commit))) reconciler.lost(status.ref);
+          if (!(await store.readRecord(spec.ref, status.commit))) lost.push(status.ref);
         } else if (status.state === 'pending' || status.state === 'failed') {
           const held = await heldRevision(store, spec);
           if (held) reconciler.adopt(spec, held);
@@ -69,6 +70,11 @@ export function startStoreSync(o: StoreSyncOptions): { closed: Promise<void>; sy
         log.debug({ ref: status.ref, err: (e as Error).message }, 'cannot read the store; will look again');
       }
     }
+    // A record read as missing while the volume went away under the loop is the volume, not a
+    // removed model: take losses only when the store is still there after the reads.
+    if (lost.length === 0 || signal.aborted) return;
+    if (!(await present())) return gone();
+    for (const ref of lost) reconciler.lost(ref);
   };
   const syncNow = (): Promise<void> => (running ??= once().finally(() => (running = undefined)));
 

@@ -3,8 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
 import { NotFoundError, StorageError, UsageError } from '../core/errors.js';
-import { createLogger } from '../core/log.js';
-import { LOG_LEVELS } from '../daemon/config.js';
+import { createLogger, LOG_LEVELS } from '../core/log.js';
 import { defaultStateDir, defaultStoreDir, expandHome } from '../daemon/defaults.js';
 
 /** Options every command shares, read from the root program. */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { ExitCode, exitCodeOf, isSwiftFetchError } from '../core/errors.js';
-import { LOG_LEVELS } from '../daemon/config.js';
+import { LOG_LEVELS } from '../core/log.js';
 import { interruptionOf, stdoutClosed, watchStdout } from './context.js';
 import * as bundle from './commands/bundle.js';
 import * as daemon from './commands/daemon.js';

@@ -8,11 +8,12 @@ import { dirname, extname, isAbsolute, resolve } from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { SwiftFetchError, UsageError } from '../core/errors.js';
+import { LOG_LEVELS, type LogLevel } from '../core/log.js';
 import { formatRef, parseRef, parseS3Location, type ModelRef, type S3Location } from '../core/ref.js';
 import { fnmatch } from '../core/select.js';
 import { parseDuration, parseRate, parseSize } from '../core/units.js';
 import type { KubeSettings } from '../kube/index.js';
-import { normalizeAllowGlob } from '../mirror/index.js';
+import { normalizeAllowGlob } from '../mirror/allow.js';
 import {
   DEFAULT_FORGET_FAILED_MS,
   DEFAULT_MAX_REQUESTED,
@@ -29,8 +30,7 @@ import {
 
 export * from './defaults.js';
 
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+export { LOG_LEVELS, type LogLevel } from '../core/log.js';
 
 /** One declared model: the parsed ref, its canonical key, and optional file filters. */
 export interface ModelSpec {

@@ -35,7 +35,7 @@ async function withSource<T>(ref: ModelRef, opts: ResolveOptions, fn: (source: S
   const env = opts.env ?? process.env;
   const dispatcher = proxyAwareDispatcher(env, { connections: 4, headersTimeout: 60_000, bodyTimeout: 60_000 });
   try {
-    return await fn(sourceFor(ref.hub, env, dispatcher));
+    return await fn(await sourceFor(ref.hub, env, dispatcher));
   } finally {
     await dispatcher.close().catch(() => undefined);
   }

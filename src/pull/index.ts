@@ -16,7 +16,6 @@ import { publicEndpoint } from '../lock/format.js';
 import { pinnedFiles } from '../lock/pin.js';
 import { pinFor, type Pinned } from '../lock/pins.js';
 import { sourceFor, type Source } from '../sources/index.js';
-import { findReplicaCopies } from '../s3/replica.js';
 import { readLease, tryAcquireLease, type Lease } from '../store/lease.js';
 import { Store, type PublishRecord } from '../store/store.js';
 import { proxyAwareDispatcher } from '../transfer/index.js';
@@ -52,7 +51,7 @@ export async function pullModel(refOrString: ModelRef | string, opts: PullOption
   const dispatcher = proxyAwareDispatcher(env, { connections: 4, headersTimeout: 60_000, bodyTimeout: 60_000 });
   try {
     // The hub's API calls retry too: say so, a person watching a slow or down hub sees why it waits.
-    const source = sourceFor(ref.hub, env, dispatcher, {
+    const source = await sourceFor(ref.hub, env, dispatcher, {
       onRetry: (r) => opts.onEvent?.({ type: 'retry', file: 'the hub API', attempt: r.attempt, of: r.of, delayMs: r.delayMs, reason: r.reason }),
     });
     const resolved = await resolveOrOffline(source, ref, store, opts, log, pinned);
@@ -155,11 +154,12 @@ async function downloadOnce(rev: Revision, source: Source, opts: PullOptions): P
   // (GC evicting an older revision that shared it) can take it away mid-pull. If we die, GC sees
   // the folder's maker is gone and removes it (store/work.ts).
   let pinDir: string | undefined;
-  let replica: Awaited<ReturnType<typeof findReplicaCopies>>;
+  let replica: Awaited<ReturnType<typeof import('../s3/replica.js').findReplicaCopies>>;
   try {
     pinDir = await store.makeWorkDir('pin', lease.name);
     // Bucket replicas of the hub go after peers (nearer) and before the hub itself.
     if (opts.replicas?.length && ref.hub !== 's3') {
+      const { findReplicaCopies } = await import('../s3/replica.js');
       replica = await findReplicaCopies(opts.replicas, manifest, rev.files, { env: opts.env ?? process.env, signal, logger: opts.logger, connections: opts.connections });
     }
     const hooks = replica ? { ...opts.engineHooks, chunkSources: [...(opts.engineHooks?.chunkSources ?? []), replica] } : opts.engineHooks;

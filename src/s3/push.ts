@@ -28,12 +28,11 @@ import { PUSH_LEASE_NAME, holdBucketLease } from './lease.js';
 import { replicaPrefix } from './replica.js';
 import { s3Settings } from './settings.js';
 
+import { DEFAULT_PART_SIZE, DEFAULT_PUSH_CONNECTIONS, MAX_PARTS, MIN_PART } from './limits.js';
+
+export { DEFAULT_PART_SIZE, DEFAULT_PUSH_CONNECTIONS } from './limits.js';
+
 const MiB = 1024 * 1024;
-/** S3's limits: parts of 5 MiB at least (but the last), 10,000 parts at most. */
-const MIN_PART = 5 * MiB;
-const MAX_PARTS = 10_000;
-export const DEFAULT_PART_SIZE = 64 * MiB;
-export const DEFAULT_PUSH_CONNECTIONS = 8;
 /** Bytes read from the store per piece of an upload body. */
 const READ_PIECE = MiB;
 

@@ -158,9 +158,12 @@ describe('daemon HTTP API', () => {
   });
 
   it('reports failures in the stream and keeps following with until=ready', async () => {
-    fp.script.set('hf://org/bad@main', ['fail', 'fail', 'block']);
+    // The first attempt fails only once the plain stream follows it (its first event releases it);
+    // failing at once raced the stream's connect against the retries, and a stream that arrived
+    // during the blocked attempt waited forever.
+    fp.script.set('hf://org/bad@main', ['blockfail', 'block']);
     await http('POST', '/v1/pulls', { ref: 'hf://org/bad' });
-    const plain = await readEvents(`/v1/models/${enc('hf://org/bad')}/events`);
+    const plain = await readEvents(`/v1/models/${enc('hf://org/bad')}/events`, () => fp.release('hf://org/bad@main'));
     expect(plain[plain.length - 1]).toMatchObject({ event: 'failed', data: { state: 'failed', error: 'connection reset by origin (simulated)' } });
     const patient = readEvents(`/v1/models/${enc('hf://org/bad')}/events?until=ready`);
     await until(() => fp.running() === 1);

@@ -8,7 +8,8 @@ import { formatRef, type ModelRef } from '../../src/core/ref.js';
 import type { PullFn } from '../../src/daemon/reconciler.js';
 import type { PullOptions } from '../../src/pull/index.js';
 
-export type Step = 'ok' | 'fail' | 'notfound' | 'block';
+/** 'blockfail' waits for a release like 'block', then fails like 'fail'. */
+export type Step = 'ok' | 'fail' | 'notfound' | 'block' | 'blockfail';
 
 export interface FakePull {
   pull: PullFn;
@@ -54,7 +55,7 @@ export function fakePull(bytesTotal = 1000): FakePull {
         opts.onEvent?.({ type: 'resolved', ref: key, commit: COMMIT, files: 2, bytesTotal });
         opts.onEvent?.({ type: 'progress', bytesDone: 0, bytesTotal, source: 'origin' });
         if (step === 'fail') throw new NetworkError('connection reset by origin (simulated)');
-        if (step === 'block') {
+        if (step === 'block' || step === 'blockfail') {
           await new Promise<void>((resolve, reject) => {
             const pending = early.get(key) ?? 0;
             if (pending > 0) {
@@ -74,6 +75,7 @@ export function fakePull(bytesTotal = 1000): FakePull {
             );
           });
         }
+        if (step === 'blockfail') throw new NetworkError('connection reset by origin (simulated)');
         // Half the bytes from the origin, half from a peer: what the engine reports as they arrive,
         // then the pull's running total.
         opts.engineHooks?.onEvent?.({ type: 'progress', key: { kind: 'path', commit: COMMIT, path: `fake:${key}` }, bytes: bytesTotal / 2, source: 'origin' });

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { createLogger } from '../../core/log.js';
-import { applyFlags, loadConfig, parseConfig, type DaemonConfig } from '../../daemon/config.js';
-import { startDaemon } from '../../daemon/index.js';
+import type { DaemonConfig } from '../../daemon/config.js';
+import type { startDaemon } from '../../daemon/index.js';
 import { checkStore } from '../context.js';
 import { collect } from './pull.js';
 
@@ -18,6 +18,8 @@ export function register(program: Command): void {
     .addHelpText('after', '\nA quick try, without a config file:\n  swift-fetch daemon --store ./store --listen 127.0.0.1:7070 --model hf://Qwen/Qwen2.5-0.5B-Instruct\n')
     .action(async (o: { config?: string; listen?: string; model?: string[] }, cmd: Command) => {
       const g = cmd.optsWithGlobals<{ store?: string; stateDir?: string; logLevel?: string }>();
+      // Loaded here, not with the CLI: the other commands need none of the daemon's parts.
+      const [{ applyFlags, loadConfig, parseConfig }, { startDaemon }] = await Promise.all([import('../../daemon/config.js'), import('../../daemon/index.js')]);
       const file: DaemonConfig = o.config ? await loadConfig(o.config) : parseConfig('', 'defaults', { baseDir: process.cwd() });
       // Flags given explicitly win over the file.
       const config = applyFlags(file, { store: g.store, stateDir: g.stateDir, logLevel: g.logLevel, listen: o.listen, models: o.model });

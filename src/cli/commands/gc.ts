@@ -3,7 +3,6 @@ import { formatBytes, parseSize } from '../../core/units.js';
 import { readFile } from 'node:fs/promises';
 import { UsageError } from '../../core/errors.js';
 import { parseRef, repoKey, type ModelRef } from '../../core/ref.js';
-import { loadConfig, parseModelsFile } from '../../daemon/config.js';
 import { revisionKey, runGc } from '../../store/gc.js';
 import { Store } from '../../store/store.js';
 import { checkStore, emitJson, globals } from '../context.js';
@@ -25,6 +24,7 @@ export function register(program: Command): void {
       let maxBytes = o.maxBytes ?? 0;
       let storeDir = g.store;
       if (o.config) {
+        const { loadConfig, parseModelsFile } = await import('../../daemon/config.js');
         const cfg = await loadConfig(o.config);
         if (!explicitStore) storeDir = cfg.store;
         if (o.maxBytes === undefined) maxBytes = cfg.gc.maxBytes;

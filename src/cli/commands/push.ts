@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import { formatRef, formatS3Location, parseRef, parseS3Location, type S3Location } from '../../core/ref.js';
 import { parseRate, parseSize } from '../../core/units.js';
-import { DEFAULT_PART_SIZE, pushModel, type PushEvent, type PushTarget } from '../../s3/push.js';
+import { DEFAULT_PART_SIZE } from '../../s3/limits.js';
+import type { PushEvent, PushTarget } from '../../s3/push.js';
 import { RateLimiter } from '../../transfer/index.js';
 import { abortOnSignals, emitJson, globals, logger } from '../context.js';
 import { reporter } from '../progress.js';
@@ -40,6 +41,7 @@ export function register(program: Command): void {
       };
       try {
         for (const target of targets) {
+          const { pushModel } = await import('../../s3/push.js');
           const res = await pushModel(ref, target, { store: g.store, limiter, connections: o.connections, partSize: o.partSize, signal: abort.signal, logger: log, onEvent });
           if (events) emitJson({ type: 'done', ref: label, commit: res.commit, dest: res.dest, bytesUploaded: res.bytesUploaded, alreadyComplete: res.alreadyComplete });
           else process.stdout.write(`${res.dest}\n`);

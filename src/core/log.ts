@@ -1,12 +1,12 @@
 import { pino, type Logger } from 'pino';
 
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
 /**
  * Paths pino must never print. Tokens travel in headers and options; every object we log that
  * could hold one is covered here, so a careless `log.info({ headers })` cannot leak a secret.
  */
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
-
 export const REDACT_PATHS = [
   'authorization', 'cookie', 'token', 'hubHeaders', 'peerToken',
   '*.authorization', '*.cookie', '*.token', '*.hubHeaders', '*.peerToken',

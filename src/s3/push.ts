@@ -27,7 +27,6 @@ import { MANIFEST_NAME, base64ToHex, buildManifest, hexToBase64, parseManifest, 
 import { PUSH_LEASE_NAME, holdBucketLease } from './lease.js';
 import { replicaPrefix } from './replica.js';
 import { s3Settings } from './settings.js';
-
 import { DEFAULT_PART_SIZE, DEFAULT_PUSH_CONNECTIONS, MAX_PARTS, MIN_PART } from './limits.js';
 
 export { DEFAULT_PART_SIZE, DEFAULT_PUSH_CONNECTIONS } from './limits.js';

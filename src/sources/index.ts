@@ -11,8 +11,8 @@ export { msSettings } from './modelscope.js';
 
 /**
  * The adapter for a hub, configured from that hub's own environment variables; API calls go through
- * `dispatcher`. The S3 adapter (the AWS credential chain, the signer, the XML parser: ~25 MB of
- * resident memory) is loaded only for s3:// refs.
+ * `dispatcher`. The S3 adapter (the AWS credential chain, the signer, the XML parser) is loaded
+ * only for s3:// refs: a hub pull does not pay its memory (test/cli/lazy-load.test.ts).
  */
 export async function sourceFor(hub: Hub, env: NodeJS.ProcessEnv, dispatcher: Dispatcher, hooks: SourceHooks = {}): Promise<Source> {
   if (hub === 's3') {

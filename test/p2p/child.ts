@@ -51,9 +51,11 @@ export function spawnNodeChild(opts: Record<string, unknown>, prefix: string[] =
     },
     async kill() {
       if (gone()) return;
-      const exited = new Promise((r) => c.once('exit', r));
+      // 'close', not 'exit': the lines the process wrote before it died are still in the pipe at
+      // 'exit', and a test that counts what the node held when killed must read them all.
+      const closed = new Promise((r) => c.once('close', r));
       c.kill('SIGKILL');
-      await exited;
+      await closed;
     },
   };
 }

@@ -1,44 +1,19 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fetchBlobs } from '../../src/transfer/index.js';
 import { StorageError } from '../../src/core/errors.js';
 import type { TransferEvent } from '../../src/core/transfer.js';
-import { MiB, blobRequest, inCI, makeContent, serveRange, sha256, startServer, tempDir, type TestServer } from './helpers.js';
+import { MiB, blobRequest, makeContent, serveRange, sha256, startServer, tmpfsStore, type TestServer } from './helpers.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-/** Mount a small tmpfs (root only). Returns why it could not, or undefined on success. */
-function mountTmpfs(dir: string, size: string): string | undefined {
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'pipe' });
-    cleanups.push(() => execFileSync('umount', ['-l', dir], { stdio: 'pipe' }));
-    return undefined;
-  } catch (e) {
-    return `cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(e as Error).message.split('\n')[0]}`;
-  }
-}
-
-function setup(size: string, skip: (note: string) => void): { mnt: string; stateDir: string } {
-  const t = tempDir();
-  cleanups.push(t.cleanup);
-  const mnt = join(t.dir, 'store');
-  mkdirSync(mnt);
-  const why = mountTmpfs(mnt, size);
-  if (why) {
-    if (inCI) throw new Error(`${why}; CI must run this test`);
-    skip(why);
-  }
-  return { mnt, stateDir: join(t.dir, 'state') };
-}
-
 describe('ENOSPC', () => {
   it('refuses up front when the store cannot hold the files, naming the store and the bytes', async (ctx) => {
-    const { mnt, stateDir } = setup('8m', (n) => ctx.skip(n));
+    const { mnt, stateDir } = tmpfsStore('8m', (n) => ctx.skip(n), cleanups);
     const content = makeContent(12 * MiB, 41);
     const srv: TestServer = await startServer((req, res) => serveRange(srv, req, res, content));
     cleanups.push(() => srv.close());
@@ -51,7 +26,7 @@ describe('ENOSPC', () => {
   });
 
   it('a disk that fills mid-pull fails with exit 6, publishes nothing, and the pull resumes once space is freed', async (ctx) => {
-    const { mnt, stateDir } = setup('16m', (n) => ctx.skip(n));
+    const { mnt, stateDir } = tmpfsStore('16m', (n) => ctx.skip(n), cleanups);
     const content = makeContent(12 * MiB, 42);
     const filler = join(mnt, 'filler');
     // Another writer fills the volume right after our pull has checked the free space.

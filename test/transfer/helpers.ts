@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
@@ -187,3 +188,24 @@ export function blobRequest(content: Buffer, url: string, extra: Partial<BlobReq
 
 /** The CI rule: a missing tool fails in CI and skips (with a reason) elsewhere. */
 export const inCI = process.env.CI === 'true' || process.env.CI === '1';
+
+/**
+ * A store directory on its own small tmpfs (root only), for disk-full tests: `mnt` is the mount,
+ * `stateDir` sits beside it on the ordinary disk. Unmounting and removal are pushed on `cleanups`.
+ * Without the rights to mount: a failure in CI, else `skip` with the reason.
+ */
+export function tmpfsStore(size: string, skip: (why: string) => void, cleanups: Array<() => unknown>): { mnt: string; stateDir: string } {
+  const t = tempDir();
+  cleanups.push(t.cleanup);
+  const mnt = join(t.dir, 'store');
+  mkdirSync(mnt);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { stdio: 'pipe' });
+    cleanups.push(() => execFileSync('umount', ['-l', mnt], { stdio: 'pipe' }));
+  } catch (e) {
+    const why = `cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(e as Error).message.split('\n')[0]}`;
+    if (inCI) throw new Error(`${why}; CI must run this test`);
+    skip(why);
+  }
+  return { mnt, stateDir: join(t.dir, 'state') };
+}

@@ -6,8 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,7 +14,7 @@ import { RateLimiter, fetchBlobs } from '../../src/transfer/index.js';
 import { receiveStats } from '../../src/transfer/workers/receive-pool.js';
 import { StorageError } from '../../src/core/errors.js';
 import type { TransferEvent } from '../../src/core/transfer.js';
-import { MiB, blobRequest, inCI, makeContent, serveRange, sha256, startServer, tempDir, type TestServer } from './helpers.js';
+import { MiB, blobRequest, makeContent, serveRange, sha256, startServer, tempDir, tmpfsStore, type TestServer } from './helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '../..');
@@ -231,18 +230,7 @@ describe('receive worker threads', () => {
   });
 
   it('map a disk that fills mid-pull to StorageError (exit 6), and resume once space is freed', async (ctx) => {
-    const t = tempDir();
-    cleanups.push(t.cleanup);
-    const mnt = join(t.dir, 'store');
-    mkdirSync(mnt);
-    try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', mnt], { stdio: 'pipe' });
-      cleanups.push(() => execFileSync('umount', ['-l', mnt], { stdio: 'pipe' }));
-    } catch (e) {
-      const why = `cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(e as Error).message.split('\n')[0]}`;
-      if (inCI) throw new Error(`${why}; CI must run this test`);
-      ctx.skip(why);
-    }
+    const { mnt, stateDir } = tmpfsStore('16m', (n) => ctx.skip(n), cleanups);
     const content = makeContent(12 * MiB, 91);
     const filler = join(mnt, 'filler');
     const srv: TestServer = await startServer((req, res, n) => {
@@ -250,7 +238,7 @@ describe('receive worker threads', () => {
       return serveRange(srv, req, res, content);
     });
     cleanups.push(() => srv.close());
-    const opts = { partialDir: join(mnt, '.swift-fetch/partial'), stateDir: join(t.dir, 'state'), env: {}, storeLabel: mnt, connections: 3, chunkSize: MiB, workers: 2 };
+    const opts = { partialDir: join(mnt, '.swift-fetch/partial'), stateDir, env: {}, storeLabel: mnt, connections: 3, chunkSize: MiB, workers: 2 };
     const before = receiveStats.requests;
     const err = await fetchBlobs([blobRequest(content, `${srv.url}/f`)], opts).catch((e: unknown) => e);
     expect(receiveStats.requests).toBeGreaterThan(before);

@@ -9,7 +9,7 @@ import type { BlobRequest, ByteSource, FetchedBlob, TransferEvent } from '../cor
 import { formatBytes } from '../core/units.js';
 import { ResumeState, currentBootId, type BlobRow } from '../state/resume.js';
 import { HashPool, type HashJob } from './hash-pool.js';
-import { OriginSession, createDispatcher, openRange, parseContentRange, rangeHeaders, statusError, usesProxy } from './http.js';
+import { OriginSession, createDispatcher, isExpiredSignedUrl, openRange, parseContentRange, rangeHeaders, statusError, usesProxy } from './http.js';
 import { DEFAULT_CONNECTIONS, SINGLE_REQUEST_MAX, chunkCount, defaultReceiveWorkers, planBlockSize, planChunkSize } from './plan.js';
 import { ReceiveIoError, ReceivePool } from './workers/receive-pool.js';
 import { availableParallelism } from 'node:os';
@@ -758,7 +758,7 @@ export class Engine {
       // redirects, an expired CDN URL (re-signed through the hub), a 200 or a wrong range are the
       // main thread's to handle.
       if (refused.status < 400) return false;
-      if (!toHub && (refused.status === 403 || refused.status === 410)) {
+      if (isExpiredSignedUrl(refused.status, toHub)) {
         // As openRange does on this answer: the signed URL expired, go back to the hub for a new
         // one (unless another connection already got one).
         if (target !== undefined && s.target === target) s.target = undefined;

@@ -243,6 +243,14 @@ export function rangeHeaders(session: OriginSession, u: URL, start: number, end:
   return headers;
 }
 
+/**
+ * A 403 or 410 from a host other than the hub's: the signed CDN URL expired, and the hub signs a
+ * fresh one. The main thread's requests and the receive workers' refusals share this rule.
+ */
+export function isExpiredSignedUrl(status: number, toHub: boolean): boolean {
+  return !toHub && (status === 403 || status === 410);
+}
+
 /** Whether the environment names a proxy (the receive workers connect directly, so they stay off). */
 export function usesProxy(env: NodeJS.ProcessEnv): boolean {
   return !!((env.HTTP_PROXY ?? env.http_proxy ?? '') || (env.HTTPS_PROXY ?? env.https_proxy ?? ''));
@@ -296,7 +304,7 @@ export async function openRange(
       return { status: res.statusCode, headers: h, body: res.body, url, validator };
     }
     const text = await readSmall(res.body);
-    if (!toHub && (res.statusCode === 403 || res.statusCode === 410)) {
+    if (isExpiredSignedUrl(res.statusCode, toHub)) {
       // A signed CDN URL expired: the hub signs a fresh one (unless another connection of this
       // blob already got one).
       if (++resigns > MAX_RESIGNS) throw new NetworkError(`${label}: the CDN keeps refusing freshly signed URLs (HTTP ${res.statusCode} from ${u.host})`);

@@ -115,8 +115,9 @@ class BlobJob {
   storedValidator: string | null = null;
   /** Chunks recorded but not yet covered by an fdatasync. */
   unsynced: number[] = [];
-  pendingProgress = 0;
-  pendingSource: ByteSource = 'origin';
+  /** Bytes written but not yet reported, by where they came from (batched into `progress` events). */
+  readonly pendingProgress: Record<ByteSource, number> = { origin: 0, peer: 0, replica: 0 };
+  pendingTotal = 0;
   readonly tasks = new Set<Task>();
   result: FetchedBlob | undefined;
   private syncRunning: Promise<void> | undefined;
@@ -883,9 +884,11 @@ export class Engine {
 
   /** Credit written bytes to their chunk(s); a chunk whose bytes are all on disk gets committed. */
   private account(j: BlobJob, t: Task, start: number, len: number, source: ByteSource): void {
-    j.pendingProgress += len;
-    j.pendingSource = source;
-    if (j.pendingProgress >= PROGRESS_EVERY) this.flushProgress(j);
+    // Kept apart by source: a batch mixes the blob's peer and origin streams, and crediting it all to
+    // whichever wrote last skewed the metrics and the lock file's provenance.
+    j.pendingProgress[source] += len;
+    j.pendingTotal += len;
+    if (j.pendingTotal >= PROGRESS_EVERY) this.flushProgress(j);
     const cs = j.chunkSize;
     // A write may cross block boundaries; blocks already done (a single stream re-reading) are skipped.
     const end = start + len;
@@ -899,9 +902,14 @@ export class Engine {
   }
 
   private flushProgress(j: BlobJob): void {
-    if (j.pendingProgress === 0) return;
-    this.emit({ type: 'progress', key: j.req.key, bytes: j.pendingProgress, source: j.pendingSource });
-    j.pendingProgress = 0;
+    if (j.pendingTotal === 0) return;
+    j.pendingTotal = 0;
+    for (const source of Object.keys(j.pendingProgress) as ByteSource[]) {
+      const bytes = j.pendingProgress[source];
+      if (bytes === 0) continue;
+      j.pendingProgress[source] = 0;
+      this.emit({ type: 'progress', key: j.req.key, bytes, source });
+    }
   }
 
   /**

@@ -76,6 +76,7 @@ export async function startFakeHub(opts: StartOptions = {}): Promise<FakeHub> {
       bodyBytes: 0,
     };
     if (req.headers.range !== undefined) entry.range = req.headers.range;
+    if (req.socket.remoteAddress !== undefined) entry.remoteAddress = req.socket.remoteAddress;
     log.push(entry);
     const url = new URL(req.url ?? '/', 'http://fakehub.invalid');
     let urlPath = url.pathname;

@@ -90,6 +90,8 @@ export interface RequestLogEntry {
   path?: string;
   /** Kind of fault applied to this request, if any. */
   fault?: FaultKind;
+  /** The client's address (as the socket saw it): tells apart nodes of a multi-namespace test. */
+  remoteAddress?: string;
 }
 
 export interface FakeHub {

@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
 import { createServer } from 'node:net';
-import { inCI, makeContent } from '../transfer/helpers.js';
+import { inCI } from '../support/ci.js';
+import { makeContent } from '../transfer/helpers.js';
 import { startDnsResponder, type DnsResponder } from './dns-responder.js';
 import { blobRequestFor, SwarmNode } from './harness.js';
 

@@ -5,7 +5,8 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { startFakeHub, type FakeHub } from '../fakehub/index.js';
-import { inCI, makeContent } from '../transfer/helpers.js';
+import { inCI } from '../support/ci.js';
+import { makeContent } from '../transfer/helpers.js';
 import { blobRequestFor } from './harness.js';
 import { missingNetns, NetnsLab } from './netns-lab.js';
 

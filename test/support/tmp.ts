@@ -1,7 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, onTestFinished } from 'vitest';
+import { inCI } from './ci.js';
 
 const leftovers = new Set<string>();
 
@@ -26,4 +28,20 @@ export async function tmpDir(prefix = 'swift-fetch-test-'): Promise<string> {
     leftovers.add(dir);
   }
   return dir;
+}
+
+/**
+ * Mount a small tmpfs on `dir` (root only), for disk-full tests; `onCleanup` is given its unmount.
+ * Without the rights to mount: a failure in CI, else `skip` with the reason.
+ */
+export function mountTmpfs(dir: string, size: string, skip: (why: string) => void, onCleanup: (undo: () => void) => void): void {
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'pipe' });
+  } catch (e) {
+    const why = `cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(e as Error).message.split('\n')[0]}`;
+    if (inCI) throw new Error(`${why}; CI must run this test`);
+    skip(why);
+    return;
+  }
+  onCleanup(() => void execFileSync('umount', ['-l', dir], { stdio: 'pipe' }));
 }

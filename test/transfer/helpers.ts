@@ -1,12 +1,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo, Socket } from 'node:net';
 import { sha256Key } from '../../src/core/blob-key.js';
 import type { BlobRequest } from '../../src/core/transfer.js';
+import { mountTmpfs } from '../support/tmp.js';
 
 export const MiB = 1024 * 1024;
 
@@ -186,9 +186,6 @@ export function blobRequest(content: Buffer, url: string, extra: Partial<BlobReq
   return { key: sha256Key(h), label: 'model.safetensors', size: content.length, sha256: h, origin: { url, hubHeaders: {} }, ...extra };
 }
 
-/** The CI rule: a missing tool fails in CI and skips (with a reason) elsewhere. */
-export const inCI = process.env.CI === 'true' || process.env.CI === '1';
-
 /**
  * A store directory on its own small tmpfs (root only), for disk-full tests: `mnt` is the mount,
  * `stateDir` sits beside it on the ordinary disk. Unmounting and removal are pushed on `cleanups`.
@@ -199,13 +196,6 @@ export function tmpfsStore(size: string, skip: (why: string) => void, cleanups: 
   cleanups.push(t.cleanup);
   const mnt = join(t.dir, 'store');
   mkdirSync(mnt);
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { stdio: 'pipe' });
-    cleanups.push(() => execFileSync('umount', ['-l', mnt], { stdio: 'pipe' }));
-  } catch (e) {
-    const why = `cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(e as Error).message.split('\n')[0]}`;
-    if (inCI) throw new Error(`${why}; CI must run this test`);
-    skip(why);
-  }
+  mountTmpfs(mnt, size, skip, (undo) => cleanups.push(undo));
   return { mnt, stateDir: join(t.dir, 'state') };
 }
